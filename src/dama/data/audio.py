@@ -1,0 +1,48 @@
+"""Audio loading: any libsndfile format (WAV, FLAC, Ogg/Opus, MP3) -> 16 kHz mono float32."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from dama.errors import DataError
+
+SAMPLE_RATE = 16_000
+
+
+def audio_duration(path: str | Path) -> float:
+    """Duration in seconds read from the header (fast: nothing is decoded)."""
+    try:
+        info = sf.info(str(path))
+    except FileNotFoundError:
+        raise DataError(f"{path}: audio file not found") from None
+    except Exception as e:  # libsndfile raises a generic error for unreadable files
+        raise DataError(f"{path}: cannot read audio header ({e}). Is it corrupt or in an unsupported format?") from e
+    return info.frames / info.samplerate if info.samplerate else 0.0
+
+
+def load_audio(path: str | Path, where: str | None = None) -> np.ndarray:
+    """Decode ``path`` to a 16 kHz mono float32 array.
+
+    ``where`` (e.g. ``manifest.jsonl:12``) is added to error messages so users can
+    find the offending entry.
+    """
+    ctx = f" (listed at {where})" if where else ""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: audio file not found{ctx}. Check the path or the manifest's folder.")
+    try:
+        audio, sr = sf.read(str(p), dtype="float32", always_2d=True)
+    except Exception as e:
+        raise DataError(f"{p}: cannot decode audio{ctx}: {e}. Re-encode it as WAV/FLAC/Opus.") from e
+    if audio.size == 0 or audio.shape[0] == 0:
+        raise DataError(f"{p}: audio is empty (0 samples){ctx}. Remove the entry or replace the file.")
+    audio = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
+    if sr != SAMPLE_RATE:
+        audio = soxr.resample(audio, sr, SAMPLE_RATE).astype(np.float32)
+    if not np.isfinite(audio).all():
+        raise DataError(f"{p}: audio contains NaN or infinite samples{ctx}")
+    return np.ascontiguousarray(audio, dtype=np.float32)

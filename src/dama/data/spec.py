@@ -1,0 +1,81 @@
+"""Resolve a data spec on the command line to a :class:`Manifest`.
+
+Specs: ``swahili:test``, ``yoruba:train+extra``, ``fleurs-control`` (a recipe, found
+under ``--data-root`` or ``$DAMA_DATA``), a manifest file (``.jsonl``/``.json``/``.csv``/
+``.tsv``), or a Common Voice folder with an optional ``:split``. Several specs can be
+joined with commas.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dama.data.manifest import Manifest, read_common_voice, read_jsonl, read_table
+from dama.data.recipes import RECIPES
+from dama.errors import DataError
+
+DATA_ENV = "DAMA_DATA"
+
+
+def data_root(explicit: str | Path | None = None) -> Path:
+    root = explicit or os.environ.get(DATA_ENV)
+    if not root:
+        raise DataError(
+            f"no data folder given: pass --data-root DIR or set {DATA_ENV}=DIR "
+            f"(the folder that holds {', '.join(RECIPES)})"
+        )
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"{root}: data folder not found (from --data-root or ${DATA_ENV})")
+    return root
+
+
+def _load_path(path: Path, split: str | None) -> Manifest:
+    if path.is_dir():
+        return read_common_voice(path, split or "test")
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        return read_jsonl(path)
+    if suffix in (".csv", ".tsv"):
+        return read_table(path)
+    raise DataError(f"{path}: unknown manifest type {suffix!r}; use .jsonl, .json, .csv or .tsv")
+
+
+def load_data(spec: str, root: str | Path | None = None, language: str | None = None) -> Manifest:
+    """Load ``spec`` (see module doc). ``language`` fills in utterances that lack one."""
+    parts = [s.strip() for s in spec.split(",") if s.strip()]
+    if not parts:
+        raise DataError("empty data spec")
+    out = Manifest(name=spec)
+    for part in parts:
+        m = _load_one(part, root)
+        out.extend(m)
+        out.problems.extend(m.problems)
+    if language:
+        for u in out:
+            u.language = u.language or language
+    return out
+
+
+def _load_one(spec: str, root: str | Path | None) -> Manifest:
+    path = Path(spec).expanduser()
+    if path.exists():
+        return _load_path(path, None)
+    name, _, split = spec.partition(":")
+    if name not in RECIPES:
+        if Path(name).expanduser().exists():
+            return _load_path(Path(name).expanduser(), split or None)
+        raise DataError(
+            f"{spec!r} is neither a file/folder nor a known corpus ({', '.join(RECIPES)}). "
+            "Give a manifest path or CORPUS:SPLIT."
+        )
+    recipe = RECIPES[name]
+    corpus_root = data_root(root) / name
+    splits = (split or recipe.default_split).split("+")
+    out = Manifest(name=spec)
+    for s in splits:
+        m = recipe.prepare(corpus_root, s)
+        out.extend(m)
+        out.problems.extend(m.problems)
+    return out
