@@ -93,10 +93,18 @@ def _real_model_dir() -> Path:
     return fetch_model("whisper-base", log=lambda *a: None)
 
 
+def _need_real_data() -> None:
+    if SHARED_DATA.is_dir():
+        return
+    msg = f"real data not found at {SHARED_DATA} (set DAMA_DATA)"
+    if os.environ.get("DAMA_REQUIRE_INTEGRATION"):
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
 @pytest.fixture(scope="session")
 def whisper_base():
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"real data not found at {SHARED_DATA}")
+    _need_real_data()
     from dama.models.load import load_whisper
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
