@@ -42,22 +42,20 @@ def tiny_config(decoder_layers: int = 2, vocab_size: int = 267):
     )
 
 
-@pytest.fixture
-def tiny_ct2_dir(tmp_path) -> Path:
+def make_tiny_ct2(d: Path, decoder_layers: int = 2, seed: int = 0) -> Path:
     """A random tiny Whisper written in CTranslate2 format, as faster-whisper ships it."""
     from tokenizers import Tokenizer
     from transformers import WhisperForConditionalGeneration
 
     from dama.models.ct2 import hf_to_ct2, write_ct2
 
-    torch.manual_seed(0)
-    hf = WhisperForConditionalGeneration(tiny_config()).eval()
+    torch.manual_seed(seed)
+    hf = WhisperForConditionalGeneration(tiny_config(decoder_layers)).eval()
     with torch.no_grad():  # make biases non-zero so a wrong mapping shows
         for n, p in hf.named_parameters():
             if n.endswith("bias"):
                 p.normal_(0, 0.1)
-    d = tmp_path / "tiny-ct2"
-    d.mkdir()
+    d.mkdir(parents=True)
     write_ct2(d / "model.bin", hf_to_ct2(hf.state_dict(), hf.config, dtype="float32"))
     write_tiny_tokenizer(d / "tokenizer.json")
     tok = Tokenizer.from_file(str(d / "tokenizer.json"))
@@ -68,6 +66,31 @@ def tiny_ct2_dir(tmp_path) -> Path:
     }))
     torch.save(hf.state_dict(), d / "reference_state.pt")
     return d
+
+
+@pytest.fixture
+def tiny_ct2_dir(tmp_path) -> Path:
+    return make_tiny_ct2(tmp_path / "tiny-ct2")
+
+
+@pytest.fixture
+def tiny6_ct2_dir(tmp_path) -> Path:
+    """Six decoder layers, like whisper-base, so DAMA has early, middle and late segments."""
+    return make_tiny_ct2(tmp_path / "tiny6-ct2", decoder_layers=6)
+
+
+def make_corpus(root: Path, n_train: int = 8, n_val: int = 3, n_test: int = 3) -> Path:
+    """A small swahili-layout corpus of synthetic tones with short transcripts."""
+    d = root / "swahili" / "data"
+    lines = []
+    words = ["habari", "yako", "nzuri", "sana", "asante", "karibu", "ndiyo", "hapana"]
+    for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
+        for i in range(n):
+            uid = f"{split}{i}"
+            write_wav(d / "records" / split / f"{uid}.wav", 1.0 + 0.25 * (i % 4), freq=200 + 50 * i)
+            lines.append(f"{uid}:{words[i % 8]} {words[(i + 3) % 8]}")
+    (d / "raw_text_file.txt").write_text("\n".join(lines) + "\n")
+    return root
 
 
 @pytest.fixture

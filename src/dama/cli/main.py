@@ -42,7 +42,18 @@ def _add_decode_args(p: argparse.ArgumentParser) -> None:
                    help="stop a transcript when its tail n-gram repeats this often (default: %(default)s)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch's default)")
+    p.add_argument("--adapter", metavar="RUN_DIR", help="a `dama train` run directory to apply to the model")
     p.add_argument("--json", metavar="PATH", help="write results as JSON")
+
+
+def _load_model(args):
+    if getattr(args, "adapter", None):
+        from dama.train.run import load_run
+
+        return load_run(args.adapter, device=args.device)
+    from dama.models.load import load_whisper
+
+    return load_whisper(args.model, device=args.device)
 
 
 def _setup_torch(args) -> None:
@@ -87,13 +98,12 @@ def cmd_model_list(args) -> dict:
 
 def cmd_transcribe(args) -> dict:
     from dama.data.audio import load_audio
-    from dama.models.load import load_whisper
     from dama.models.transcribe import transcribe
 
     _setup_torch(args)
     if not args.language:
         raise DamaError("transcribe needs --language CODE (e.g. sw, yo, en)")
-    w = load_whisper(args.model, device=args.device)
+    w = _load_model(args)
     audios = [load_audio(a) for a in args.audio]
     t = time.perf_counter()
     texts = transcribe(w, audios, args.language, _decode_opts(args))
@@ -107,6 +117,90 @@ def cmd_transcribe(args) -> dict:
     return out
 
 
+def _split_spec(spec: str, split: str) -> str | None:
+    """swahili:train -> swahili:val (for recipes that have that split)."""
+    from dama.data.recipes import RECIPES
+
+    name = spec.split(":", 1)[0]
+    if "," in spec or name not in RECIPES or split not in RECIPES[name].splits:
+        return None
+    return f"{name}:{split}"
+
+
+def _int_list(text: str | None) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    try:
+        return tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise DamaError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def method_options(args) -> dict:
+    """CLI flags -> options of the chosen method's dataclass (only those it has)."""
+    from dama.adapt import METHODS
+
+    cls = METHODS.get(args.method)
+    if cls is None:
+        raise DamaError(f"unknown method {args.method!r}; choose from {', '.join(METHODS)}")
+    fields = set(cls.__dataclass_fields__)
+    opts = {"alpha_ratio": args.alpha_ratio}
+    if args.rank is not None:
+        if "r" not in fields:
+            raise DamaError(f"--rank does not apply to {args.method}")
+        opts["r"] = args.rank
+    if args.method == "dama":
+        opts.update(r_high=args.r_high, r_low=args.r_low, uniform=args.uniform_rank, svd_init=not args.random_init,
+                    bpp=not args.no_bpp)
+        if args.ranks:
+            opts["ranks"] = _int_list(args.ranks)
+        if args.segments:
+            seg = _int_list(args.segments)
+            if len(seg) != 2:
+                raise DamaError("--segments takes L_EARLY,L_LATE (1-based layer indices)")
+            opts.update(l_early=seg[0], l_late=seg[1])
+    elif any([args.ranks, args.segments, args.uniform_rank, args.random_init, args.no_bpp]):
+        raise DamaError("--ranks/--segments/--uniform-rank/--random-init/--no-bpp apply to --method dama only")
+    return {k: v for k, v in opts.items() if k in fields}
+
+
+def cmd_train(args) -> dict:
+    from dama.adapt import make_method
+    from dama.data.spec import load_data
+    from dama.train.run import run_training
+    from dama.train.trainer import TrainConfig
+
+    _setup_torch(args)
+    method = make_method(args.method, **method_options(args))
+    train_m = load_data(args.data, args.data_root, language=args.language)
+    if args.hours:
+        train_m = train_m.subset(args.hours, args.seed)
+    val_spec = None if args.val == "none" else (args.val or _split_spec(args.data, "val"))
+    test_spec = None if args.test == "none" else (args.test or _split_spec(args.data, "test"))
+    val_m = load_data(val_spec, args.data_root, language=args.language) if val_spec else None
+    test_m = load_data(test_spec, args.data_root, language=args.language) if test_spec else None
+    if test_m is not None and args.test_limit:
+        test_m[:] = test_m[: args.test_limit]
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
+                      seed=args.seed, precision=args.precision, val_max_utts=args.val_max_utts,
+                      patience=args.patience, save_every=args.save_every, cache_dir=args.cache_dir,
+                      warmup_frac=args.warmup, schedule=args.schedule)
+    print(f"{args.method}: {len(train_m)} training clips ({train_m.hours:.3f} h) from {args.data}"
+          + (f", val {val_spec}" if val_spec else "") + (f", test {test_spec}" if test_spec else ""))
+    res = run_training(args.model, method, train_m, val_m, test_m, args.out, cfg, language=args.language,
+                       resume=args.resume, device=args.device,
+                       data_specs={"train": args.data, "hours": args.hours, "val": val_spec, "test": test_spec},
+                       log=lambda m: print(m, file=sys.stderr))
+    line = f"{args.method}: trainable={res['trainable_params']:,}  peak_memory={res['peak_memory_mb']:.0f} MB  "
+    line += f"train={res['train_seconds']:.1f} s"
+    if "wer" in res:
+        line += f"  test WER={res['wer']:.4f} CER={res['cer']:.4f}"
+    print(line)
+    print(f"run directory: {args.out}")
+    _write_json(args.json, res)
+    return res
+
+
 def _safe_name(s: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in s).strip("_")
 
@@ -114,14 +208,14 @@ def _safe_name(s: str) -> str:
 def cmd_eval(args) -> dict:
     from dama.data.spec import load_data
     from dama.evaluate.run import evaluate
-    from dama.models.load import load_whisper
 
     _setup_torch(args)
     m = load_data(args.data, args.data_root)
     if args.limit:
         m[:] = m[: args.limit]
-    w = load_whisper(args.model, device=args.device)
-    default_hyps = f"{_safe_name(Path(str(args.model)).name)}__{_safe_name(args.data)}.hyps.jsonl"
+    w = _load_model(args)
+    model_label = Path(args.adapter).name if args.adapter else Path(str(args.model)).name
+    default_hyps = f"{_safe_name(model_label)}__{_safe_name(args.data)}.hyps.jsonl"
     hyps = args.hyps or Path("dama_runs") / "eval" / default_hyps
     res = evaluate(w, m, language=args.language, opts=_decode_opts(args), hyps_path=hyps)
     print(f"{res['data']}  model={res['model']}  n={res['n']}  WER={res['wer']:.4f}  CER={res['cer']:.4f}  "
@@ -215,6 +309,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hyps", help="where to write per-utterance hypotheses (JSONL)")
     _add_decode_args(p)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("train", help="adapt a model with DAMA or a baseline method")
+    p.add_argument("--method", default="dama", help="dama, lora, dora, lora-fa, adalora, pissa, full, zero-shot")
+    p.add_argument("--data", required=True, help="training data, e.g. swahili:train or a manifest")
+    p.add_argument("--data-root", help="folder holding the corpora (default: $DAMA_DATA)")
+    p.add_argument("--hours", type=float, help="train on a reproducible subset of about this many hours")
+    p.add_argument("--val", help="validation data (default: the corpus's val split; 'none' to skip)")
+    p.add_argument("--test", help="test data (default: the corpus's test split; 'none' to skip)")
+    p.add_argument("--test-limit", type=int, default=0, help="evaluate only the first N test utterances")
+    p.add_argument("--out", required=True, help="run directory to create")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--grad-accum", type=int, default=1)
+    p.add_argument("--lr", type=float, help="peak learning rate (default 1e-3 adapters, 1e-5 full)")
+    p.add_argument("--warmup", type=float, default=0.1, help="warm-up fraction of all steps")
+    p.add_argument("--schedule", choices=["linear", "cosine"], default="linear")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", choices=["auto", "no", "bf16", "fp16"], default="auto")
+    p.add_argument("--val-max-utts", type=int, default=0, help="validate on at most N utterances (0 = all)")
+    p.add_argument("--patience", type=int, default=0, help="early-stop after N epochs without val improvement")
+    p.add_argument("--save-every", type=int, default=0, help="also checkpoint every N optimizer steps")
+    p.add_argument("--cache-dir", help="encoder-output cache (default: .encoder-cache beside --out)")
+    p.add_argument("--rank", type=int, help="rank of uniform methods (lora, dora, lora-fa, pissa; default 64)")
+    p.add_argument("--alpha-ratio", type=float, default=2.0, help="lora_alpha = ratio x rank (default 2)")
+    p.add_argument("--r-high", type=int, default=32, help="dama: rank at the first and last layer")
+    p.add_argument("--r-low", type=int, default=8, help="dama: rank in the middle")
+    p.add_argument("--ranks", help="dama: explicit per-layer ranks, e.g. 32,8,8,8,8,32")
+    p.add_argument("--segments", help="dama: L_EARLY,L_LATE segment boundaries (1-based)")
+    p.add_argument("--uniform-rank", action="store_true", help="dama ablation: one rank everywhere")
+    p.add_argument("--random-init", action="store_true", help="dama ablation: no SVD-tail init")
+    p.add_argument("--no-bpp", action="store_true", help="dama ablation: middle-layer A trains")
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--language", help="language code (default: the data's own)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--json", metavar="PATH")
+    p.set_defaults(func=cmd_train)
 
     data = sub.add_parser("data", help="check and prepare data")
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")

@@ -74,6 +74,11 @@ def load_whisper(name_or_path: str | Path = "whisper-base", device: str | None =
     else:
         source = str(path) if path.exists() else name
         try:
+            from transformers import AutoConfig
+
+            model_type = AutoConfig.from_pretrained(source).model_type
+            if model_type != "whisper":
+                raise ModelError(f"{name} is a {model_type} model; dama adapts Whisper models only")
             model = WhisperForConditionalGeneration.from_pretrained(source)
             tok = WhisperTokenizer.from_pretrained(source)
             fe = WhisperFeatureExtractor.from_pretrained(source)
@@ -82,8 +87,6 @@ def load_whisper(name_or_path: str | Path = "whisper-base", device: str | None =
                 f"cannot load Whisper model {name!r}: {e}\nGive a known name ({', '.join(KNOWN_MODELS)}), "
                 "a Hugging Face id (needs network), or a folder with a HF or CTranslate2 model."
             ) from e
-        if model.config.model_type != "whisper":
-            raise ModelError(f"{name} is a {model.config.model_type} model; dama adapts Whisper models")
     model.to(_resolve_device(device))
     if dtype is not None:
         model.to(dtype)

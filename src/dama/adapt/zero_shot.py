@@ -1,0 +1,16 @@
+"""Zero-shot: the pretrained model as is (the reference every method must beat)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dama.adapt.base import Adapted, MethodConfig, freeze_all
+
+
+@dataclass
+class ZeroShotMethod(MethodConfig):
+    name = "zero-shot"
+
+    def apply(self, model) -> Adapted:
+        freeze_all(model)
+        return Adapted(model, self.name, is_peft=False)

@@ -1,0 +1,68 @@
+"""Turn a manifest into decoder training examples and length-bucketed batches."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+
+from dama.data.manifest import Manifest, Problem
+from dama.models.load import Whisper
+
+IGNORE = -100
+
+
+@dataclass
+class Example:
+    row: int  # index into the manifest (and the encoder cache)
+    tokens: list[int]  # prompt + text + <|endoftext|>
+    n_prompt: int
+
+
+def make_examples(w: Whisper, m: Manifest, languages: list[str], max_seconds: float = 30.0
+                  ) -> tuple[list[Example], list[Problem]]:
+    """Tokenise transcripts. Clips over 30 s (the encoder's window: audio and transcript
+    would no longer match) and transcripts over the decoder's length are skipped and
+    reported."""
+    max_len = w.model.config.max_target_positions
+    eot = w.generation_config.eos_token_id
+    out, skipped = [], []
+    for i, (u, lang) in enumerate(zip(m, languages)):
+        where = u.where or str(u.audio)
+        if u.duration is not None and u.duration > max_seconds:
+            skipped.append(Problem(where, f"{u.id}: {u.duration:.1f} s is over {max_seconds:.0f} s; skipped"))
+            continue
+        prompt = w.prompt_ids(lang)
+        text = w.tokenizer(" " + u.text.strip(), add_special_tokens=False).input_ids
+        tokens = prompt + text + [eot]
+        if len(tokens) > max_len:
+            skipped.append(Problem(where, f"{u.id}: {len(tokens)} tokens exceed the decoder's {max_len}; skipped"))
+            continue
+        out.append(Example(i, tokens, len(prompt)))
+    return out, skipped
+
+
+def bucket_batches(examples: list[Example], batch_size: int, seed: int, epoch: int) -> list[list[Example]]:
+    """Sort by length so a batch pads little, cut into batches, shuffle the batch order.
+
+    Deterministic in (seed, epoch): a resumed run replays exactly the same batches.
+    """
+    rng = random.Random(seed * 1_000_003 + epoch)
+    ex = sorted(examples, key=lambda e: (len(e.tokens), e.row))
+    batches = [ex[i:i + batch_size] for i in range(0, len(ex), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def collate(batch: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
+    """decoder_input_ids = tokens[:-1]; labels = tokens[1:] with the prompt and padding ignored."""
+    width = max(len(e.tokens) for e in batch) - 1
+    inp = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    lab = torch.full((len(batch), width), IGNORE, dtype=torch.long)
+    for i, e in enumerate(batch):
+        t = torch.tensor(e.tokens)
+        inp[i, : len(t) - 1] = t[:-1]
+        lab[i, : len(t) - 1] = t[1:]
+        lab[i, : e.n_prompt - 1] = IGNORE  # do not learn to predict language/task tokens
+    return {"decoder_input_ids": inp, "labels": lab, "rows": torch.tensor([e.row for e in batch])}

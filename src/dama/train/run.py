@@ -1,0 +1,191 @@
+"""A training run end to end: data -> train -> save -> test -> run directory.
+
+RUN_DIR/
+  config.json        method, training and data settings, base model, versions
+  adapter/           standard PEFT adapter (loads with PeftModel.from_pretrained, no dama needed)
+  model/             (full fine-tuning only) a Hugging Face model directory instead
+  metrics.jsonl      per step: loss, lr; per epoch: time, val WER/CER
+  checkpoint.pt      last checkpoint, for --resume
+  test.hyps.jsonl    per-utterance test transcripts
+  plot.png           loss and validation WER curves
+  results.json       written last: its presence marks a finished run
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from dama.adapt import MethodConfig
+from dama.adapt.base import Adapted
+from dama.data.manifest import Manifest
+from dama.errors import DamaError, ModelError
+from dama.evaluate.normalize import normalize_text
+from dama.models.load import Whisper, load_whisper
+from dama.models.transcribe import DecodeOptions
+from dama.train.trainer import (
+    TrainConfig,
+    _Inputs,
+    decode_rows,
+    decoding_view,
+    peak_memory_mb,
+    remove_incomplete,
+    score,
+    train,
+)
+
+RESULTS = "results.json"
+
+
+def save_adapted(adapted: Adapted, w: Whisper, run_dir: Path) -> Path:
+    if adapted.is_peft:
+        out = run_dir / "adapter"
+        if out.exists():
+            shutil.rmtree(out)
+        kwargs = {}
+        if adapted.info.get("needs_weight_conversion"):
+            kwargs["path_initial_model_for_weight_conversion"] = str(run_dir / "pissa_init")
+        adapted.model.save_pretrained(out, **kwargs)
+        return out
+    out = run_dir / "model"
+    adapted.model.save_pretrained(out)
+    w.tokenizer.save_pretrained(out)
+    w.feature_extractor.save_pretrained(out)
+    adapted.model.generation_config.save_pretrained(out)
+    return out
+
+
+def load_run(run_dir: str | Path, device: str | None = None, merge: bool = True) -> Whisper:
+    """Load a finished (or checkpointed-and-saved) run for transcription/evaluation."""
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.json"
+    if not cfg_path.is_file():
+        raise ModelError(f"{run_dir}: not a dama run directory (no config.json)")
+    cfg = json.loads(cfg_path.read_text())
+    if (run_dir / "model").is_dir():
+        return load_whisper(run_dir / "model", device=device)
+    adapter = run_dir / "adapter"
+    if not adapter.is_dir():
+        raise ModelError(f"{run_dir}: no adapter/ or model/ folder; did the run finish?")
+    from peft import PeftModel
+
+    w = load_whisper(cfg["model"], device=device)
+    peft_model = PeftModel.from_pretrained(w.model, adapter)
+    model = peft_model.merge_and_unload() if merge else peft_model.get_base_model()
+    model.eval()
+    return Whisper(model, w.tokenizer, w.feature_extractor, f"{w.name}+{run_dir.name}")
+
+
+def plot_metrics(run_dir: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    steps = [r for r in rows if r["kind"] == "step"]
+    epochs = [r for r in rows if r["kind"] == "epoch" and "val_wer" in r]
+    if not steps:
+        return None
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
+    ax[0].plot([r["step"] for r in steps], [r["loss"] for r in steps], lw=1)
+    ax[0].set(xlabel="optimizer step", ylabel="training loss", title="loss")
+    if epochs:
+        ax[1].plot([r["epoch"] for r in epochs], [r["val_wer"] for r in epochs], "o-", label="WER")
+        ax[1].plot([r["epoch"] for r in epochs], [r["val_cer"] for r in epochs], "s--", label="CER")
+        ax[1].legend()
+    ax[1].set(xlabel="epoch", ylabel="validation error", title="validation")
+    fig.suptitle(run_dir.name)
+    fig.tight_layout()
+    out = run_dir / "plot.png"
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def run_training(
+    model_name: str,
+    method: MethodConfig,
+    train_m: Manifest,
+    val_m: Manifest | None,
+    test_m: Manifest | None,
+    run_dir: str | Path,
+    cfg: TrainConfig,
+    language: str | None = None,
+    resume: bool = False,
+    device: str | None = None,
+    data_specs: dict | None = None,
+    log=print,
+) -> dict:
+    """Train, save the adapter, evaluate on ``test_m`` and write the run directory."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not resume and any(run_dir.iterdir()):
+        raise DamaError(f"{run_dir} is not empty; use --resume to continue it, or another --out")
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        w = load_whisper(model_name, device=device)
+        config = {
+            "model": model_name, "method": method.to_dict(), "train": cfg.__dict__, "language": language,
+            "data": data_specs or {}, "device": str(w.device), "torch": torch.__version__,
+            "platform": platform.platform(), "cpu_threads": torch.get_num_threads(),
+        }
+        if not resume:
+            (run_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
+        t0 = time.perf_counter()
+        if method.name == "zero-shot":
+            adapted = method.apply(w.model)
+            results = {"trainable_params": 0, "total_params": sum(p.numel() for p in w.model.parameters()),
+                       "peak_memory_mb": peak_memory_mb(w.device), "train_seconds": 0.0, "epoch_seconds": []}
+        else:
+            adapted, _, summary = train(w, method, train_m, val_m, run_dir, cfg, language, resume, log)
+            summary["adapter_dir"] = str(save_adapted(adapted, w, run_dir))
+            results = dict(summary)
+        if test_m is not None and len(test_m):
+            view = decoding_view(w, adapted.model)
+            results.update(evaluate_split(view, adapted, test_m, language, run_dir, cfg, log))
+        results["total_seconds"] = time.perf_counter() - t0
+        if (run_dir / "metrics.jsonl").is_file():
+            plot_metrics(run_dir)
+        (run_dir / RESULTS).write_text(json.dumps(results, indent=2, default=str))
+        return results
+    except BaseException:
+        if created:
+            remove_incomplete(run_dir)
+        raise
+
+
+def evaluate_split(w: Whisper, adapted: Adapted, m: Manifest, language: str | None, run_dir: Path,
+                   cfg: TrainConfig, log=print) -> dict:
+    """Greedy test decoding from cached encoder outputs (long clips in 30 s pieces)."""
+    from dama.evaluate.run import evaluate
+
+    m.raise_problems()
+    m.fill_durations()
+    langs = [language or u.language for u in m]
+    short = [i for i, u in enumerate(m) if (u.duration or 0) <= 30.0]
+    if adapted.uses_encoder_cache and len(short) == len(m):
+        cache_root = Path(cfg.cache_dir) if cfg.cache_dir else run_dir.parent / ".encoder-cache"
+        inputs = _Inputs(w, m, True, cache_root, log)
+        t = time.perf_counter()
+        hyps = decode_rows(w, inputs, m, short, langs, DecodeOptions(batch_size=cfg.decode_batch_size),
+                           cfg.decode_batch_size, desc="test")
+        secs = time.perf_counter() - t
+        e = score(m, short, hyps)
+        with (run_dir / "test.hyps.jsonl").open("w", encoding="utf-8") as f:
+            for i, h in zip(short, hyps):
+                f.write(json.dumps({"id": m[i].id, "ref": m[i].text, "hyp": h, "ref_norm": normalize_text(m[i].text),
+                                    "hyp_norm": normalize_text(h)}, ensure_ascii=False) + "\n")
+        audio = sum(m[i].duration or 0 for i in short)
+        res = {"wer": e.wer, "cer": e.cer, "n": len(short), "test_rtf_cached": secs / audio if audio else 0.0}
+    else:  # clips over 30 s need chunked decoding from audio
+        r = evaluate(w, m, language=language, opts=DecodeOptions(batch_size=cfg.decode_batch_size),
+                     hyps_path=run_dir / "test.hyps.jsonl")
+        res = {"wer": r["wer"], "cer": r["cer"], "n": r["n"], "test_rtf": r["rtf"]}
+    log(f"test {m.name}: WER {res['wer']:.4f} CER {res['cer']:.4f} (n={res['n']})")
+    return res

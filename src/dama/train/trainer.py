@@ -1,0 +1,443 @@
+"""The training harness: one loop for every method, under identical data, budget and evaluation.
+
+Speed: with a frozen encoder (every method but ``full``) encoder outputs come from an
+:class:`EncoderCache`, so a step runs only the decoder. Robustness: checkpoints at every
+epoch (and every ``save_every`` steps) hold adapter, optimizer, scheduler, RNG and
+progress, so ``resume=True`` continues an interrupted run and ends where an
+uninterrupted one would; a non-finite loss stops the run, keeping the last good
+checkpoint; ``results.json`` (the marker of a finished run) is written last.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import resource
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers.modeling_outputs import BaseModelOutput
+
+from dama.adapt import MethodConfig
+from dama.adapt.base import Adapted
+from dama.adapt.peft_compat import FrozenParams, count_trainable, trainable_parameters
+from dama.data.audio import SAMPLE_RATE, load_audio
+from dama.data.manifest import Manifest
+from dama.errors import DamaError, DataError
+from dama.evaluate.metrics import ErrorCounts, utterance_errors
+from dama.models.load import Whisper
+from dama.models.transcribe import DecodeOptions, decode_features, token_budget
+from dama.train.batches import Example, bucket_batches, collate, make_examples
+from dama.train.cache import EncoderCache
+
+
+class TrainingError(DamaError):
+    """Training stopped (e.g. a non-finite loss); the message says what survived."""
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 5
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float | None = None  # None: 1e-3 for adapters, 1e-5 for full fine-tuning
+    weight_decay: float = 0.01
+    warmup_frac: float = 0.1
+    schedule: str = "linear"  # warm-up then linear decay to 0; or "cosine"
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    precision: str = "auto"  # auto: bf16 on CUDA if supported, else fp32; or "no", "bf16", "fp16"
+    val_every: int = 1  # epochs
+    val_max_utts: int = 0  # 0 = whole validation split
+    patience: int = 0  # epochs without val improvement before stopping; 0 = never stop early
+    save_every: int = 0  # optimizer steps between mid-epoch checkpoints; 0 = at epoch ends only
+    decode_batch_size: int = 16
+    cache_dir: str | None = None
+    stop_after_steps: int = 0  # testing aid: stop (as if killed) after this many optimizer steps
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.batch_size < 1 or self.grad_accum < 1:
+            raise DamaError("epochs, batch_size and grad_accum must be >= 1")
+        if self.lr is not None and not self.lr > 0:
+            raise DamaError(f"lr must be positive, got {self.lr}")
+        if self.schedule not in ("linear", "cosine"):
+            raise DamaError(f"schedule must be linear or cosine, got {self.schedule!r}")
+        if self.precision not in ("auto", "no", "bf16", "fp16"):
+            raise DamaError(f"precision must be auto, no, bf16 or fp16, got {self.precision!r}")
+        if not 0 <= self.warmup_frac < 1:
+            raise DamaError(f"warmup_frac must be in [0, 1), got {self.warmup_frac}")
+
+    def learning_rate(self, method: str) -> float:
+        return self.lr if self.lr is not None else (1e-5 if method == "full" else 1e-3)
+
+
+@dataclass
+class RunState:
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimizer steps completed
+    batch_in_epoch: int = 0  # batches of the current epoch already consumed
+    best_val_wer: float | None = None
+    best_epoch: int | None = None
+    bad_epochs: int = 0
+    epoch_seconds: list[float] = field(default_factory=list)
+    train_seconds: float = 0.0
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss_kb / 1024 if sys.platform != "darwin" else rss_kb / 2**20
+
+
+def _languages(m: Manifest, language: str | None) -> list[str]:
+    langs = [language or u.language for u in m]
+    if any(lang is None for lang in langs):
+        raise DataError(f"{m.name}: some utterances have no language; pass --language")
+    return langs
+
+
+class _Inputs:
+    """Encoder outputs (cached) or log-Mel features (for methods that train the encoder)."""
+
+    def __init__(self, w: Whisper, m: Manifest, use_cache: bool, cache_root: Path, log):
+        self.use_cache = use_cache
+        if use_cache:
+            self.cache = EncoderCache.build(w, m, cache_root, log=log)
+        else:
+            feats = []
+            for u in tqdm(m, desc="log-Mel features", unit="utt"):
+                a = load_audio(u.audio, u.where)
+                feats.append(w.feature_extractor(a, sampling_rate=SAMPLE_RATE, return_tensors="pt")
+                             .input_features[0].to(torch.float16))
+            self.features = torch.stack(feats) if feats else None
+
+    def model_kwargs(self, rows: list[int], device, dtype) -> dict:
+        if self.use_cache:
+            hidden = self.cache.get(rows).to(device=device, dtype=dtype)
+            return {"encoder_outputs": BaseModelOutput(last_hidden_state=hidden)}
+        return {"input_features": self.features[rows].to(device=device, dtype=dtype)}
+
+
+def decoding_view(w: Whisper, model: torch.nn.Module) -> Whisper:
+    """A :class:`Whisper` over the (possibly PEFT-wrapped) model for generation."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return Whisper(base, w.tokenizer, w.feature_extractor, w.name)
+
+
+@torch.no_grad()
+def decode_rows(w: Whisper, inputs: _Inputs, m: Manifest, rows: list[int], langs: list[str],
+                opts: DecodeOptions, batch_size: int, desc: str = "decode") -> list[str]:
+    """Greedy-decode manifest rows from cached encoder outputs (or features)."""
+    model = w.model
+    was_training = model.training
+    model.eval()
+    order = sorted(rows, key=lambda r: -(m[r].duration or 0))
+    hyps: dict[int, str] = {}
+    for b in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", leave=False):
+        chunk = order[b:b + batch_size]
+        kw = inputs.model_kwargs(chunk, w.device, model.dtype)
+        enc = kw.get("encoder_outputs") or model.get_encoder()(kw["input_features"])
+        prompts = [w.prompt_ids(langs[r]) for r in chunk]
+        budgets = [token_budget(m[r].duration or 30.0, opts) for r in chunk]
+        toks = decode_features(w, None, prompts, budgets, opts, encoder_outputs=enc)
+        for r, t in zip(chunk, toks):
+            hyps[r] = w.tokenizer.decode(t, skip_special_tokens=True).strip()
+    model.train(was_training)
+    return [hyps[r] for r in rows]
+
+
+def score(m: Manifest, rows: list[int], hyps: list[str]) -> ErrorCounts:
+    total = ErrorCounts(0, 0, 0, 0)
+    for r, h in zip(rows, hyps):
+        total = total + utterance_errors(m[r].text, h)
+    return total
+
+
+def _set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _scheduler(opt, cfg: TrainConfig, total_steps: int):
+    from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
+
+    warmup = int(cfg.warmup_frac * total_steps)
+    make = get_linear_schedule_with_warmup if cfg.schedule == "linear" else get_cosine_schedule_with_warmup
+    return make(opt, warmup, total_steps)
+
+
+def _checkpoint_tensors(adapted: Adapted) -> dict[str, torch.Tensor]:
+    """Everything that changes or defines the adapter: trainable tensors, frozen adapter
+    tensors and adapter buffers (AdaLoRA's rank masks)."""
+    model = adapted.model
+    out = {n: p.detach().cpu().clone() for n, p in model.named_parameters()
+           if p.requires_grad or n in adapted.frozen or "lora_" in n}
+    out.update({n: b.detach().cpu().clone() for n, b in model.named_buffers() if "lora_" in n or "ranknum" in n})
+    return out
+
+
+def _load_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    params.update(dict(model.named_buffers()))
+    with torch.no_grad():
+        for n, t in tensors.items():
+            if n not in params:
+                raise TrainingError(f"checkpoint tensor {n} does not exist in the model; wrong method or model?")
+            params[n].copy_(t)
+
+
+def _allocator_state(adapted: Adapted):
+    alloc = getattr(getattr(adapted.model, "base_model", None), "rankallocator", None)
+    if alloc is None:
+        return None
+    return {k: getattr(alloc, k) for k in ("ipt", "exp_avg_ipt", "exp_avg_unc")}
+
+
+def _rng_state() -> dict:
+    st = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def _set_rng_state(st: dict) -> None:
+    random.setstate(st["python"])
+    np.random.set_state(st["numpy"])
+    torch.set_rng_state(st["torch"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def save_checkpoint(path: Path, adapted: Adapted, opt, sched, state: RunState,
+                    best: dict[str, torch.Tensor] | None) -> None:
+    """Write atomically: a kill mid-write leaves the previous checkpoint intact. Never
+    overwrite a good checkpoint with non-finite weights."""
+    tensors = _checkpoint_tensors(adapted)
+    bad = [n for n, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        last = f"the last good checkpoint is {path}" if path.is_file() else "no checkpoint had been written yet"
+        raise TrainingError(
+            f"weights became non-finite (e.g. {bad[0]}) by step {state.step}; stopped without saving them. "
+            f"{last}. Lower --lr or use --precision no, then --resume."
+        )
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({
+        "tensors": tensors,
+        "best": best,
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "rng": _rng_state(),
+        "allocator": _allocator_state(adapted),
+        "state": asdict(state),
+    }, tmp)
+    tmp.replace(path)
+
+
+def train(
+    w: Whisper,
+    method: MethodConfig,
+    train_m: Manifest,
+    val_m: Manifest | None,
+    run_dir: str | Path,
+    cfg: TrainConfig | None = None,
+    language: str | None = None,
+    resume: bool = False,
+    log=print,
+) -> tuple[Adapted, RunState, dict]:
+    """Adapt ``w`` with ``method`` on ``train_m``; returns the adapted model loaded with the
+    best-on-validation weights, the final state and a summary dict."""
+    from accelerate import Accelerator
+
+    cfg = cfg or TrainConfig()
+    run_dir = Path(run_dir)
+    ckpt_path = run_dir / "checkpoint.pt"
+    if resume and not ckpt_path.is_file():
+        raise TrainingError(f"{ckpt_path}: no checkpoint to resume from")
+    if not resume and (run_dir / "results.json").exists():
+        raise TrainingError(f"{run_dir} already holds a finished run; choose another --out or delete it")
+
+    train_m.raise_problems()
+    langs = _languages(train_m, language)
+    train_m.fill_durations()
+    examples, skipped = make_examples(w, train_m, langs)
+    for p in skipped:
+        log(f"note: {p}")
+    if not examples:
+        raise DataError(f"{train_m.name}: no usable training utterances ({len(skipped)} skipped)")
+
+    device = w.device
+    precision = cfg.precision
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "no"
+    accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=cfg.grad_accum,
+                              cpu=device.type == "cpu")
+    _set_seed(cfg.seed)
+
+    n_batches = math.ceil(len(examples) / cfg.batch_size)
+    n_batches_local = math.ceil(n_batches / accelerator.num_processes)
+    steps_per_epoch = math.ceil(n_batches_local / cfg.grad_accum)
+    total_steps = steps_per_epoch * cfg.epochs
+    if hasattr(method, "total_step"):
+        method.total_step = total_steps
+    adapted = method.apply(w.model)
+    model = adapted.model
+    if adapted.is_peft and adapted.info.get("needs_weight_conversion"):
+        # PiSSA's starting point, saved as plain LoRA so PEFT can convert the final adapter
+        init_flag = model.peft_config["default"].init_lora_weights
+        model.peft_config["default"].init_lora_weights = True
+        model.save_pretrained(run_dir / "pissa_init")
+        model.peft_config["default"].init_lora_weights = init_flag
+    cache_root = Path(cfg.cache_dir) if cfg.cache_dir else run_dir.parent / ".encoder-cache"
+    train_inputs = _Inputs(w, train_m, adapted.uses_encoder_cache, cache_root, log)
+
+    val_rows, val_inputs, val_langs = [], None, []
+    if val_m is not None and len(val_m):
+        val_m.raise_problems()
+        val_m.fill_durations()
+        val_langs = _languages(val_m, language)
+        val_rows = [i for i, u in enumerate(val_m) if (u.duration or 0) <= 30.0]
+        if cfg.val_max_utts:
+            val_rows = val_rows[: cfg.val_max_utts]
+        val_inputs = _Inputs(w, val_m, adapted.uses_encoder_cache, cache_root, log)
+
+    params = [p for _, p in trainable_parameters(model, adapted.frozen)]
+    if not params and method.name != "zero-shot":
+        raise TrainingError(f"method {method.name} left nothing to train")
+    lr = cfg.learning_rate(method.name)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    sched = _scheduler(opt, cfg, total_steps)
+    state = RunState()
+    best: dict[str, torch.Tensor] | None = None
+    if resume:
+        ck = torch.load(ckpt_path, weights_only=False)
+        _load_tensors(model, ck["tensors"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        _set_rng_state(ck["rng"])
+        if ck.get("allocator"):
+            alloc = model.base_model.rankallocator
+            for k, v in ck["allocator"].items():
+                setattr(alloc, k, v)
+        state = RunState(**ck["state"])
+        best = ck["best"]
+        log(f"resuming {run_dir} at epoch {state.epoch + 1}, step {state.step}")
+    adapted.frozen.enforce(model)
+
+    model, opt, sched = accelerator.prepare(model, opt, sched)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    metrics_f = (run_dir / "metrics.jsonl").open("a", encoding="utf-8")
+    pad = w.generation_config.pad_token_id
+    decode_w = decoding_view(w, accelerator.unwrap_model(model))
+    val_opts = DecodeOptions(batch_size=cfg.decode_batch_size)
+
+    def log_metric(**kv) -> None:
+        metrics_f.write(json.dumps(kv) + "\n")
+        metrics_f.flush()
+
+    try:
+        for epoch in range(state.epoch, cfg.epochs):
+            model.train()
+            batches = bucket_batches(examples, cfg.batch_size, cfg.seed, epoch)
+            batches = batches[accelerator.process_index::accelerator.num_processes]
+            t0 = time.perf_counter()
+            bar = tqdm(total=len(batches), initial=state.batch_in_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                       unit="batch", disable=not accelerator.is_local_main_process)
+            for bi in range(state.batch_in_epoch, len(batches)):
+                batch = collate(batches[bi], pad)
+                rows = batch.pop("rows").tolist()
+                kw = train_inputs.model_kwargs(rows, accelerator.device, w.model.dtype)
+                with accelerator.accumulate(model):
+                    out = model(**kw, decoder_input_ids=batch["decoder_input_ids"].to(accelerator.device),
+                                labels=batch["labels"].to(accelerator.device))
+                    loss = out.loss
+                    if not torch.isfinite(loss):
+                        last = f"the last good checkpoint is {ckpt_path}" if ckpt_path.is_file() else \
+                            "no checkpoint had been written yet"
+                        raise TrainingError(
+                            f"loss became {loss.item()} at epoch {epoch + 1}, step {state.step}; stopped. "
+                            f"{last}. Lower --lr or use --precision no, then --resume."
+                        )
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and cfg.max_grad_norm:
+                        accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+                    opt.step()
+                    sched.step()
+                    if accelerator.sync_gradients:
+                        if adapted.step_hook is not None:
+                            adapted.step_hook(state.step)
+                        state.step += 1
+                    opt.zero_grad()
+                state.batch_in_epoch = bi + 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+                log_metric(kind="step", epoch=epoch + 1, step=state.step, loss=loss.item(),
+                           lr=sched.get_last_lr()[0])
+                if accelerator.sync_gradients and cfg.save_every and state.step % cfg.save_every == 0:
+                    save_checkpoint(ckpt_path, adapted, opt, sched, state, best)
+                if cfg.stop_after_steps and state.step >= cfg.stop_after_steps:
+                    save_checkpoint(ckpt_path, adapted, opt, sched, state, best)
+                    raise KeyboardInterrupt(f"stopped after {state.step} steps (stop_after_steps)")
+            bar.close()
+            secs = time.perf_counter() - t0
+            state.epoch_seconds.append(secs)
+            state.train_seconds += secs
+            state.epoch, state.batch_in_epoch = epoch + 1, 0
+            row = {"kind": "epoch", "epoch": epoch + 1, "step": state.step, "epoch_seconds": secs}
+            if val_rows and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
+                hyps = decode_rows(decode_w, val_inputs, val_m, val_rows, val_langs, val_opts,
+                                   cfg.decode_batch_size, desc="validate")
+                e = score(val_m, val_rows, hyps)
+                row.update(val_wer=e.wer, val_cer=e.cer)
+                log(f"epoch {epoch + 1}: val WER {e.wer:.4f} CER {e.cer:.4f} ({secs:.1f} s)")
+                if state.best_val_wer is None or e.wer < state.best_val_wer:
+                    state.best_val_wer, state.best_epoch, state.bad_epochs = e.wer, epoch + 1, 0
+                    best = _checkpoint_tensors(adapted)
+                else:
+                    state.bad_epochs += 1
+            log_metric(**row)
+            save_checkpoint(ckpt_path, adapted, opt, sched, state, best)
+            if cfg.patience and state.bad_epochs >= cfg.patience:
+                log(f"early stop: no val improvement for {state.bad_epochs} epoch(s)")
+                break
+    finally:
+        metrics_f.close()
+
+    if best is not None:
+        _load_tensors(model, best)
+    adapted.model = accelerator.unwrap_model(model)
+    adapted.frozen.enforce(adapted.model)
+    summary = {
+        "trainable_params": count_trainable(adapted.model, adapted.frozen),
+        "total_params": sum(p.numel() for p in adapted.model.parameters()),
+        "peak_memory_mb": peak_memory_mb(device),
+        "train_seconds": state.train_seconds,
+        "epoch_seconds": state.epoch_seconds,
+        "steps": state.step,
+        "best_epoch": state.best_epoch,
+        "best_val_wer": state.best_val_wer,
+        "train_utterances": len(examples),
+        "skipped_utterances": len(skipped),
+        "lr": lr,
+        "precision": precision,
+        "ranks": adapted.ranks,
+        "method_info": adapted.info,
+    }
+    return adapted, state, summary
+
+
+def remove_incomplete(run_dir: Path) -> None:
+    """Delete a run directory that has neither results nor a checkpoint (nothing to lose)."""
+    if run_dir.is_dir() and not (run_dir / "results.json").exists() and not (run_dir / "checkpoint.pt").exists():
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+__all__ = ["Example", "FrozenParams", "RunState", "TrainConfig", "TrainingError", "train"]

@@ -1,0 +1,179 @@
+"""The training harness on a tiny random 6-layer Whisper and a synthetic corpus."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from dama.adapt import make_method
+from dama.adapt.dama import DamaMethod
+from dama.data import load_data
+from dama.errors import DamaError, DataError, ModelError
+from dama.models.load import load_whisper
+from dama.train.run import load_run, run_training
+from dama.train.trainer import TrainConfig, TrainingError
+from tests.conftest import make_corpus
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    return make_corpus(tmp_path / "data")
+
+
+def _data(corpus):
+    return (load_data("swahili:train", corpus), load_data("swahili:val", corpus), load_data("swahili:test", corpus))
+
+
+def _cfg(tmp_path, **kw):
+    return TrainConfig(**{"epochs": 2, "batch_size": 3, "cache_dir": str(tmp_path / "cache"), **kw})
+
+
+def test_run_directory_is_complete_and_adapter_loads_in_plain_peft(tiny6_ct2_dir, corpus, tmp_path):
+    from peft import PeftModel
+
+    tr, va, te = _data(corpus)
+    res = run_training(str(tiny6_ct2_dir), make_method("dama"), tr, va, te, tmp_path / "run", _cfg(tmp_path),
+                       log=lambda *a: None)
+    run = tmp_path / "run"
+    for f in ("config.json", "metrics.jsonl", "checkpoint.pt", "plot.png", "results.json", "test.hyps.jsonl",
+              "adapter/adapter_config.json", "adapter/adapter_model.safetensors"):
+        assert (run / f).is_file(), f
+    for k in ("trainable_params", "total_params", "peak_memory_mb", "train_seconds", "wer", "cer"):
+        assert isinstance(res[k], (int, float)), k
+    assert res["ranks"] == [32, 8, 8, 8, 8, 32] and res["steps"] == 6 and len(res["epoch_seconds"]) == 2
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert sum(r["kind"] == "step" for r in rows) == 6 and all("val_wer" in r for r in rows if r["kind"] == "epoch")
+    # plain PEFT, without dama: same weights, same ranks
+    base = load_whisper(tiny6_ct2_dir).model
+    plain = PeftModel.from_pretrained(base, run / "adapter")
+    assert plain.base_model.model.model.decoder.layers[5].fc1.lora_A["default"].weight.shape[0] == 32
+    # training moved B away from zero; dama's loader gives the same logits as plain PEFT
+    b = plain.base_model.model.model.decoder.layers[0].fc1.lora_B["default"].weight
+    assert b.abs().sum() > 0
+    w = load_run(run)
+    x = torch.randn(1, 80, 3000)
+    ids = torch.tensor([[257, 259, 262, 266]])
+    with torch.no_grad():
+        assert torch.allclose(w.model(input_features=x, decoder_input_ids=ids).logits,
+                              plain(input_features=x, decoder_input_ids=ids).logits, atol=1e-4)
+
+
+def test_middle_A_stays_frozen_through_training(tiny6_ct2_dir, corpus, tmp_path):
+    tr, va, _ = _data(corpus)
+    w = load_whisper(tiny6_ct2_dir)
+    a0 = DamaMethod().apply(load_whisper(tiny6_ct2_dir).model)
+    before = {n: p.detach().clone() for n, p in a0.model.named_parameters() if "lora_A" in n}
+    from dama.train.trainer import train
+
+    adapted, _, _ = train(w, DamaMethod(), tr, va, tmp_path / "r", _cfg(tmp_path), log=lambda *a: None)
+    after = dict(adapted.model.named_parameters())
+    for n in adapted.frozen.names:
+        assert torch.equal(after[n], before[n]), n
+    moved = [n for n in before if n not in adapted.frozen and not torch.equal(after[n], before[n])]
+    assert moved  # early/late A did train
+
+
+def test_resume_after_interruption_matches_uninterrupted(tiny6_ct2_dir, corpus, tmp_path):
+    tr, va, _ = _data(corpus)
+    full = run_training(str(tiny6_ct2_dir), make_method("lora", r=4), tr, va, None, tmp_path / "a",
+                        _cfg(tmp_path, save_every=1), log=lambda *a: None)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(str(tiny6_ct2_dir), make_method("lora", r=4), tr, va, None, tmp_path / "b",
+                     _cfg(tmp_path, save_every=1, stop_after_steps=4), log=lambda *a: None)
+    assert (tmp_path / "b" / "checkpoint.pt").is_file() and not (tmp_path / "b" / "results.json").exists()
+    resumed = run_training(str(tiny6_ct2_dir), make_method("lora", r=4), tr, va, None, tmp_path / "b",
+                           _cfg(tmp_path, save_every=1), resume=True, log=lambda *a: None)
+    assert resumed["steps"] == full["steps"] == 6
+    from safetensors.torch import load_file
+
+    a = load_file(tmp_path / "a" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "b" / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6), k
+
+
+class _Poisoned(DamaMethod):
+    """DAMA whose adapter turns to NaN after two optimizer steps."""
+
+    def apply(self, model):
+        adapted = super().apply(model)
+
+        def hook(step):
+            if step == 1:
+                with torch.no_grad():
+                    for n, p in adapted.model.named_parameters():
+                        if "lora_B" in n:
+                            p.fill_(float("nan"))
+
+        adapted.step_hook = hook
+        return adapted
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny6_ct2_dir, corpus, tmp_path):
+    tr, va, te = _data(corpus)
+    with pytest.raises(TrainingError, match="non-finite.*last good checkpoint"):
+        run_training(str(tiny6_ct2_dir), _Poisoned(), tr, va, te, tmp_path / "r", _cfg(tmp_path, save_every=1),
+                     log=lambda *a: None)
+    ck = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=False)
+    assert ck["state"]["step"] == 1 and all(torch.isfinite(t).all() for t in ck["tensors"].values())
+    assert not (tmp_path / "r" / "results.json").exists()
+
+
+def test_bad_input_leaves_no_run_directory(tiny6_ct2_dir, corpus, tmp_path):
+    tr, va, te = _data(corpus)
+    for u in tr:
+        u.duration = 45.0  # every clip over 30 s: nothing to train on
+    with pytest.raises(DataError, match="no usable training utterances"):
+        run_training(str(tiny6_ct2_dir), make_method("dama"), tr, va, te, tmp_path / "r1", _cfg(tmp_path),
+                     log=lambda *a: None)
+    assert not (tmp_path / "r1").exists()
+    with pytest.raises(DamaError, match="matches no adapted layer|5 ranks"):
+        run_training(str(tiny6_ct2_dir), make_method("dama", ranks=(8,) * 5), *_data(corpus), tmp_path / "r2",
+                     _cfg(tmp_path), log=lambda *a: None)
+    assert not (tmp_path / "r2").exists()
+
+
+def test_non_whisper_model_is_rejected(tmp_path):
+    from transformers import BertConfig, BertModel
+
+    BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                         vocab_size=50)).save_pretrained(tmp_path / "bert")
+    with pytest.raises(ModelError, match="bert model"):
+        load_whisper(tmp_path / "bert")
+
+
+def test_encoder_cache_is_reused_and_exact(tiny6_ct2_dir, corpus, tmp_path):
+    from dama.data import load_audio
+    from dama.train.cache import EncoderCache
+
+    w = load_whisper(tiny6_ct2_dir)
+    m = load_data("swahili:val", corpus)
+    msgs = []
+    c1 = EncoderCache.build(w, m, tmp_path / "c", log=msgs.append, show_progress=False)
+    c2 = EncoderCache.build(w, m, tmp_path / "c", log=msgs.append, show_progress=False)
+    assert c1.path == c2.path and "hit" in msgs[-1] and "MiB" in msgs[0]
+    feats = w.feature_extractor([load_audio(m[1].audio)], sampling_rate=16000, return_tensors="pt").input_features
+    with torch.no_grad():
+        ref = w.model.get_encoder()(feats).last_hidden_state[0]
+    assert torch.allclose(c1.get([1])[0].float(), ref, atol=2e-2)
+    assert len(list((tmp_path / "c").iterdir())) == 1  # no temp files left
+
+
+def test_cli_train_then_eval_adapter(tiny6_ct2_dir, corpus, tmp_path, capsys):
+    from dama.cli.main import main
+
+    rc = main(["train", "--method", "lora", "--rank", "4", "--model", str(tiny6_ct2_dir), "--data", "swahili:train",
+               "--data-root", str(corpus), "--hours", "0.001", "--out", str(tmp_path / "run"), "--epochs", "1",
+               "--cache-dir", str(tmp_path / "cache"), "--json", str(tmp_path / "t.json")])
+    assert rc == 0
+    t = json.loads((tmp_path / "t.json").read_text())
+    assert t["trainable_params"] == 6 * 4 * (8 * 128 + 192 + 192) and "wer" in t
+    rc = main(["eval", "--adapter", str(tmp_path / "run"), "--data", "swahili:test", "--data-root", str(corpus),
+               "--json", str(tmp_path / "e.json"), "--hyps", str(tmp_path / "h.jsonl")])
+    assert rc == 0 and json.loads((tmp_path / "e.json").read_text())["n"] == 3
+    assert main(["train", "--method", "lora", "--ranks", "1,2", "--model", str(tiny6_ct2_dir), "--data", "x",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "apply to --method dama only" in capsys.readouterr().err
