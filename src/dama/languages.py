@@ -22,5 +22,5 @@ def resolve_language(code_or_name: str, extra: dict[str, str] | None = None) -> 
     raise DataError(
         f"unknown language {code_or_name!r}: Whisper has no token for it. Use a Whisper code "
         f"(e.g. sw, yo, en; `dama languages` lists all {len(WHISPER_LANGUAGES)}), or give a new "
-        "language a name so a token can be trained for it."
+        "language a name so a token can be trained for it (dama train --language CODE --language-name NAME)."
     )

@@ -177,3 +177,31 @@ def test_cli_train_then_eval_adapter(tiny6_ct2_dir, corpus, tmp_path, capsys):
     assert main(["train", "--method", "lora", "--ranks", "1,2", "--model", str(tiny6_ct2_dir), "--data", "x",
                  "--out", str(tmp_path / "x")]) == 2
     assert "apply to --method dama only" in capsys.readouterr().err
+
+
+def test_new_language_token_trains_only_its_row_and_is_restored(tiny6_ct2_dir, corpus, tmp_path, capsys):
+    from dama.cli.main import main
+
+    # a language Whisper lacks, without a name: clear error
+    assert main(["train", "--method", "dama", "--model", str(tiny6_ct2_dir), "--data", "swahili:train",
+                 "--data-root", str(corpus), "--language", "lg", "--out", str(tmp_path / "x")]) == 2
+    assert "--language-name" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    rc = main(["train", "--method", "dama", "--model", str(tiny6_ct2_dir), "--data", "swahili:train",
+               "--data-root", str(corpus), "--language", "lg", "--language-name", "Luganda", "--epochs", "1",
+               "--test", "none", "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "c")])
+    assert rc == 0
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert cfg["new_language"] == {"code": "lg", "name": "Luganda", "token_id": 267}
+    base = load_whisper(tiny6_ct2_dir)
+    w = load_run(tmp_path / "run")
+    assert w.prompt_ids("lg") == [257, 267, 262, 266]
+    emb, emb0 = w.model.get_input_embeddings().weight, base.model.get_input_embeddings().weight
+    assert emb.shape[0] == 268
+    init = emb0[[258, 259, 260]].mean(0)
+    assert not torch.allclose(emb[267], init)  # the new row trained
+    assert torch.equal(emb[:258], emb0[:258])  # every other row (text tokens) is untouched
+    # and the tied output projection predicts with it
+    assert w.model.proj_out.weight.data_ptr() == emb.data_ptr() or torch.equal(w.model.proj_out.weight, emb)
+    rc = main(["eval", "--adapter", str(tmp_path / "run"), "--data", "swahili:test", "--data-root", str(corpus),
+               "--language", "lg", "--hyps", str(tmp_path / "h.jsonl")])
+    assert rc == 0

@@ -53,6 +53,7 @@ class AdaLoraMethod(MethodConfig):
             init_r=init_r, target_r=target_r, lora_alpha=self.alpha_ratio * init_r, lora_dropout=self.dropout,
             target_modules=target, total_step=self.total_step, tinit=int(self.tinit_frac * self.total_step),
             tfinal=int(self.tfinal_frac * self.total_step), orth_reg_weight=self.orth_reg_weight,
+            **self.token_kwargs(),
         )
         peft_model = get_peft_model(model, conf, adapter_name=ADAPTER_NAME)
 

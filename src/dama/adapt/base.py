@@ -38,6 +38,7 @@ class MethodConfig:
     alpha_ratio: float = 2.0
     dropout: float = 0.0
     modules: tuple[str, ...] = DECODER_MODULES
+    train_token_ids: tuple[int, ...] = ()  # embedding rows that train too (new language tokens)
 
     def __post_init__(self):
         if self.alpha_ratio <= 0:
@@ -50,6 +51,11 @@ class MethodConfig:
 
     def apply(self, model: torch.nn.Module) -> Adapted:
         raise NotImplementedError
+
+    def token_kwargs(self) -> dict:
+        """PEFT options that train (and save) only the given embedding rows."""
+        self.train_token_ids = tuple(int(i) for i in self.train_token_ids)
+        return {"trainable_token_indices": {"embed_tokens": list(self.train_token_ids)}} if self.train_token_ids else {}
 
     def to_dict(self) -> dict:
         return {"method": self.name, **asdict(self)}
@@ -66,7 +72,7 @@ def uniform_lora(model: torch.nn.Module, cfg: MethodConfig, r: int, **extra) -> 
         raise DamaError(f"{cfg.name}: rank must be >= 1, got {r}")
     freeze_all(model)
     conf = lora_config(r=r, lora_alpha=cfg.alpha_ratio * r, lora_dropout=cfg.dropout,
-                       target_modules=target_regex(cfg.modules), **extra)
+                       target_modules=target_regex(cfg.modules), **cfg.token_kwargs(), **extra)
     return get_peft_model(model, conf, adapter_name=ADAPTER_NAME)
 
 

@@ -76,7 +76,8 @@ class DamaMethod(MethodConfig):
         check_patterns(model, rank_pattern, target)
         freeze_all(model)
         conf = lora_config(r=ranks[0], lora_alpha=self.alpha_ratio * ranks[0], lora_dropout=self.dropout,
-                           target_modules=target, rank_pattern=rank_pattern, alpha_pattern=alpha_pattern)
+                           target_modules=target, rank_pattern=rank_pattern, alpha_pattern=alpha_pattern,
+                           **self.token_kwargs())
         peft_model = get_peft_model(model, conf, adapter_name=ADAPTER_NAME)
         if self.svd_init:
             init_svd_tail(peft_model, middle0)

@@ -12,5 +12,9 @@ class ZeroShotMethod(MethodConfig):
     name = "zero-shot"
 
     def apply(self, model) -> Adapted:
+        if self.train_token_ids:
+            from dama.errors import DamaError
+
+            raise DamaError("zero-shot trains nothing, so a new language token would stay untrained")
         freeze_all(model)
         return Adapted(model, self.name, is_peft=False)

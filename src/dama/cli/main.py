@@ -167,10 +167,13 @@ def method_options(args) -> dict:
 def cmd_train(args) -> dict:
     from dama.adapt import make_method
     from dama.data.spec import load_data
+    from dama.languages import resolve_language
     from dama.train.run import run_training
     from dama.train.trainer import TrainConfig
 
     _setup_torch(args)
+    if args.language and not args.language_name:
+        args.language = resolve_language(args.language)  # unknown code without a name: clear error
     method = make_method(args.method, **method_options(args))
     train_m = load_data(args.data, args.data_root, language=args.language)
     if args.hours:
@@ -190,7 +193,7 @@ def cmd_train(args) -> dict:
     res = run_training(args.model, method, train_m, val_m, test_m, args.out, cfg, language=args.language,
                        resume=args.resume, device=args.device,
                        data_specs={"train": args.data, "hours": args.hours, "val": val_spec, "test": test_spec},
-                       log=lambda m: print(m, file=sys.stderr))
+                       log=lambda m: print(m, file=sys.stderr), language_name=args.language_name)
     line = f"{args.method}: trainable={res['trainable_params']:,}  peak_memory={res['peak_memory_mb']:.0f} MB  "
     line += f"train={res['train_seconds']:.1f} s"
     if "wer" in res:
@@ -343,6 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-bpp", action="store_true", help="dama ablation: middle-layer A trains")
     p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--language", help="language code (default: the data's own)")
+    p.add_argument("--language-name", help="name of a language Whisper has no token for (e.g. Luganda): "
+                   "a new token <|CODE|> is added and trained")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--json", metavar="PATH")

@@ -27,6 +27,7 @@ from dama.data.manifest import Manifest
 from dama.errors import DamaError, ModelError
 from dama.evaluate.normalize import normalize_text
 from dama.models.load import Whisper, load_whisper
+from dama.models.new_language import add_language_token
 from dama.models.transcribe import DecodeOptions
 from dama.train.trainer import (
     TrainConfig,
@@ -75,6 +76,10 @@ def load_run(run_dir: str | Path, device: str | None = None, merge: bool = True)
     from peft import PeftModel
 
     w = load_whisper(cfg["model"], device=device)
+    if cfg.get("new_language"):
+        nl = cfg["new_language"]
+        if add_language_token(w, nl["code"], nl["name"]) != nl["token_id"]:
+            raise ModelError(f"{run_dir}: the base tokenizer gives <|{nl['code']}|> another id than at training")
     peft_model = PeftModel.from_pretrained(w.model, adapter)
     model = peft_model.merge_and_unload() if merge else peft_model.get_base_model()
     model.eval()
@@ -121,6 +126,7 @@ def run_training(
     device: str | None = None,
     data_specs: dict | None = None,
     log=print,
+    language_name: str | None = None,
 ) -> dict:
     """Train, save the adapter, evaluate on ``test_m`` and write the run directory."""
     run_dir = Path(run_dir)
@@ -130,10 +136,19 @@ def run_training(
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
         w = load_whisper(model_name, device=device)
+        new_language = None
+        if language_name:
+            if not language:
+                raise DamaError("--language-name needs --language CODE for the new language")
+            token_id = add_language_token(w, language, language_name)
+            method.train_token_ids = (token_id,)
+            new_language = {"code": language, "name": language_name, "token_id": token_id}
+            log(f"new language token <|{language}|> ({language_name}) = id {token_id}; only its row trains")
         config = {
             "model": model_name, "method": method.to_dict(), "train": cfg.__dict__, "language": language,
             "data": data_specs or {}, "device": str(w.device), "torch": torch.__version__,
             "platform": platform.platform(), "cpu_threads": torch.get_num_threads(),
+            "new_language": new_language,
         }
         if not resume:
             (run_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
