@@ -73,3 +73,13 @@ def test_suppression_is_applied_once_and_only_when_asked(tiny_whisper):
     sup = decode_features(tiny_whisper, feats, prompts, [12, 12], DecodeOptions(suppress=True, loop_repeats=1000))
     assert free[0][0] not in sup[0] + sup[1]
     assert sup[1][0] != free[1][0]
+
+
+def test_beam_search_runs_and_respects_budgets(tiny_whisper):
+    import torch
+
+    torch.manual_seed(4)
+    feats = torch.randn(2, 80, 3000)
+    prompts = [tiny_whisper.prompt_ids("sw")] * 2
+    rows = decode_features(tiny_whisper, feats, prompts, [5, 9], DecodeOptions(num_beams=3, loop_repeats=1000))
+    assert len(rows) == 2 and len(rows[0]) <= 5 and len(rows[1]) <= 9
