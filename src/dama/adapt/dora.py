@@ -4,14 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dama.adapt.base import Adapted, MethodConfig, uniform_lora
+from dama.adapt.lora import LoraMethod
 
 
 @dataclass
-class DoraMethod(MethodConfig):
+class DoraMethod(LoraMethod):
     name = "dora"
-    r: int = 64
-
-    def apply(self, model) -> Adapted:
-        n_layers = model.config.decoder_layers
-        return Adapted(uniform_lora(model, self, self.r, use_dora=True), self.name, ranks=[self.r] * n_layers)
+    peft_options = {"use_dora": True}

@@ -20,7 +20,7 @@ from dama.models.transcribe import DecodeOptions, transcribe
 LOAD_BLOCK = 64  # clips decoded into memory at a time
 
 
-def _languages(m: Manifest, language: str | None) -> list[str]:
+def manifest_languages(m: Manifest, language: str | None) -> list[str]:
     langs = [language or u.language for u in m]
     missing = [u for u, lang in zip(m, langs) if not lang]
     if missing:
@@ -41,7 +41,7 @@ def evaluate(w: Whisper, m: Manifest, language: str | None = None, opts: DecodeO
     if not m:
         raise DataError(f"{m.name}: no utterances to evaluate")
     m.raise_problems()
-    langs = _languages(m, language)
+    langs = manifest_languages(m, language)
     opts = opts or DecodeOptions()
     hyps: list[str] = []
     audio_seconds = 0.0

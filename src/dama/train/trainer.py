@@ -32,6 +32,7 @@ from dama.data.audio import SAMPLE_RATE, load_audio
 from dama.data.manifest import Manifest
 from dama.errors import DamaError, DataError
 from dama.evaluate.metrics import ErrorCounts, utterance_errors
+from dama.evaluate.run import manifest_languages
 from dama.models.load import Whisper
 from dama.models.transcribe import DecodeOptions, decode_features, token_budget
 from dama.train.batches import Example, bucket_batches, collate, make_examples
@@ -95,13 +96,6 @@ def peak_memory_mb(device: torch.device) -> float:
         return torch.cuda.max_memory_allocated(device) / 2**20
     rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss_kb / 1024 if sys.platform != "darwin" else rss_kb / 2**20
-
-
-def _languages(m: Manifest, language: str | None) -> list[str]:
-    langs = [language or u.language for u in m]
-    if any(lang is None for lang in langs):
-        raise DataError(f"{m.name}: some utterances have no language; pass --language")
-    return langs
 
 
 class _Inputs:
@@ -266,7 +260,7 @@ def train(
         raise TrainingError(f"{run_dir} already holds a finished run; choose another --out or delete it")
 
     train_m.raise_problems()
-    langs = _languages(train_m, language)
+    langs = manifest_languages(train_m, language)
     train_m.fill_durations()
     examples, skipped = make_examples(w, train_m, langs)
     for p in skipped:
@@ -303,7 +297,7 @@ def train(
     if val_m is not None and len(val_m):
         val_m.raise_problems()
         val_m.fill_durations()
-        val_langs = _languages(val_m, language)
+        val_langs = manifest_languages(val_m, language)
         val_rows = [i for i, u in enumerate(val_m) if (u.duration or 0) <= 30.0]
         if cfg.val_max_utts:
             val_rows = val_rows[: cfg.val_max_utts]
