@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,7 +26,6 @@ class Whisper:
     tokenizer: WhisperTokenizer
     feature_extractor: WhisperFeatureExtractor
     name: str
-    extra_languages: dict[str, str] = field(default_factory=dict)  # code -> name, tokens added by dama
 
     @property
     def generation_config(self) -> GenerationConfig:

@@ -38,5 +38,4 @@ def add_language_token(w: Whisper, code: str, name: str) -> int:
         emb.weight[new_id] = emb.weight[old_ids].mean(dim=0)
     gc.lang_to_id = {**gc.lang_to_id, token: new_id}
     model.config.vocab_size = emb.weight.shape[0]
-    w.extra_languages[code] = name
     return new_id

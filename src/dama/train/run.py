@@ -178,15 +178,14 @@ def run_training(
 def evaluate_split(w: Whisper, adapted: Adapted, m: Manifest, language: str | None, run_dir: Path,
                    cfg: TrainConfig, log=print) -> dict:
     """Greedy test decoding from cached encoder outputs (long clips in 30 s pieces)."""
-    from dama.evaluate.run import evaluate
+    from dama.evaluate.run import evaluate, manifest_languages
 
     m.raise_problems()
     m.fill_durations()
-    langs = [language or u.language for u in m]
+    langs = manifest_languages(m, language)
     short = [i for i, u in enumerate(m) if (u.duration or 0) <= 30.0]
     if adapted.uses_encoder_cache and len(short) == len(m):
-        cache_root = Path(cfg.cache_dir) if cfg.cache_dir else run_dir.parent / ".encoder-cache"
-        inputs = _Inputs(w, m, True, cache_root, log)
+        inputs = _Inputs(w, m, True, cfg.cache_root(run_dir), log)
         t = time.perf_counter()
         hyps = decode_rows(w, inputs, m, short, langs, DecodeOptions(batch_size=cfg.decode_batch_size),
                            cfg.decode_batch_size, desc="test")

@@ -27,7 +27,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from dama.adapt import MethodConfig
 from dama.adapt.base import Adapted
-from dama.adapt.peft_compat import FrozenParams, count_trainable, trainable_parameters
+from dama.adapt.peft_compat import count_trainable, trainable_parameters
 from dama.data.audio import SAMPLE_RATE, load_audio
 from dama.data.manifest import Manifest
 from dama.errors import DamaError, DataError
@@ -35,7 +35,7 @@ from dama.evaluate.metrics import ErrorCounts, utterance_errors
 from dama.evaluate.run import manifest_languages
 from dama.models.load import Whisper
 from dama.models.transcribe import DecodeOptions, decode_features, token_budget
-from dama.train.batches import Example, bucket_batches, collate, make_examples
+from dama.train.batches import bucket_batches, collate, make_examples
 from dama.train.cache import EncoderCache
 
 
@@ -74,6 +74,10 @@ class TrainConfig:
             raise DamaError(f"precision must be auto, no, bf16 or fp16, got {self.precision!r}")
         if not 0 <= self.warmup_frac < 1:
             raise DamaError(f"warmup_frac must be in [0, 1), got {self.warmup_frac}")
+
+    def cache_root(self, run_dir: Path) -> Path:
+        """Where encoder outputs are cached: --cache-dir, else beside the run directory (shared by runs)."""
+        return Path(self.cache_dir) if self.cache_dir else run_dir.parent / ".encoder-cache"
 
     def learning_rate(self, method: str) -> float:
         return self.lr if self.lr is not None else (1e-5 if method == "full" else 1e-3)
@@ -290,7 +294,7 @@ def train(
         model.peft_config["default"].init_lora_weights = True
         model.save_pretrained(run_dir / "pissa_init")
         model.peft_config["default"].init_lora_weights = init_flag
-    cache_root = Path(cfg.cache_dir) if cfg.cache_dir else run_dir.parent / ".encoder-cache"
+    cache_root = cfg.cache_root(run_dir)
     train_inputs = _Inputs(w, train_m, adapted.uses_encoder_cache, cache_root, log)
 
     val_rows, val_inputs, val_langs = [], None, []
@@ -434,4 +438,4 @@ def remove_incomplete(run_dir: Path) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-__all__ = ["Example", "FrozenParams", "RunState", "TrainConfig", "TrainingError", "train"]
+__all__ = ["RunState", "TrainConfig", "TrainingError", "train"]
