@@ -10,6 +10,7 @@ import torch
 from dama.adapt import make_method
 from dama.adapt.dama import DamaMethod
 from dama.data import load_data
+from dama.data.manifest import Manifest
 from dama.errors import DamaError, DataError, ModelError
 from dama.models.load import load_whisper
 from dama.train.run import load_run, run_training
@@ -159,7 +160,17 @@ def test_encoder_cache_is_reused_and_exact(tiny6_ct2_dir, corpus, tmp_path):
     with torch.no_grad():
         ref = w.model.get_encoder()(feats).last_hidden_state[0]
     assert torch.allclose(c1.get([1])[0].float(), ref, atol=2e-2)
-    assert len(list((tmp_path / "c").iterdir())) == 1  # no temp files left
+    # A subset (another run, another --hours) is served from the same shard, in its own order.
+    sub = Manifest([m[2], m[0]], name="sub")
+    c3 = EncoderCache.build(w, sub, tmp_path / "c", log=msgs.append, show_progress=False)
+    assert "hit" in msgs[-1] and torch.equal(c3.get([1]), c1.get([0]))
+    # A superset encodes only the missing clips, into a second shard.
+    both = load_data("swahili:val+test", corpus)
+    c4 = EncoderCache.build(w, both, tmp_path / "c", log=msgs.append, show_progress=False)
+    assert f"of {len(both) - len(m)} clips ({len(m)} already cached)" in msgs[-1]
+    assert torch.equal(c4.get([1]), c1.get([1]))
+    files = sorted(p.name for p in c1.path.iterdir())
+    assert len(files) == 4 and not any(f.startswith(".") for f in files)  # 2 shards + key lists, no temp files
 
 
 def test_cli_train_then_eval_adapter(tiny6_ct2_dir, corpus, tmp_path, capsys):

@@ -1,9 +1,13 @@
-"""Encoder outputs computed once per utterance and reused for every step and epoch.
+"""Encoder outputs computed once per utterance and reused for every step, epoch and run.
 
 With a frozen encoder its outputs never change, so re-running it each step (what the
-standard Hugging Face recipe does) wastes most of the compute. The cache is a float16
-``.npy`` memory map (n_utts x frames x d_model) keyed by the encoder's weights and the
-exact clips, written atomically so an interrupted build leaves nothing half-valid.
+standard Hugging Face recipe does) wastes most of the compute. The cache is a folder per
+encoder (keyed by a hash of its weights) holding float16 ``.npy`` shards
+(n_utts x frames x d_model) and, beside each, the list of clip keys it holds. A clip is
+keyed by its audio file (path, size, mtime), so a 0.5 h subset, another
+method or another seed reuses what an earlier run computed; only missing clips are
+encoded. A shard's key list is written after its array, atomically, so an interrupted
+build leaves nothing that looks valid.
 """
 
 from __future__ import annotations
@@ -19,12 +23,12 @@ import torch
 from tqdm.auto import tqdm
 
 from dama.data.audio import SAMPLE_RATE, load_audio
-from dama.data.manifest import Manifest
+from dama.data.manifest import Manifest, Utterance
 from dama.models.load import Whisper
 
 
 def encoder_fingerprint(model: torch.nn.Module) -> str:
-    """Cheap but weight-sensitive: a hash of the encoder's first conv and last norm."""
+    """Cheap but weight-sensitive: a hash of the encoder's first conv and last layers."""
     enc = model.get_encoder() if hasattr(model, "get_encoder") else model.model.encoder
     h = hashlib.sha256()
     for t in (enc.conv1.weight, enc.conv1.bias, enc.layer_norm.weight, enc.layers[-1].fc2.weight):
@@ -33,62 +37,89 @@ def encoder_fingerprint(model: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def manifest_fingerprint(m: Manifest) -> str:
-    h = hashlib.sha256()
-    for u in m:
-        st = os.stat(u.audio)
-        h.update(f"{u.id}\0{Path(u.audio).resolve()}\0{st.st_size}\0{int(st.st_mtime)}\n".encode())
-    return h.hexdigest()[:16]
+def clip_key(u: Utterance) -> str:
+    """Identity of the audio a clip's encoder output depends on (not its transcript or id)."""
+    st = os.stat(u.audio)
+    raw = f"{Path(u.audio).resolve()}\0{st.st_size}\0{st.st_mtime_ns}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:24]
+
+
+def _read_index(folder: Path) -> dict[str, tuple[Path, int]]:
+    index: dict[str, tuple[Path, int]] = {}
+    for keys_file in sorted(folder.glob("shard-*.keys.json")):
+        npy = keys_file.with_name(keys_file.name.replace(".keys.json", ".npy"))
+        if not npy.is_file():
+            continue
+        for row, k in enumerate(json.loads(keys_file.read_text())):
+            index.setdefault(k, (npy, row))
+    return index
 
 
 class EncoderCache:
-    """Row ``i`` holds the encoder output of utterance ``i`` of the manifest it was built from."""
+    """Row ``i`` holds the encoder output of utterance ``i`` of the manifest it was built for."""
 
-    def __init__(self, path: Path):
-        self.path = path
-        self.array = np.load(path, mmap_mode="r")
+    def __init__(self, folder: Path, locations: list[tuple[Path, int]]):
+        self.path = folder
+        self._arrays = {p: np.load(p, mmap_mode="r") for p in {p for p, _ in locations}}
+        self._loc = locations
 
     def __len__(self) -> int:
-        return self.array.shape[0]
+        return len(self._loc)
 
     def get(self, rows: list[int]) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(self.array[rows]))
+        return torch.from_numpy(np.stack([self._arrays[p][r] for p, r in (self._loc[i] for i in rows)]))
 
     @staticmethod
     def size_bytes(n: int, frames: int, d_model: int) -> int:
         return n * frames * d_model * 2
 
     @classmethod
-    def build(cls, w: Whisper, m: Manifest, cache_root: str | Path, batch_size: int = 8,
+    def build(cls, w: Whisper, m: Manifest, cache_root: str | Path, batch_size: int = 4,
               log=print, show_progress: bool = True) -> EncoderCache:
-        cache_root = Path(cache_root)
-        cache_root.mkdir(parents=True, exist_ok=True)
-        key = f"enc-{encoder_fingerprint(w.model)}-{manifest_fingerprint(m)}"
-        path = cache_root / f"{key}.npy"
-        if path.is_file():
-            log(f"encoder cache hit: {path}")
-            return cls(path)
+        folder = Path(cache_root) / f"enc-{encoder_fingerprint(w.model)}"
+        folder.mkdir(parents=True, exist_ok=True)
+        keys = [clip_key(u) for u in m]
+        index = _read_index(folder)
+        unique = list(dict.fromkeys(keys))
+        todo_keys = [k for k in unique if k not in index]
+        if not todo_keys:
+            log(f"encoder cache hit: {len(m)} clips from {folder}")
+        else:
+            first = {k: i for i, k in reversed(list(enumerate(keys)))}
+            cls._encode(w, [m[first[k]] for k in todo_keys], todo_keys, folder, batch_size, log, show_progress,
+                        reused=len(unique) - len(todo_keys))
+            index = _read_index(folder)
+        return cls(folder, [index[k] for k in keys])
+
+    @classmethod
+    def _encode(cls, w: Whisper, utts: list[Utterance], keys: list[str], folder: Path, batch_size: int,
+                log, show_progress: bool, reused: int) -> None:
         cfg = w.model.config
         frames = cfg.max_source_positions
-        size = cls.size_bytes(len(m), frames, cfg.d_model)
-        log(f"caching encoder outputs of {len(m)} clips: {size / 2**20:.0f} MiB (float16) at {path}")
-        fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".npy", dir=cache_root)
+        size = cls.size_bytes(len(utts), frames, cfg.d_model)
+        log(f"caching encoder outputs of {len(utts)} clips ({reused} already cached): "
+            f"{size / 2**20:.0f} MiB (float16) in {folder}")
+        shard = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
+        fd, tmp = tempfile.mkstemp(prefix=f".shard-{shard}.", suffix=".npy", dir=folder)
         os.close(fd)
         try:
-            arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(m), frames, cfg.d_model))
+            arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(utts), frames, cfg.d_model))
             encoder = w.model.get_encoder()
             with torch.no_grad():
-                for start in tqdm(range(0, len(m), batch_size), desc="encoder cache", unit="batch",
+                for start in tqdm(range(0, len(utts), batch_size), desc="encoder cache", unit="batch",
                                   disable=not show_progress):
-                    batch = m[start:start + batch_size]
+                    batch = utts[start:start + batch_size]
                     audios = [load_audio(u.audio, u.where) for u in batch]
                     feats = w.feature_extractor(audios, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
                     out = encoder(feats.to(w.device, dtype=w.model.dtype)).last_hidden_state
                     arr[start:start + len(batch)] = out.to(torch.float16).cpu().numpy()
             arr.flush()
             del arr
-            os.replace(tmp, path)
+            os.replace(tmp, folder / f"shard-{shard}.npy")
+            fd, tmp_keys = tempfile.mkstemp(prefix=f".shard-{shard}.", suffix=".json", dir=folder)
+            with os.fdopen(fd, "w") as f:
+                json.dump(keys, f)
+            os.replace(tmp_keys, folder / f"shard-{shard}.keys.json")
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        return cls(path)
