@@ -178,10 +178,16 @@ def test_cli_train_then_eval_adapter(tiny6_ct2_dir, corpus, tmp_path, capsys):
 
     rc = main(["train", "--method", "lora", "--rank", "4", "--model", str(tiny6_ct2_dir), "--data", "swahili:train",
                "--data-root", str(corpus), "--hours", "0.001", "--out", str(tmp_path / "run"), "--epochs", "1",
-               "--cache-dir", str(tmp_path / "cache"), "--json", str(tmp_path / "t.json")])
+               "--cache-dir", str(tmp_path / "cache"), "--json", str(tmp_path / "t.json"), "--compare-zero-shot"])
     assert rc == 0
     t = json.loads((tmp_path / "t.json").read_text())
     assert t["trainable_params"] == 6 * 4 * (8 * 128 + 192 + 192) and "wer" in t
+    zs = t["zero_shot"]
+    zrows = [json.loads(x) for x in (tmp_path / "run" / "zero-shot.hyps.jsonl").read_text().splitlines()]
+    assert len(zrows) == zs["n"] == t["n"] and zs["wer"] == pytest.approx(
+        sum(r["word_errors"] for r in zrows) / sum(r["ref_words"] for r in zrows))
+    assert t["wer_reduction_rel"] == pytest.approx(1 - t["wer"] / zs["wer"])
+    assert "zero-shot WER" in capsys.readouterr().out
     rc = main(["eval", "--adapter", str(tmp_path / "run"), "--data", "swahili:test", "--data-root", str(corpus),
                "--json", str(tmp_path / "e.json"), "--hyps", str(tmp_path / "h.jsonl")])
     assert rc == 0 and json.loads((tmp_path / "e.json").read_text())["n"] == 3

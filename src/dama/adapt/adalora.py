@@ -60,5 +60,5 @@ class AdaLoraMethod(MethodConfig):
         def hook(step: int) -> None:
             peft_model.base_model.update_and_allocate(step)
 
-        return Adapted(peft_model, self.name, step_hook=hook,
+        return Adapted(peft_model, self.name, step_hook=hook, model_loss=True,
                        info={"target_r": target_r, "init_r": init_r, "budget_params": budget})

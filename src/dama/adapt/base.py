@@ -26,6 +26,7 @@ class Adapted:
     is_peft: bool = True
     ranks: list[int] | None = None  # per decoder layer, where meaningful
     step_hook: Callable[[int], None] | None = None  # called after each optimizer step (AdaLoRA)
+    model_loss: bool = False  # the loss must come from the model's forward (AdaLoRA adds a penalty there)
     info: dict = field(default_factory=dict)
 
 

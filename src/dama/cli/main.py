@@ -193,12 +193,18 @@ def cmd_train(args) -> dict:
     res = run_training(args.model, method, train_m, val_m, test_m, args.out, cfg, language=args.language,
                        resume=args.resume, device=args.device,
                        data_specs={"train": args.data, "hours": args.hours, "val": val_spec, "test": test_spec},
-                       log=lambda m: print(m, file=sys.stderr), language_name=args.language_name)
+                       log=lambda m: print(m, file=sys.stderr), language_name=args.language_name,
+                       zero_shot=args.compare_zero_shot)
     line = f"{args.method}: trainable={res['trainable_params']:,}  peak_memory={res['peak_memory_mb']:.0f} MB  "
     line += f"train={res['train_seconds']:.1f} s"
     if "wer" in res:
         line += f"  test WER={res['wer']:.4f} CER={res['cer']:.4f}"
     print(line)
+    if "zero_shot" in res:
+        zs = res["zero_shot"]
+        print(f"test {test_spec}: zero-shot WER {zs['wer']:.4f} CER {zs['cer']:.4f} -> {args.method} "
+              f"WER {res['wer']:.4f} CER {res['cer']:.4f} "
+              f"({100 * res['wer_reduction_rel']:.1f}% relative WER reduction)")
     print(f"run directory: {args.out}")
     _write_json(args.json, res)
     return res
@@ -332,6 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", choices=["auto", "no", "bf16", "fp16"], default="auto")
     p.add_argument("--val-max-utts", type=int, default=0, help="validate on at most N utterances (0 = all)")
+    p.add_argument("--compare-zero-shot", action="store_true",
+                   help="also score the untouched base model on the test split (same cache) and report both")
     p.add_argument("--patience", type=int, default=0, help="early-stop after N epochs without val improvement")
     p.add_argument("--save-every", type=int, default=0, help="also checkpoint every N optimizer steps")
     p.add_argument("--cache-dir", help="encoder-output cache (default: .encoder-cache beside --out)")

@@ -68,17 +68,36 @@ def evaluate(w: Whisper, m: Manifest, language: str | None = None, opts: DecodeO
     if problems:
         Manifest(name=m.name, problems=problems).raise_problems()
 
+    return {
+        **score_hyps(m, langs, hyps, hyps_path),
+        "rtf": compute_seconds / audio_seconds if audio_seconds else 0.0,
+        "audio_seconds": audio_seconds,
+        "compute_seconds": compute_seconds,
+        "model": w.name,
+        "data": m.name,
+        "decode": {"num_beams": opts.num_beams, "batch_size": opts.batch_size, "loop_repeats": opts.loop_repeats,
+                   "tokens_per_second": opts.tokens_per_second},
+    }
+
+
+def score_hyps(m: Manifest, langs: list[str], hyps: list[str], hyps_path: str | Path | None = None) -> dict:
+    """Corpus and per-language WER/CER of ``hyps`` against ``m``.
+
+    With ``hyps_path``, one JSON line per utterance (reference, hypothesis, both normalised,
+    error counts) is written: what bootstrap intervals and paired tests resample.
+    """
     total = ErrorCounts(0, 0, 0, 0)
     by_lang: dict[str, ErrorCounts] = defaultdict(lambda: ErrorCounts(0, 0, 0, 0))
     rows = []
-    for u, lang, hyp in zip(m, langs, hyps):
+    for u, lang, hyp in zip(m, langs, hyps, strict=True):
         e = utterance_errors(u.text, hyp)
         total = total + e
         by_lang[lang] = by_lang[lang] + e
         rows.append({
             "id": u.id, "language": lang, "audio": str(u.audio), "duration": u.duration,
             "ref": u.text, "hyp": hyp, "ref_norm": normalize_text(u.text), "hyp_norm": normalize_text(hyp),
-            "word_errors": e.word_errors, "ref_words": e.ref_words, "wer": round(e.wer, 4),
+            "word_errors": e.word_errors, "ref_words": e.ref_words, "char_errors": e.char_errors,
+            "ref_chars": e.ref_chars, "wer": round(e.wer, 4),
         })
     if hyps_path:
         p = Path(hyps_path)
@@ -89,18 +108,11 @@ def evaluate(w: Whisper, m: Manifest, language: str | None = None, opts: DecodeO
     return {
         "wer": total.wer,
         "cer": total.cer,
-        "n": len(m),
-        "rtf": compute_seconds / audio_seconds if audio_seconds else 0.0,
-        "audio_seconds": audio_seconds,
-        "compute_seconds": compute_seconds,
+        "n": len(rows),
         "word_errors": total.word_errors,
         "ref_words": total.ref_words,
         "char_errors": total.char_errors,
         "ref_chars": total.ref_chars,
         "by_language": {k: {"wer": v.wer, "cer": v.cer, "ref_words": v.ref_words} for k, v in sorted(by_lang.items())},
-        "model": w.name,
-        "data": m.name,
-        "decode": {"num_beams": opts.num_beams, "batch_size": opts.batch_size, "loop_repeats": opts.loop_repeats,
-                   "tokens_per_second": opts.tokens_per_second},
         "hyps_path": str(hyps_path) if hyps_path else None,
     }

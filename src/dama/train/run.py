@@ -6,7 +6,8 @@ RUN_DIR/
   model/             (full fine-tuning only) a Hugging Face model directory instead
   metrics.jsonl      per step: loss, lr; per epoch: time, val WER/CER
   checkpoint.pt      last checkpoint, for --resume
-  test.hyps.jsonl    per-utterance test transcripts
+  test.hyps.jsonl    per-utterance test transcripts and error counts
+  zero-shot.json     (--compare-zero-shot) the base model's test score, + zero-shot.hyps.jsonl
   plot.png           loss and validation WER curves
   results.json       written last: its presence marks a finished run
 """
@@ -25,7 +26,6 @@ from dama.adapt import MethodConfig
 from dama.adapt.base import Adapted
 from dama.data.manifest import Manifest
 from dama.errors import DamaError, ModelError
-from dama.evaluate.normalize import normalize_text
 from dama.models.load import Whisper, load_whisper
 from dama.models.new_language import add_language_token
 from dama.models.transcribe import DecodeOptions
@@ -36,7 +36,6 @@ from dama.train.trainer import (
     decoding_view,
     peak_memory_mb,
     remove_incomplete,
-    score,
     train,
 )
 
@@ -127,8 +126,12 @@ def run_training(
     data_specs: dict | None = None,
     log=print,
     language_name: str | None = None,
+    zero_shot: bool = False,
 ) -> dict:
-    """Train, save the adapter, evaluate on ``test_m`` and write the run directory."""
+    """Train, save the adapter, evaluate on ``test_m`` and write the run directory.
+
+    With ``zero_shot``, the untouched base model is first scored on ``test_m`` from the same
+    encoder cache, so the run reports its own baseline (``results["zero_shot"]``)."""
     run_dir = Path(run_dir)
     if run_dir.exists() and not resume and any(run_dir.iterdir()):
         raise DamaError(f"{run_dir} is not empty; use --resume to continue it, or another --out")
@@ -153,6 +156,12 @@ def run_training(
         if not resume:
             (run_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
         t0 = time.perf_counter()
+        zs = None
+        if zero_shot and test_m is not None and len(test_m) and method.name != "zero-shot":
+            if new_language:
+                log(f"no zero-shot baseline: Whisper has no <|{language}|> token before training")
+            else:
+                zs = _zero_shot(w, test_m, language, run_dir, cfg, log)
         if method.name == "zero-shot":
             adapted = method.apply(w.model)
             results = {"trainable_params": 0, "total_params": sum(p.numel() for p in w.model.parameters()),
@@ -163,7 +172,10 @@ def run_training(
             results = dict(summary)
         if test_m is not None and len(test_m):
             view = decoding_view(w, adapted.model)
-            results.update(evaluate_split(view, adapted, test_m, language, run_dir, cfg, log))
+            results.update(evaluate_split(view, test_m, language, run_dir, cfg, adapted.uses_encoder_cache, log=log))
+            if zs is not None:
+                results["zero_shot"] = zs
+                results["wer_reduction_rel"] = 1 - results["wer"] / zs["wer"] if zs["wer"] else 0.0
         results["total_seconds"] = time.perf_counter() - t0
         if (run_dir / "metrics.jsonl").is_file():
             plot_metrics(run_dir)
@@ -175,31 +187,38 @@ def run_training(
         raise
 
 
-def evaluate_split(w: Whisper, adapted: Adapted, m: Manifest, language: str | None, run_dir: Path,
-                   cfg: TrainConfig, log=print) -> dict:
-    """Greedy test decoding from cached encoder outputs (long clips in 30 s pieces)."""
-    from dama.evaluate.run import evaluate, manifest_languages
+def _zero_shot(w: Whisper, test_m: Manifest, language: str | None, run_dir: Path, cfg: TrainConfig, log) -> dict:
+    """The base model's score on the test split, kept in the run directory across --resume."""
+    path = run_dir / "zero-shot.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    res = evaluate_split(w, test_m, language, run_dir, cfg, hyps_name="zero-shot.hyps.jsonl", log=log)
+    zs = {k: res[k] for k in ("wer", "cer", "n")}
+    path.write_text(json.dumps(zs, indent=2))
+    return zs
+
+
+def evaluate_split(w: Whisper, m: Manifest, language: str | None, run_dir: Path, cfg: TrainConfig,
+                   use_cache: bool = True, hyps_name: str = "test.hyps.jsonl", log=print) -> dict:
+    """Greedy decoding of a test split, from cached encoder outputs when every clip fits in 30 s
+    (else chunked decoding from audio), scored and written per utterance to ``hyps_name``."""
+    from dama.evaluate.run import evaluate, manifest_languages, score_hyps
 
     m.raise_problems()
     m.fill_durations()
-    langs = manifest_languages(m, language)
-    short = [i for i, u in enumerate(m) if (u.duration or 0) <= 30.0]
-    if adapted.uses_encoder_cache and len(short) == len(m):
+    hyps_path = run_dir / hyps_name
+    opts = DecodeOptions(batch_size=cfg.decode_batch_size)
+    if use_cache and all((u.duration or 0) <= 30.0 for u in m):
+        langs = manifest_languages(m, language)
         inputs = _Inputs(w, m, True, cfg.cache_root(run_dir), log)
         t = time.perf_counter()
-        hyps = decode_rows(w, inputs, m, short, langs, DecodeOptions(batch_size=cfg.decode_batch_size),
-                           cfg.decode_batch_size, desc="test")
+        rows = list(range(len(m)))
+        hyps = decode_rows(w, inputs, m, rows, langs, opts, cfg.decode_batch_size, desc=hyps_name.split(".")[0])
         secs = time.perf_counter() - t
-        e = score(m, short, hyps)
-        with (run_dir / "test.hyps.jsonl").open("w", encoding="utf-8") as f:
-            for i, h in zip(short, hyps):
-                f.write(json.dumps({"id": m[i].id, "ref": m[i].text, "hyp": h, "ref_norm": normalize_text(m[i].text),
-                                    "hyp_norm": normalize_text(h)}, ensure_ascii=False) + "\n")
-        audio = sum(m[i].duration or 0 for i in short)
-        res = {"wer": e.wer, "cer": e.cer, "n": len(short), "test_rtf_cached": secs / audio if audio else 0.0}
-    else:  # clips over 30 s need chunked decoding from audio
-        r = evaluate(w, m, language=language, opts=DecodeOptions(batch_size=cfg.decode_batch_size),
-                     hyps_path=run_dir / "test.hyps.jsonl")
-        res = {"wer": r["wer"], "cer": r["cer"], "n": r["n"], "test_rtf": r["rtf"]}
-    log(f"test {m.name}: WER {res['wer']:.4f} CER {res['cer']:.4f} (n={res['n']})")
-    return res
+        res = score_hyps(m, langs, hyps, hyps_path)
+        res["rtf_cached"] = secs / m.seconds if m.seconds else 0.0
+    else:
+        res = evaluate(w, m, language=language, opts=opts, hyps_path=hyps_path)
+    log(f"{hyps_name.split('.')[0]} {m.name}: WER {res['wer']:.4f} CER {res['cer']:.4f} (n={res['n']})")
+    return {k: res[k] for k in ("wer", "cer", "n", "word_errors", "ref_words", "char_errors", "ref_chars",
+                                "by_language", "rtf", "rtf_cached") if k in res}

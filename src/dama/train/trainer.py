@@ -37,6 +37,7 @@ from dama.models.load import Whisper
 from dama.models.transcribe import DecodeOptions, decode_features, token_budget
 from dama.train.batches import bucket_batches, collate, make_examples
 from dama.train.cache import EncoderCache
+from dama.train.loss import chunked_cross_entropy, fused_lm_head, hidden_states_as_logits
 
 
 class TrainingError(DamaError):
@@ -329,6 +330,7 @@ def train(
         best = ck["best"]
         log(f"resuming {run_dir} at epoch {state.epoch + 1}, step {state.step}")
     adapted.frozen.enforce(model)
+    head = None if adapted.model_loss else fused_lm_head(model)
 
     model, opt, sched = accelerator.prepare(model, opt, sched)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -353,10 +355,15 @@ def train(
                 batch = collate(batches[bi], pad)
                 rows = batch.pop("rows").tolist()
                 kw = train_inputs.model_kwargs(rows, accelerator.device, w.model.dtype)
+                dec_ids = batch["decoder_input_ids"].to(accelerator.device)
+                labels = batch["labels"].to(accelerator.device)
                 with accelerator.accumulate(model):
-                    out = model(**kw, decoder_input_ids=batch["decoder_input_ids"].to(accelerator.device),
-                                labels=batch["labels"].to(accelerator.device))
-                    loss = out.loss
+                    if head is not None:  # loss in vocabulary chunks: no batch x tokens x vocab logits
+                        with hidden_states_as_logits(accelerator.unwrap_model(model)):
+                            hidden = model(**kw, decoder_input_ids=dec_ids).logits
+                        loss = chunked_cross_entropy(hidden, head.weight, labels)
+                    else:
+                        loss = model(**kw, decoder_input_ids=dec_ids, labels=labels).loss
                     if not torch.isfinite(loss):
                         last = f"the last good checkpoint is {ckpt_path}" if ckpt_path.is_file() else \
                             "no checkpoint had been written yet"
