@@ -59,6 +59,9 @@ def _load_model(args):
 def _setup_torch(args) -> None:
     import torch
 
+    from dama.memory import limit_heap_fragmentation
+
+    limit_heap_fragmentation()
     if getattr(args, "threads", 0):
         torch.set_num_threads(args.threads)
 

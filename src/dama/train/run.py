@@ -26,6 +26,7 @@ from dama.adapt import MethodConfig
 from dama.adapt.base import Adapted
 from dama.data.manifest import Manifest
 from dama.errors import DamaError, ModelError
+from dama.memory import peak_memory_mb
 from dama.models.load import Whisper, load_whisper
 from dama.models.new_language import add_language_token
 from dama.models.transcribe import DecodeOptions
@@ -34,7 +35,6 @@ from dama.train.trainer import (
     _Inputs,
     decode_rows,
     decoding_view,
-    peak_memory_mb,
     remove_incomplete,
     train,
 )

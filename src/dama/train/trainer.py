@@ -13,9 +13,7 @@ from __future__ import annotations
 import json
 import math
 import random
-import resource
 import shutil
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,6 +31,7 @@ from dama.data.manifest import Manifest
 from dama.errors import DamaError, DataError
 from dama.evaluate.metrics import ErrorCounts, utterance_errors
 from dama.evaluate.run import manifest_languages
+from dama.memory import limit_heap_fragmentation, peak_memory_mb
 from dama.models.load import Whisper
 from dama.models.transcribe import DecodeOptions, decode_features, token_budget
 from dama.train.batches import bucket_batches, collate, make_examples
@@ -94,13 +93,6 @@ class RunState:
     bad_epochs: int = 0
     epoch_seconds: list[float] = field(default_factory=list)
     train_seconds: float = 0.0
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss_kb / 1024 if sys.platform != "darwin" else rss_kb / 2**20
 
 
 class _Inputs:
@@ -257,6 +249,7 @@ def train(
     from accelerate import Accelerator
 
     cfg = cfg or TrainConfig()
+    limit_heap_fragmentation()
     run_dir = Path(run_dir)
     ckpt_path = run_dir / "checkpoint.pt"
     if resume and not ckpt_path.is_file():
