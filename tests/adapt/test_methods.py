@@ -175,3 +175,28 @@ def test_saved_dama_adapter_loads_in_plain_peft(tmp_path):
     with torch.no_grad():
         assert torch.allclose(a.model(input_features=x, decoder_input_ids=ids).logits,
                               plain(input_features=x, decoder_input_ids=ids).logits, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["lora", "dama", "lora-fa", "pissa", "dora"])
+def test_fused_lora_forward_equals_peft(name):
+    """The fused forward is an implementation detail: same outputs and gradients as PEFT's."""
+    from dama.adapt.peft_compat import fuse_lora_forward
+
+    def run(fused: bool):
+        a = _apply(name, **({"r": 4} if name != "dama" else {}))
+        torch.manual_seed(1)
+        for n, p in a.model.named_parameters():  # non-zero B so the adapters matter
+            if "lora_B" in n:
+                p.data.normal_(0, 0.5)
+        n_fused = fuse_lora_forward(a.model) if fused else 0
+        torch.manual_seed(2)
+        x, ids = torch.randn(2, 80, 3000), torch.randint(0, 200, (2, 5))
+        loss = a.model(input_features=x, decoder_input_ids=ids, labels=ids).loss
+        params = [p for n, p in a.model.named_parameters() if p.requires_grad]
+        return loss, torch.autograd.grad(loss, params, allow_unused=True), n_fused
+
+    ref, ref_g, _ = run(False)
+    got, got_g, n = run(True)
+    assert n == (0 if name == "dora" else 6 * 10)  # DoRA keeps PEFT's forward (a variant)
+    assert got.item() == pytest.approx(ref.item(), rel=1e-5)
+    assert all((a is None and b is None) or torch.allclose(a, b, atol=1e-5, rtol=1e-4) for a, b in zip(got_g, ref_g))

@@ -114,3 +114,38 @@ def trainable_parameters(
 
 def count_trainable(model: torch.nn.Module, frozen: FrozenParams | None = None) -> int:
     return sum(p.numel() for _, p in trainable_parameters(model, frozen))
+
+
+def _fused_lora_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    """PEFT's vanilla LoRA forward for one active adapter without dropout, as
+    ``base(x).addmm_(A x, Bᵀ, alpha=scaling)``: the same sum, but without the separate
+    scaled and summed copies PEFT makes — for cross-attention k/v those are batch x 1500
+    frames x d_model each. Anything else falls back to PEFT's own forward."""
+    names = self.active_adapters
+    base = self.base_layer
+    if (args or kwargs or self.disable_adapters or self.merged or len(names) != 1 or names[0] not in self.lora_A
+            or names[0] in self.lora_variant or type(base) is not torch.nn.Linear
+            or not isinstance(self.lora_dropout[names[0]], torch.nn.Identity)
+            or x.dtype != self.lora_A[names[0]].weight.dtype):
+        return type(self).forward(self, x, *args, **kwargs)
+    name = names[0]
+    flat = x.reshape(-1, x.shape[-1])
+    out = torch.nn.functional.linear(flat, base.weight, base.bias)
+    ax = torch.nn.functional.linear(flat, self.lora_A[name].weight)
+    out = out.addmm_(ax, self.lora_B[name].weight.t(), alpha=self.scaling[name])
+    return out.view(*x.shape[:-1], out.shape[-1])
+
+
+def fuse_lora_forward(model: torch.nn.Module) -> int:
+    """Route every plain PEFT LoRA Linear through :func:`_fused_lora_forward` (training speed
+    and memory; saving, merging and loading are untouched). Returns how many modules."""
+    from types import MethodType
+
+    from peft.tuners.lora.layer import Linear as LoraLinear
+
+    n = 0
+    for module in model.modules():
+        if type(module) is LoraLinear and not module.lora_variant:  # DoRA etc. keep PEFT's forward
+            module.forward = MethodType(_fused_lora_forward, module)
+            n += 1
+    return n

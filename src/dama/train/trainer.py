@@ -25,7 +25,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from dama.adapt import MethodConfig
 from dama.adapt.base import Adapted
-from dama.adapt.peft_compat import count_trainable, trainable_parameters
+from dama.adapt.peft_compat import count_trainable, fuse_lora_forward, trainable_parameters
 from dama.data.audio import SAMPLE_RATE, load_audio
 from dama.data.manifest import Manifest
 from dama.errors import DamaError, DataError
@@ -61,6 +61,7 @@ class TrainConfig:
     save_every: int = 0  # optimizer steps between mid-epoch checkpoints; 0 = at epoch ends only
     decode_batch_size: int = 16
     cache_dir: str | None = None
+    low_memory: bool = False  # CPU: pin glibc's mmap threshold (see dama.memory)
     stop_after_steps: int = 0  # testing aid: stop (as if killed) after this many optimizer steps
 
     def __post_init__(self):
@@ -249,7 +250,8 @@ def train(
     from accelerate import Accelerator
 
     cfg = cfg or TrainConfig()
-    limit_heap_fragmentation()
+    if cfg.low_memory:
+        limit_heap_fragmentation()
     run_dir = Path(run_dir)
     ckpt_path = run_dir / "checkpoint.pt"
     if resume and not ckpt_path.is_file():
@@ -282,6 +284,8 @@ def train(
         method.total_step = total_steps
     adapted = method.apply(w.model)
     model = adapted.model
+    if adapted.is_peft:
+        fuse_lora_forward(model)
     if adapted.is_peft and adapted.info.get("needs_weight_conversion"):
         # PiSSA's starting point, saved as plain LoRA so PEFT can convert the final adapter
         init_flag = model.peft_config["default"].init_lora_weights
