@@ -188,6 +188,13 @@ def test_cli_train_then_eval_adapter(tiny6_ct2_dir, corpus, tmp_path, capsys):
         sum(r["word_errors"] for r in zrows) / sum(r["ref_words"] for r in zrows))
     assert t["wer_reduction_rel"] == pytest.approx(1 - t["wer"] / zs["wer"])
     assert "zero-shot WER" in capsys.readouterr().out
+    # --resume on a finished run reports it again without training (what `make demo` relies on)
+    again = ["train", "--method", "lora", "--rank", "4", "--model", str(tiny6_ct2_dir), "--data", "swahili:train",
+             "--data-root", str(corpus), "--hours", "0.001", "--out", str(tmp_path / "run"), "--resume",
+             "--compare-zero-shot"]
+    assert main(again) == 0
+    out = capsys.readouterr()
+    assert "already finished" in out.err and f"WER={t['wer']:.4f}" in out.out and "zero-shot WER" in out.out
     rc = main(["eval", "--adapter", str(tmp_path / "run"), "--data", "swahili:test", "--data-root", str(corpus),
                "--json", str(tmp_path / "e.json"), "--hyps", str(tmp_path / "h.jsonl")])
     assert rc == 0 and json.loads((tmp_path / "e.json").read_text())["n"] == 3

@@ -133,6 +133,9 @@ def run_training(
     With ``zero_shot``, the untouched base model is first scored on ``test_m`` from the same
     encoder cache, so the run reports its own baseline (``results["zero_shot"]``)."""
     run_dir = Path(run_dir)
+    if resume and (run_dir / RESULTS).is_file():
+        log(f"{run_dir} is already finished; its results:")
+        return json.loads((run_dir / RESULTS).read_text())
     if run_dir.exists() and not resume and any(run_dir.iterdir()):
         raise DamaError(f"{run_dir} is not empty; use --resume to continue it, or another --out")
     created = not run_dir.exists()
