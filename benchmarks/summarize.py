@@ -10,36 +10,43 @@ HERE = Path(__file__).parent
 
 def main() -> None:
     zs = {p.stem: json.loads(p.read_text()) for p in (HERE / "zero-shot").glob("*.json")}
-    print("| language | method | trainable params | test WER | test CER | train s (5 epochs) | s/epoch (2-5) "
-          "| peak RSS MB |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| language | train data | method | trainable params | test WER | test CER | WER change vs zero-shot "
+          "| train s | s/epoch (2-5) | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for lang, corpus in (("yoruba", "yoruba_test"), ("swahili", "swahili_test")):
         runs = sorted((HERE / "results").glob(f"{lang}-*/results.json"))
         if not runs:
             continue
         z = zs[corpus]
-        print(f"| {lang} | zero-shot | 0 | {z['wer']:.3f} | {z['cer']:.3f} | – | – | – |")
+        print(f"| {lang} | – | zero-shot | 0 | {z['wer']:.3f} | {z['cer']:.3f} | – | – | – | – |")
         for p in runs:
             r = json.loads(p.read_text())
+            _, amount, method = p.parent.name.split("-", 2)
             ep = r["epoch_seconds"][1:]
-            print(f"| {lang} | {p.parent.name.split('-', 2)[-1]} ({p.parent.name}) | {r['trainable_params']:,} | "
-                  f"{r['wer']:.3f} | {r['cer']:.3f} | {r['train_seconds']:.0f} | {sum(ep) / len(ep):.0f} | "
+            print(f"| {lang} | {amount} | {method} | {r['trainable_params']:,} | {r['wer']:.3f} | {r['cer']:.3f} | "
+                  f"{100 * (r['wer'] / z['wer'] - 1):+.0f} % | {r['train_seconds']:.0f} | {sum(ep) / len(ep):.0f} | "
                   f"{r['peak_memory_mb']:.0f} |")
     speed = HERE / "results" / "train_speed_cpu.json"
     if speed.is_file():
         s = json.loads(speed.read_text())
         print(f"\nTraining speed ({s['setup']['data']}, {s['setup']['hours']} h, {s['setup']['epochs']} epochs, batch "
               f"{s['setup']['batch_size']}, LoRA r=64 on both sides):\n")
-        print("| | HF Seq2SeqTrainer recipe | dama train | ratio |")
-        print("|---|---|---|---|")
-        hf, dm = s["hf"], s["dama"]
+        print("| | HF Seq2SeqTrainer recipe | dama train | ratio | dama train --low-memory | ratio |")
+        print("|---|---|---|---|---|---|")
+        hf, dm, lm, lo = s["hf"], s["dama"], s["dama_low_memory"], s["low_memory"]
+
+        def later(x):
+            return sum(x[1:]) / (len(x) - 1)
+
         print(f"| end to end (s) | {hf['process_seconds']:.0f} | {dm['end_to_end_seconds']:.0f} | "
-              f"{s['speedup_end_to_end']:.2f}x |")
-        h2 = sum(hf["epoch_seconds"][1:]) / (len(hf["epoch_seconds"]) - 1)
-        d2 = sum(dm["epoch_seconds"][1:]) / (len(dm["epoch_seconds"]) - 1)
-        print(f"| per epoch after the first (s) | {h2:.1f} | {d2:.1f} | {s['speedup_per_epoch_after_first']:.2f}x |")
+              f"{s['speedup_end_to_end']:.2f}x | {lm['end_to_end_seconds']:.0f} | {lo['speedup_end_to_end']:.2f}x |")
+        print(f"| per epoch after the first (s) | {later(hf['epoch_seconds']):.1f} | "
+              f"{later(dm['epoch_seconds']):.1f} | "
+              f"{s['speedup_per_epoch_after_first']:.2f}x | {later(lm['epoch_seconds']):.1f} | "
+              f"{lo['speedup_per_epoch_after_first']:.2f}x |")
         print(f"| peak RSS (MB) | {hf['peak_memory_mb']:.0f} | {dm['peak_memory_mb']:.0f} | "
-              f"{s['memory_ratio_dama_over_hf']:.2f} |")
+              f"{s['memory_ratio_dama_over_hf']:.2f} | {lm['peak_memory_mb']:.0f} | "
+              f"{lo['memory_ratio_dama_over_hf']:.2f} |")
 
 
 if __name__ == "__main__":

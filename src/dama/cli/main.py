@@ -50,7 +50,7 @@ def _load_model(args):
     if getattr(args, "adapter", None):
         from dama.train.run import load_run
 
-        return load_run(args.adapter, device=args.device)
+        return load_run(args.adapter, device=args.device, base=None if args.model == DEFAULT_MODEL else args.model)
     from dama.models.load import load_whisper
 
     return load_whisper(args.model, device=args.device)
@@ -210,6 +210,20 @@ def cmd_train(args) -> dict:
     return res
 
 
+def cmd_export(args) -> dict:
+    from dama.deploy import export_run
+
+    t = time.perf_counter()
+    out = export_run(args.adapter, args.format, args.out, quantization=args.quantization, force=args.force,
+                     base=args.model, log=lambda m: print(m, file=sys.stderr))
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    res = {"path": str(out), "format": args.format, "quantization": args.quantization if args.format == "ct2"
+           else "float32", "bytes": size, "seconds": time.perf_counter() - t}
+    print(out)
+    _write_json(args.json, res)
+    return res
+
+
 def _safe_name(s: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in s).strip("_")
 
@@ -362,6 +376,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--json", metavar="PATH")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("export", help="merge a run's adapter and save it as a transformers or CTranslate2 model")
+    p.add_argument("--adapter", metavar="RUN_DIR", required=True, help="a finished `dama train` run directory")
+    p.add_argument("--format", choices=("hf", "ct2"), default="hf",
+                   help="hf: transformers folder; ct2: CTranslate2 folder for faster-whisper (default: hf)")
+    p.add_argument("--quantization", default="float32", help="ct2 weights: float32, float16 or int8")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.add_argument("--model", help="where the base model is, if not where the run found it")
+    p.add_argument("--json", metavar="PATH")
+    p.set_defaults(func=cmd_export)
 
     data = sub.add_parser("data", help="check and prepare data")
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")

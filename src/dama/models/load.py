@@ -92,3 +92,15 @@ def load_whisper(name_or_path: str | Path = "whisper-base", device: str | None =
         model.to(dtype)
     model.eval()
     return Whisper(model, tok, fe, Path(name).name if path.exists() else name)
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """sha256 over every weight (names, shapes, float32 bytes): ties an adapter to the exact
+    base it was trained on, so merging it into a different model is caught (~1 s on whisper-base)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(f"{name}{tuple(t.shape)}".encode())
+        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:32]

@@ -27,7 +27,7 @@ from dama.adapt.base import Adapted
 from dama.data.manifest import Manifest
 from dama.errors import DamaError, ModelError
 from dama.memory import peak_memory_mb
-from dama.models.load import Whisper, load_whisper
+from dama.models.load import Whisper, load_whisper, model_fingerprint
 from dama.models.new_language import add_language_token
 from dama.models.transcribe import DecodeOptions
 from dama.train.trainer import (
@@ -60,8 +60,11 @@ def save_adapted(adapted: Adapted, w: Whisper, run_dir: Path) -> Path:
     return out
 
 
-def load_run(run_dir: str | Path, device: str | None = None, merge: bool = True) -> Whisper:
-    """Load a finished (or checkpointed-and-saved) run for transcription/evaluation."""
+def load_run(run_dir: str | Path, device: str | None = None, merge: bool = True,
+             base: str | Path | None = None) -> Whisper:
+    """Load a finished run for transcription, evaluation or export: its base model (``base``
+    overrides where to find it) with the adapter applied, merged unless ``merge=False``.
+    The base must be the one the adapter was trained on (weights fingerprint in config.json)."""
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.json"
     if not cfg_path.is_file():
@@ -74,7 +77,18 @@ def load_run(run_dir: str | Path, device: str | None = None, merge: bool = True)
         raise ModelError(f"{run_dir}: no adapter/ or model/ folder; did the run finish?")
     from peft import PeftModel
 
-    w = load_whisper(cfg["model"], device=device)
+    source = base or cfg["model"]
+    try:
+        w = load_whisper(source, device=device)
+    except ModelError as e:
+        raise ModelError(f"{run_dir}: cannot load the base model {source} its adapter was trained on: {e}\n"
+                         "Fetch it (dama model fetch NAME) or pass --model PATH to where it is.") from e
+    want = cfg.get("base_fingerprint")
+    got = model_fingerprint(w.model) if want else None
+    if got != want:
+        raise ModelError(f"{run_dir}: the base model at {source} is not the one its adapter was trained on "
+                         f"(weights fingerprint {got} != {want} in config.json). "
+                         "Use the exact base model the run used.")
     if cfg.get("new_language"):
         nl = cfg["new_language"]
         if add_language_token(w, nl["code"], nl["name"]) != nl["token_id"]:
@@ -142,6 +156,7 @@ def run_training(
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
         w = load_whisper(model_name, device=device)
+        base_fingerprint = model_fingerprint(w.model)
         new_language = None
         if language_name:
             if not language:
@@ -154,7 +169,7 @@ def run_training(
             "model": model_name, "method": method.to_dict(), "train": cfg.__dict__, "language": language,
             "data": data_specs or {}, "device": str(w.device), "torch": torch.__version__,
             "platform": platform.platform(), "cpu_threads": torch.get_num_threads(),
-            "new_language": new_language,
+            "new_language": new_language, "base_fingerprint": base_fingerprint,
         }
         if not resume:
             (run_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))

@@ -1,0 +1,95 @@
+"""Merge a run's adapter into its base and save the result where users run Whisper.
+
+- ``hf``: a standard transformers Whisper directory (weights, tokenizer with any new
+  language token, feature extractor, generation config).
+- ``ct2``: that directory converted by the converter the ``ctranslate2`` package ships,
+  loadable by ``faster_whisper.WhisperModel(DIR)``; quantisation float32, float16 or int8.
+
+Both write ``dama_export.json`` (source run, base model, languages) and appear atomically:
+everything is built in a temporary sibling folder and renamed into place at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from dama.errors import DamaError
+
+FORMATS = ("hf", "ct2")
+QUANTIZATIONS = ("float32", "float16", "int8")
+META = "dama_export.json"
+
+
+def _save_hf(w, out: Path) -> None:
+    w.model.save_pretrained(out)
+    w.tokenizer.save_pretrained(out)
+    w.feature_extractor.save_pretrained(out)
+    w.model.generation_config.save_pretrained(out)
+
+
+def export_run(run_dir: str | Path, fmt: str, out: str | Path, quantization: str = "float32",
+               force: bool = False, base: str | Path | None = None, log=print) -> Path:
+    """Export the run in ``run_dir`` as ``fmt`` into ``out``; returns ``out``."""
+    from dama.train.run import load_run
+
+    if fmt not in FORMATS:
+        raise DamaError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
+    if fmt == "ct2" and quantization not in QUANTIZATIONS:
+        raise DamaError(f"unknown quantization {quantization!r}; choose from {', '.join(QUANTIZATIONS)}")
+    run_dir, out = Path(run_dir), Path(out)
+    if out.exists() and not force:
+        raise DamaError(f"{out} already exists; choose another --out or pass --force to replace it")
+    cfg = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else {}
+    w = load_run(run_dir, device="cpu", merge=True, base=base)  # checks the base and restores new tokens
+    nl = cfg.get("new_language")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        hf_dir = tmp / "hf"
+        _save_hf(w, hf_dir)
+        final = hf_dir
+        if fmt == "ct2":
+            try:
+                from ctranslate2.converters import TransformersConverter
+            except ImportError:
+                raise DamaError("--format ct2 needs the ctranslate2 package: pip install 'dama[deploy]'") from None
+            log(f"converting to CTranslate2 ({quantization}) with ctranslate2's TransformersConverter")
+            final = Path(TransformersConverter(str(hf_dir), copy_files=["tokenizer.json", "preprocessor_config.json"])
+                         .convert(str(tmp / "ct2"), quantization=quantization))
+            if nl:  # let CTranslate2's language detection consider the new token too
+                c = json.loads((final / "config.json").read_text())
+                c["lang_ids"] = sorted(set(c.get("lang_ids", [])) | {nl["token_id"]})
+                (final / "config.json").write_text(json.dumps(c, indent=2))
+        meta = {"format": fmt, "quantization": quantization if fmt == "ct2" else "float32",
+                "run": str(run_dir.resolve()), "base_model": cfg.get("model"),
+                "base_fingerprint": cfg.get("base_fingerprint"), "method": cfg.get("method", {}).get("method"),
+                "language": cfg.get("language"), "new_language": nl}
+        (final / META).write_text(json.dumps(meta, indent=2))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(final, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log(f"exported {run_dir} as {fmt} to {out}")
+    return out
+
+
+def load_faster_whisper(model_dir: str | Path, **kwargs):
+    """``faster_whisper.WhisperModel(model_dir, **kwargs)``, after teaching faster-whisper the
+    language codes the export added (it checks codes against a fixed list of Whisper's own)."""
+    try:
+        import faster_whisper.tokenizer as fw_tok
+        import faster_whisper.transcribe as fw_tr
+    except ImportError:
+        raise DamaError("serving an export needs faster-whisper: pip install 'dama[deploy]'") from None
+
+    meta_path = Path(model_dir) / META
+    nl = json.loads(meta_path.read_text()).get("new_language") if meta_path.is_file() else None
+    if nl and nl["code"] not in fw_tok._LANGUAGE_CODES:
+        fw_tok._LANGUAGE_CODES = (*fw_tok._LANGUAGE_CODES, nl["code"])
+        fw_tr._LANGUAGE_CODES = fw_tok._LANGUAGE_CODES
+    return fw_tr.WhisperModel(str(model_dir), **kwargs)
