@@ -101,20 +101,58 @@ def cmd_transcribe(args) -> dict:
     from dama.models.transcribe import transcribe
 
     _setup_torch(args)
+    if args.adapters:
+        return _transcribe_multi(args)
     if not args.language:
         raise DamaError("transcribe needs --language CODE (e.g. sw, yo, en)")
     w = _load_model(args)
     audios = [load_audio(a) for a in args.audio]
     t = time.perf_counter()
     texts = transcribe(w, audios, args.language, _decode_opts(args))
-    secs = time.perf_counter() - t
-    for path, text in zip(args.audio, texts):
-        print(f"{path}\t{text}")
+    return _report_transcripts(args, args.audio, audios, texts, time.perf_counter() - t)
+
+
+def _report_transcripts(args, paths, audios, texts, secs, keys=None) -> dict:
+    for i, (path, text) in enumerate(zip(paths, texts)):
+        print(f"{keys[i] + '=' if keys else ''}{path}\t{text}")
     audio_s = sum(len(a) for a in audios) / 16000
     out = {"n": len(texts), "rtf": secs / audio_s, "seconds": secs,
-           "results": [{"audio": a, "text": x} for a, x in zip(args.audio, texts)]}
+           "results": [{"audio": str(a), "text": x, **({"adapter": keys[i]} if keys else {})}
+                       for i, (a, x) in enumerate(zip(paths, texts))]}
     _write_json(args.json, out)
     return out
+
+
+def _transcribe_multi(args) -> dict:
+    """--adapters sw=RUN_A,yo=RUN_B with audio given as KEY=PATH: one base, adapters side by side."""
+    from dama.data.audio import load_audio
+    from dama.deploy.serve import MultiAdapterWhisper
+
+    runs = {}
+    for item in args.adapters.split(","):
+        key, sep, run = item.partition("=")
+        if not sep or not key or not run:
+            raise DamaError(f"--adapters expects KEY=RUN_DIR[,KEY=RUN_DIR...], got {item!r}")
+        runs[key] = run
+    keys, paths = [], []
+    for a in args.audio:
+        key, sep, path = a.partition("=")
+        if sep and key in runs:
+            keys.append(key)
+            paths.append(path)
+        elif len(runs) == 1:
+            keys.append(next(iter(runs)))
+            paths.append(a)
+        else:
+            raise DamaError(f"{a}: with several --adapters, give each audio file as KEY=PATH (keys: {', '.join(runs)})")
+    if not args.language_from_adapter and not args.language:
+        raise DamaError("give --language CODE, or --language-from-adapter to use each adapter's training language")
+    multi = MultiAdapterWhisper(runs, base=None if args.model == DEFAULT_MODEL else args.model, device=args.device)
+    audios = [load_audio(p) for p in paths]
+    langs = None if args.language_from_adapter else [args.language] * len(audios)
+    t = time.perf_counter()
+    texts = multi.transcribe(audios, keys, langs, _decode_opts(args))
+    return _report_transcripts(args, paths, audios, texts, time.perf_counter() - t, keys)
 
 
 def _split_spec(spec: str, split: str) -> str | None:
@@ -321,8 +359,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_model_list)
 
     p = sub.add_parser("transcribe", help="transcribe audio files")
-    p.add_argument("audio", nargs="+")
+    p.add_argument("audio", nargs="+", help="audio files; with several --adapters, KEY=PATH")
     _add_decode_args(p)
+    p.add_argument("--adapters", metavar="KEY=RUN,...",
+                   help="serve several runs' adapters from one base model, e.g. sw=runs/sw,yo=runs/yo")
+    p.add_argument("--language-from-adapter", action="store_true",
+                   help="use the language each adapter was trained on (with --adapters)")
     p.set_defaults(func=cmd_transcribe)
 
     p = sub.add_parser("eval", help="WER/CER of a model on a corpus or manifest")

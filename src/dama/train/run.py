@@ -170,6 +170,7 @@ def run_training(
             "data": data_specs or {}, "device": str(w.device), "torch": torch.__version__,
             "platform": platform.platform(), "cpu_threads": torch.get_num_threads(),
             "new_language": new_language, "base_fingerprint": base_fingerprint,
+            "languages": sorted({language} if language else {u.language for u in train_m if u.language}),
         }
         if not resume:
             (run_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
