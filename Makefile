@@ -26,7 +26,7 @@ demo: setup
 
 test: setup
 	$(BIN)/ruff check src tests
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -rs
 
 lint: setup
 	$(BIN)/ruff check src tests
