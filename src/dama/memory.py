@@ -5,8 +5,9 @@ large free it raises that threshold to as much as 32 MB. A training step allocat
 frees many 10-30 MB activations (batch x 1500 frames x d_model for cross-attention), which
 then land on the heap and fragment it. ``limit_heap_fragmentation`` pins the threshold
 (like MALLOC_MMAP_THRESHOLD_=262144), so they are returned to the OS at once; the price is
-fresh page faults for each. Measured on whisper-base, LoRA r=64, batch 8, 2-core CPU:
-peak RSS 1.9 -> 1.4 GB, epochs ~7% slower; hence opt-in (``dama train --low-memory``).
+fresh page faults for each. Measured by benchmarks/train_speed.py (whisper-base, LoRA r=64,
+batch 8, 2-core CPU): peak RSS 2624 -> 1502 MB, epochs 15.2 -> 19.1 s; hence opt-in
+(``dama train --low-memory``).
 """
 
 from __future__ import annotations
