@@ -215,7 +215,7 @@ def cmd_train(args) -> dict:
     method = make_method(args.method, **method_options(args))
     train_m = load_data(args.data, args.data_root, language=args.language)
     if args.hours:
-        train_m = train_m.subset(args.hours, args.seed)
+        train_m = train_m.subset(args.hours, args.seed if args.data_seed is None else args.data_seed)
     val_spec = None if args.val == "none" else (args.val or _split_spec(args.data, "val"))
     test_spec = None if args.test == "none" else (args.test or _split_spec(args.data, "test"))
     val_m = load_data(val_spec, args.data_root, language=args.language) if val_spec else None
@@ -230,7 +230,8 @@ def cmd_train(args) -> dict:
           + (f", val {val_spec}" if val_spec else "") + (f", test {test_spec}" if test_spec else ""))
     res = run_training(args.model, method, train_m, val_m, test_m, args.out, cfg, language=args.language,
                        resume=args.resume, device=args.device,
-                       data_specs={"train": args.data, "hours": args.hours, "val": val_spec, "test": test_spec},
+                       data_specs={"train": args.data, "hours": args.hours, "data_seed": args.data_seed,
+                                   "val": val_spec, "test": test_spec},
                        log=lambda m: print(m, file=sys.stderr), language_name=args.language_name,
                        zero_shot=args.compare_zero_shot)
     line = f"{args.method}: trainable={res['trainable_params']:,}  peak_memory={res['peak_memory_mb']:.0f} MB  "
@@ -279,6 +280,7 @@ def cmd_eval(args) -> dict:
     default_hyps = f"{_safe_name(model_label)}__{_safe_name(args.data)}.hyps.jsonl"
     hyps = args.hyps or Path("dama_runs") / "eval" / default_hyps
     res = evaluate(w, m, language=args.language, opts=_decode_opts(args), hyps_path=hyps)
+    res["params"] = sum(p.numel() for p in w.model.parameters())  # what inference carries (adapter merged)
     print(f"{res['data']}  model={res['model']}  n={res['n']}  WER={res['wer']:.4f}  CER={res['cer']:.4f}  "
           f"RTF={res['rtf']:.3f}")
     if len(res["by_language"]) > 1:
@@ -331,6 +333,35 @@ def cmd_languages(args) -> dict:
         print(f"{code}\t{name}")
     _write_json(args.json, {"n": len(WHISPER_LANGUAGES), "languages": WHISPER_LANGUAGES})
     return WHISPER_LANGUAGES
+
+
+def cmd_bench(args) -> dict:
+    import shlex
+
+    from dama.bench import collect, load_config, run_grid, write_report, write_results
+    from dama.bench.grid import check_launcher
+
+    cfg = load_config(args.config)
+    if args.quick:
+        cfg = cfg.quick()
+    if args.out:
+        cfg.out = Path(args.out).resolve()
+    check_launcher(cfg)
+    failed = [] if args.report_only else run_grid(cfg, log=print, dry_run=args.dry_run)
+    if args.dry_run:
+        return {}
+    data = collect(cfg)
+    jpath, cpath = write_results(cfg, data)
+    command = [a for a in args.argv if a not in ("--report-only", "--dry-run")]
+    report = write_report(cfg, data, "dama bench " + " ".join(shlex.quote(a) for a in command))
+    print(f"results: {jpath} and {cpath}\nreport:  {report}")
+    for v in data["summary"]:
+        print(f"  {v['language']:>10} {v['hours']:>5} {v['method']:>9}  WER {v['wer']:.3f} "
+              f"[{v['wer_lo']:.3f}, {v['wer_hi']:.3f}]  seeds={v['seeds']}")
+    if failed:
+        raise DamaError(f"{len(failed)} run(s) failed: {', '.join(c.name for c in failed)}; their logs are in "
+                        f"{cfg.out / 'logs'}. Fix the cause and re-run the same command: finished runs are kept.")
+    return data
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -392,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=float, default=0.1, help="warm-up fraction of all steps")
     p.add_argument("--schedule", choices=["linear", "cosine"], default="linear")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-seed", type=int, help="which clips make up the --hours subset (default: --seed)")
     p.add_argument("--precision", choices=["auto", "no", "bf16", "fp16"], default="auto")
     p.add_argument("--val-max-utts", type=int, default=0, help="validate on at most N utterances (0 = all)")
     p.add_argument("--low-memory", action="store_true",
@@ -450,11 +482,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("languages", help="list Whisper's language codes")
     p.add_argument("--json", metavar="PATH")
     p.set_defaults(func=cmd_languages)
+
+    p = sub.add_parser("bench", help="run a grid of methods x languages x hours x seeds; write results and a report")
+    p.add_argument("--config", required=True, help="benchmark YAML (see benchmarks/bench.yaml)")
+    p.add_argument("--quick", action="store_true",
+                   help="preset: first language, one seed, smallest amount, zero-shot/lora/dama, capped val/test")
+    p.add_argument("--out", help="results folder (default: the config's out; --quick adds -quick)")
+    p.add_argument("--report-only", action="store_true", help="rewrite results and report from finished runs")
+    p.add_argument("--dry-run", action="store_true", help="print the runs still to do, run nothing")
+    p.set_defaults(func=cmd_bench)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[2:] if argv is None else argv[1:])
     try:
         args.func(args)
     except DamaError as e:

@@ -427,6 +427,7 @@ def train(
         "best_epoch": state.best_epoch,
         "best_val_wer": state.best_val_wer,
         "train_utterances": len(examples),
+        "train_hours": sum(train_m[e.row].duration or 0.0 for e in examples) / 3600,
         "skipped_utterances": len(skipped),
         "lr": lr,
         "precision": precision,

@@ -1,0 +1,154 @@
+"""The benchmark grid as a YAML file: methods x languages x training hours x seeds.
+
+    model: whisper-base
+    out: cpu-whisper-base            # relative paths are relative to this file
+    methods: [zero-shot, full, lora, dora, lora-fa, adalora, pissa, dama]
+    languages:
+      swahili: {train: swahili:train}          # val/test default to the corpus's own splits
+      yoruba:  {train: yoruba:train, language: yo}
+    hours: [0.5, all]                # "all" = the whole train split
+    seeds: [0, 1]
+    control: fleurs-control          # forgetting: WER on languages the model already knew
+    train: {epochs: 5, batch_size: 8}   # any `dama train` option, as key: value
+    method_args: {full: {lr: 1.0e-5}}   # per-method `dama train` options
+
+``quick()`` is the preset for a first look: one language, one seed, the smallest amount
+of data, zero-shot/lora/dama only, and capped validation/test sets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from dama.errors import DamaError
+
+# `dama train` options a grid may set (key -> flag); the grid owns --method/--data/--hours/--seed/--out.
+TRAIN_OPTIONS = {
+    "epochs", "batch_size", "grad_accum", "lr", "warmup", "schedule", "precision", "val_max_utts", "patience",
+    "save_every", "low_memory", "device", "threads", "rank", "alpha_ratio", "r_high", "r_low", "ranks",
+    "segments", "uniform_rank", "random_init", "no_bpp", "cache_dir",
+}
+QUICK_METHODS = ("zero-shot", "lora", "dama")
+
+
+@dataclass
+class LanguageSpec:
+    name: str  # label in the grid and the report, e.g. "swahili"
+    train: str  # data spec, e.g. swahili:train
+    val: str | None = None  # None: the corpus's val split; "none": no validation
+    test: str | None = None
+    language: str | None = None  # Whisper code; None: the data's own
+    language_name: str | None = None  # for a language Whisper lacks
+
+    def __post_init__(self):
+        if not self.train:
+            raise DamaError(f"bench language {self.name!r}: 'train' data spec is required")
+
+
+@dataclass
+class BenchConfig:
+    out: Path
+    methods: list[str]
+    languages: list[LanguageSpec]
+    hours: list[float | None] = field(default_factory=lambda: [None])  # None = whole train split
+    seeds: list[int] = field(default_factory=lambda: [0])
+    model: str = "whisper-base"
+    data_root: str | None = None
+    control: str | None = "fleurs-control"
+    train: dict = field(default_factory=dict)
+    method_args: dict[str, dict] = field(default_factory=dict)
+    test_limit: int = 0
+    data_seed: int = 0  # which clips make up an --hours subset; fixed so methods and seeds share data
+    launcher: list[str] = field(default_factory=list)  # e.g. [accelerate, launch]
+    n_boot: int = 2000
+
+    def __post_init__(self):
+        from dama.adapt import METHODS
+
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad:
+            raise DamaError(f"bench: unknown method(s) {bad}; choose from {', '.join(METHODS)}")
+        if not self.methods or not self.languages or not self.hours or not self.seeds:
+            raise DamaError("bench: methods, languages, hours and seeds must each list at least one entry")
+        if len(set(self.methods)) != len(self.methods) or len({lang.name for lang in self.languages}) != len(
+                self.languages):
+            raise DamaError("bench: methods and language names must be unique")
+        for h in self.hours:
+            if h is not None and not h > 0:
+                raise DamaError(f"bench: hours must be positive or 'all', got {h}")
+        _check_options(self.train, "train")
+        for m, opts in self.method_args.items():
+            if m not in self.methods:
+                raise DamaError(f"bench: method_args for {m!r}, which is not in methods {self.methods}")
+            _check_options(opts, f"method_args.{m}")
+        if self.test_limit < 0 or self.n_boot < 100:
+            raise DamaError("bench: test_limit must be >= 0 and n_boot >= 100")
+
+    def quick(self) -> BenchConfig:
+        """One language, one seed, the smallest amount, fewer methods, capped val/test; own folder."""
+        methods = [m for m in self.methods if m in QUICK_METHODS] or self.methods[:2]
+        amounts = [h for h in self.hours if h is not None]
+        train = {**self.train, "val_max_utts": min(self.train.get("val_max_utts") or 20, 20)}
+        return replace(self, out=self.out.with_name(self.out.name + "-quick"), methods=methods,
+                       languages=self.languages[:1], hours=[min(amounts)] if amounts else [None],
+                       seeds=self.seeds[:1], train=train, test_limit=min(self.test_limit or 100, 100),
+                       method_args={k: v for k, v in self.method_args.items() if k in methods})
+
+
+def _check_options(opts: dict, where: str) -> None:
+    if not isinstance(opts, dict):
+        raise DamaError(f"bench: {where} must be a mapping of `dama train` options")
+    bad = sorted(set(opts) - TRAIN_OPTIONS)
+    if bad:
+        raise DamaError(f"bench: {where} has unknown option(s) {bad}; allowed: {sorted(TRAIN_OPTIONS)}")
+
+
+def _hours(v) -> float | None:
+    if v in ("all", "full", None):
+        return None
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        raise DamaError(f"bench: hours entries are numbers or 'all', got {v!r}") from None
+
+
+def load_config(path: str | Path) -> BenchConfig:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise DamaError(f"{path}: benchmark config not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise DamaError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise DamaError(f"{path}: expected a mapping at the top level")
+    known = set(BenchConfig.__dataclass_fields__)
+    bad = sorted(set(raw) - known)
+    if bad:
+        raise DamaError(f"{path}: unknown key(s) {bad}; allowed: {sorted(known)}")
+    for key in ("out", "methods", "languages"):
+        if key not in raw:
+            raise DamaError(f"{path}: missing required key {key!r}")
+    langs = raw.pop("languages")
+    if not isinstance(langs, dict):
+        raise DamaError(f"{path}: 'languages' maps a name to {{train: SPEC, ...}}")
+    try:
+        raw["languages"] = [LanguageSpec(name=str(k), **(v if isinstance(v, dict) else {"train": v}))
+                            for k, v in langs.items()]
+    except TypeError as e:
+        raise DamaError(f"{path}: languages: {e}") from None
+    out = Path(raw.pop("out")).expanduser()
+    raw["out"] = out if out.is_absolute() else (path.parent / out).resolve()
+    hours = raw.get("hours", ["all"])
+    raw["hours"] = [_hours(h) for h in (hours if isinstance(hours, list) else [hours])]
+    if "seeds" in raw and not isinstance(raw["seeds"], list):
+        raw["seeds"] = [raw["seeds"]]
+    raw["method_args"] = raw.get("method_args") or {}
+    raw["train"] = raw.get("train") or {}
+    return BenchConfig(**raw)
+
+
+__all__ = ["BenchConfig", "LanguageSpec", "QUICK_METHODS", "TRAIN_OPTIONS", "load_config"]

@@ -1,0 +1,169 @@
+"""Run a benchmark grid: each cell is one `dama train` run (and one forgetting evaluation),
+each in its own process so that peak memory is per run and one failure does not stop the rest.
+
+OUT/runs/<language>-<hours>-<method>-s<seed>/   a normal `dama train` run directory
+OUT/runs/<language>-zero-shot/                  the untrained base (hours and seed do not apply)
+OUT/runs/.encoder-cache/                        encoder outputs shared by every run on the same clips
+OUT/logs/<run>.log                              the run's console output
+
+A cell is finished when its ``results.json`` (and, with a control set, ``forgetting.json``)
+exists; re-running the grid skips finished cells and resumes interrupted ones.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from dama.bench.config import BenchConfig, LanguageSpec
+from dama.errors import DamaError
+
+
+@dataclass(frozen=True)
+class Cell:
+    language: LanguageSpec
+    method: str
+    hours: float | None
+    seed: int
+
+    @property
+    def hours_label(self) -> str:
+        return "all" if self.hours is None else f"{self.hours:g}h"
+
+    @property
+    def name(self) -> str:
+        if self.method == "zero-shot":
+            return f"{self.language.name}-zero-shot"
+        return f"{self.language.name}-{self.hours_label}-{self.method}-s{self.seed}"
+
+
+def cells(cfg: BenchConfig) -> list[Cell]:
+    """The grid in run order: zero-shot per language, then by amount, seed, language, method, so a
+    partly run grid already holds every method on every language at the first amount and seed."""
+    out = [Cell(lang, "zero-shot", None, cfg.seeds[0]) for lang in cfg.languages if "zero-shot" in cfg.methods]
+    for hours in cfg.hours:
+        for seed in cfg.seeds:
+            for lang in cfg.languages:
+                out += [Cell(lang, m, hours, seed) for m in cfg.methods if m != "zero-shot"]
+    return out
+
+
+def run_dir(cfg: BenchConfig, cell: Cell) -> Path:
+    return cfg.out / "runs" / cell.name
+
+
+def is_finished(cfg: BenchConfig, cell: Cell) -> bool:
+    d = run_dir(cfg, cell)
+    return (d / "results.json").is_file() and (cfg.control is None or (d / "forgetting.json").is_file())
+
+
+def _flags(opts: dict) -> list[str]:
+    out = []
+    for k, v in opts.items():
+        flag = "--" + k.replace("_", "-")
+        if v is True:
+            out.append(flag)
+        elif v is False or v is None:
+            continue
+        else:
+            out += [flag, ",".join(map(str, v)) if isinstance(v, list | tuple) else str(v)]
+    return out
+
+
+def _dama(cfg: BenchConfig) -> list[str]:
+    """How to call the dama CLI: this interpreter, or the configured launcher (accelerate launch)."""
+    return [*cfg.launcher, "-m", "dama"] if cfg.launcher else [sys.executable, "-m", "dama"]
+
+
+def train_command(cfg: BenchConfig, cell: Cell, resume: bool = False) -> list[str]:
+    lang = cell.language
+    argv = [*_dama(cfg), "train", "--method", cell.method, "--data", lang.train, "--out", str(run_dir(cfg, cell)),
+            "--model", cfg.model, "--seed", str(cell.seed), "--data-seed", str(cfg.data_seed)]
+    if cell.hours is not None and cell.method != "zero-shot":
+        argv += ["--hours", f"{cell.hours:g}"]
+    for flag, value in (("--val", lang.val), ("--test", lang.test), ("--language", lang.language),
+                        ("--language-name", lang.language_name), ("--data-root", cfg.data_root)):
+        if value:
+            argv += [flag, value]
+    if cfg.test_limit:
+        argv += ["--test-limit", str(cfg.test_limit)]
+    argv += _flags(cfg.train) + _flags(cfg.method_args.get(cell.method, {}))
+    return argv + (["--resume"] if resume else [])
+
+
+def forgetting_command(cfg: BenchConfig, cell: Cell) -> list[str]:
+    d = run_dir(cfg, cell)
+    argv = [*_dama(cfg), "eval", "--data", cfg.control, "--model", cfg.model,
+            "--hyps", str(d / "forgetting.hyps.jsonl"), "--json", str(d / "forgetting.json.partial")]
+    if cell.method != "zero-shot":
+        argv += ["--adapter", str(d)]
+    argv += _flags({k: cfg.train[k] for k in ("device", "threads") if k in cfg.train})
+    if cfg.data_root:
+        argv += ["--data-root", cfg.data_root]
+    return argv
+
+
+def _run_logged(argv: list[str], log_path: Path) -> int:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with log_path.open("a", encoding="utf-8") as f:
+        f.write(f"\n$ {' '.join(argv)}\n")
+        f.flush()
+        return subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
+
+
+def run_cell(cfg: BenchConfig, cell: Cell, log=print) -> bool:
+    """Train (or resume) one cell, then measure forgetting. Returns whether it finished."""
+    d = run_dir(cfg, cell)
+    log_path = cfg.out / "logs" / f"{cell.name}.log"
+    if not (d / "results.json").is_file():
+        has_checkpoint = (d / "checkpoint.pt").is_file()
+        if d.exists() and not has_checkpoint:
+            shutil.rmtree(d)  # started but never checkpointed: nothing to lose (like dama.train's own cleanup)
+        if _run_logged(train_command(cfg, cell, resume=has_checkpoint), log_path):
+            log(f"  {cell.name}: training failed; see {log_path}")
+            return False
+    if cfg.control and not (d / "forgetting.json").is_file():
+        if _run_logged(forgetting_command(cfg, cell), log_path):
+            log(f"  {cell.name}: forgetting evaluation failed; see {log_path}")
+            return False
+        (d / "forgetting.json.partial").replace(d / "forgetting.json")
+    return True
+
+
+def run_grid(cfg: BenchConfig, log=print, dry_run: bool = False) -> list[Cell]:
+    """Run every unfinished cell; returns the cells that failed (the others are finished)."""
+    todo = [c for c in cells(cfg) if not is_finished(cfg, c)]
+    total = len(cells(cfg))
+    log(f"bench {cfg.out}: {total} runs, {total - len(todo)} already finished, {len(todo)} to run")
+    if dry_run:
+        for c in todo:
+            log("  " + " ".join(train_command(cfg, c)))
+        return []
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    failed = []
+    t_start = time.perf_counter()
+    for i, cell in enumerate(todo, 1):
+        t = time.perf_counter()
+        log(f"[{i}/{len(todo)}] {cell.name} ...")
+        if run_cell(cfg, cell, log):
+            done = time.perf_counter() - t_start
+            eta = done / i * (len(todo) - i)
+            log(f"[{i}/{len(todo)}] {cell.name} finished in {time.perf_counter() - t:.0f} s "
+                f"(about {eta / 60:.0f} min left)")
+        else:
+            failed.append(cell)
+    return failed
+
+
+def check_launcher(cfg: BenchConfig) -> None:
+    if cfg.launcher and shutil.which(cfg.launcher[0]) is None:
+        raise DamaError(f"bench: launcher {cfg.launcher[0]!r} not found on PATH")
+
+
+__all__ = ["Cell", "cells", "forgetting_command", "is_finished", "run_cell", "run_dir", "run_grid", "train_command"]

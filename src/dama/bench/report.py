@@ -1,0 +1,323 @@
+"""Collect a grid's run directories into one results file, and write the report from it.
+
+Every number in ``report.md`` is read from ``results.json`` (written here from the run
+directories), so the report can be regenerated without re-running anything.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from dama.bench.config import BenchConfig
+from dama.bench.grid import Cell, cells, is_finished, run_dir
+from dama.evaluate.stats import bootstrap_ci, paired_compare, read_hyps, stack_seeds
+
+RUN_COLUMNS = [
+    "run", "language", "method", "hours", "seed", "train_hours", "wer", "cer", "wer_lo", "wer_hi",
+    "trainable_params", "extra_params_merged", "peak_memory_mb", "train_seconds", "first_epoch_seconds",
+    "epoch_seconds", "best_epoch", "control_wer", "control_wer_en", "forgetting", "forgetting_en",
+]
+
+
+def _read(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _run_row(cfg: BenchConfig, cell: Cell) -> dict:
+    d = run_dir(cfg, cell)
+    res = _read(d / "results.json")
+    fg = _read(d / "forgetting.json") or {}
+    epochs = res.get("epoch_seconds") or []
+    e = read_hyps(d / "test.hyps.jsonl")
+    lo, hi = bootstrap_ci(e, n_boot=cfg.n_boot)
+    by_lang = fg.get("by_language", {})
+    return {
+        "run": cell.name, "language": cell.language.name, "method": cell.method,
+        "hours": cell.hours_label if cell.method != "zero-shot" else "-",
+        "seed": cell.seed if cell.method != "zero-shot" else "-",
+        "train_hours": res.get("train_hours", 0.0), "wer": res["wer"], "cer": res["cer"], "wer_lo": lo, "wer_hi": hi,
+        "trainable_params": res["trainable_params"], "params_at_inference": fg.get("params"),
+        "extra_params_merged": None, "peak_memory_mb": res["peak_memory_mb"], "train_seconds": res["train_seconds"],
+        "first_epoch_seconds": epochs[0] if epochs else None,
+        "epoch_seconds": float(np.mean(epochs[1:])) if len(epochs) > 1 else (epochs[0] if epochs else None),
+        "best_epoch": res.get("best_epoch"), "control_wer": fg.get("wer"),
+        "control_wer_en": by_lang.get("en", {}).get("wer"), "control_by_language": by_lang,
+        "forgetting": None, "forgetting_en": None,
+    }
+
+
+def collect(cfg: BenchConfig) -> dict:
+    """Read every finished run of the grid; add intervals, forgetting and paired tests."""
+    rows, finished = [], [c for c in cells(cfg) if is_finished(cfg, c)]
+    hyps: dict[tuple, list] = defaultdict(list)  # (language, hours, method) -> per-seed errors
+    machine = None
+    for cell in finished:
+        rows.append(_run_row(cfg, cell))
+        key = (cell.language.name, rows[-1]["hours"], cell.method)
+        hyps[key].append(read_hyps(run_dir(cfg, cell) / "test.hyps.jsonl"))
+        if machine is None:
+            rc = _read(run_dir(cfg, cell) / "config.json") or {}
+            machine = {k: rc.get(k) for k in ("device", "platform", "cpu_threads", "torch")}
+    zero = {r["language"]: r for r in rows if r["method"] == "zero-shot"}
+    for r in rows:
+        z = zero.get(r["language"])
+        if z and z["params_at_inference"] is not None and r["params_at_inference"] is not None:
+            r["extra_params_merged"] = r["params_at_inference"] - z["params_at_inference"]
+        if z and z["control_wer"] is not None and r["control_wer"] is not None:
+            r["forgetting"] = r["control_wer"] - z["control_wer"]
+        if z and z["control_wer_en"] is not None and r["control_wer_en"] is not None:
+            r["forgetting_en"] = r["control_wer_en"] - z["control_wer_en"]
+
+    groups, comparisons = [], []
+    for lang in cfg.languages:
+        for hours in [c.hours_label for c in cells(cfg) if c.method != "zero-shot" and c.language == lang]:
+            if any(g["language"] == lang.name and g["hours"] == hours for g in groups):
+                continue
+            stacked = {}
+            for method in cfg.methods:
+                key = (lang.name, "-" if method == "zero-shot" else hours, method)
+                if not hyps.get(key):
+                    continue
+                stacked[method] = s = stack_seeds(hyps[key])
+                mine = [r for r in rows if (r["language"], r["hours"], r["method"]) == key]
+                lo, hi = bootstrap_ci(s, n_boot=cfg.n_boot)
+                clo, chi = bootstrap_ci(s, n_boot=cfg.n_boot, unit="char")
+                groups.append({
+                    "language": lang.name, "hours": hours, "method": method, "seeds": len(mine),
+                    "train_hours": float(np.mean([r["train_hours"] for r in mine])),
+                    "wer": s.wer, "wer_lo": lo, "wer_hi": hi, "wer_seed_std": float(np.std([r["wer"] for r in mine])),
+                    "cer": s.cer, "cer_lo": clo, "cer_hi": chi,
+                    **{k: _mean([r[k] for r in mine]) for k in (
+                        "trainable_params", "extra_params_merged", "peak_memory_mb", "epoch_seconds",
+                        "first_epoch_seconds", "train_seconds", "forgetting", "forgetting_en", "control_wer_en")},
+                })
+            if "dama" in stacked:
+                for other, s in stacked.items():
+                    if other != "dama":
+                        pc = paired_compare(stacked["dama"], s, n_boot=cfg.n_boot)
+                        comparisons.append({"language": lang.name, "hours": hours, "a": "dama", "b": other,
+                                            **pc.to_dict()})
+    return {"machine": machine, "model": cfg.model, "methods": cfg.methods,
+            "languages": [x.name for x in cfg.languages],
+            "hours": [("all" if h is None else f"{h:g}h") for h in cfg.hours], "seeds": cfg.seeds,
+            "control": cfg.control, "n_boot": cfg.n_boot, "runs_total": len(cells(cfg)), "runs_finished": len(rows),
+            "ranks": _dama_ranks(cfg, finished), "runs": rows, "summary": groups, "comparisons": comparisons}
+
+
+def _mean(xs: list) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return float(np.mean(xs)) if xs else None
+
+
+def _dama_ranks(cfg: BenchConfig, finished: list[Cell]) -> list[int] | None:
+    for c in finished:
+        if c.method == "dama":
+            return (_read(run_dir(cfg, c) / "results.json") or {}).get("ranks")
+    return None
+
+
+def write_results(cfg: BenchConfig, data: dict) -> tuple[Path, Path]:
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    jpath = cfg.out / "results.json"
+    jpath.write_text(json.dumps(data, indent=1, default=str))
+    cpath = cfg.out / "results.csv"
+    with cpath.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=RUN_COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(data["runs"])
+    return jpath, cpath
+
+
+# ---- report -------------------------------------------------------------------------------
+
+def _f(x, spec=".3f", none="–") -> str:
+    return none if x is None else format(x, spec)
+
+
+def _params(x) -> str:
+    if x is None:
+        return "–"
+    return f"{x / 1e6:.2f} M" if abs(x) >= 1e5 else f"{x:,.0f}"
+
+
+def plots(data: dict, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    groups, langs, methods = data["summary"], data["languages"], data["methods"]
+    made = []
+    fig, axes = plt.subplots(1, len(langs), figsize=(5 * len(langs), 3.8), squeeze=False)
+    for ax, lang in zip(axes[0], langs):
+        for m in methods:
+            g = [x for x in groups if x["language"] == lang and x["method"] == m]
+            if not g:
+                continue
+            if m == "zero-shot":
+                ax.axhline(g[0]["wer"], color="gray", ls=":", label="zero-shot")
+                continue
+            g.sort(key=lambda x: x["train_hours"])
+            ax.errorbar([x["train_hours"] for x in g], [x["wer"] for x in g], marker="o", capsize=3, label=m,
+                        yerr=[[x["wer"] - x["wer_lo"] for x in g], [x["wer_hi"] - x["wer"] for x in g]])
+        ax.set(title=lang, xlabel="training audio (h)", ylabel="test WER")
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    made.append(out / "wer_vs_hours.png")
+    fig.savefig(made[-1], dpi=100)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, len(langs), figsize=(5 * len(langs), 3.8), squeeze=False)
+    for ax, lang in zip(axes[0], langs):
+        for x in groups:
+            if x["language"] == lang and x["method"] != "zero-shot" and x["trainable_params"]:
+                ax.scatter(x["trainable_params"], x["wer"], label=f"{x['method']} ({x['hours']})")
+                ax.annotate(x["method"], (x["trainable_params"], x["wer"]), fontsize=7)
+        ax.set(xscale="log", title=lang, xlabel="trainable parameters", ylabel="test WER")
+    fig.tight_layout()
+    made.append(out / "wer_vs_params.png")
+    fig.savefig(made[-1], dpi=100)
+    plt.close(fig)
+
+    cost = {m: [x for x in groups if x["method"] == m and x["epoch_seconds"]] for m in methods if m != "zero-shot"}
+    cost = {m: g for m, g in cost.items() if g}
+    if cost:
+        fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
+        names = list(cost)
+        ax[0].bar(names, [np.mean([x["epoch_seconds"] for x in cost[m]]) for m in names])
+        ax[0].set(ylabel="s per epoch (after the first)", title="time per epoch")
+        ax[1].bar(names, [max(x["peak_memory_mb"] for x in cost[m]) for m in names], color="tab:orange")
+        ax[1].set(ylabel="MB", title="peak memory")
+        for a in ax:
+            a.tick_params(axis="x", rotation=30)
+        fig.tight_layout()
+        made.append(out / "cost.png")
+        fig.savefig(made[-1], dpi=100)
+        plt.close(fig)
+
+    if data.get("ranks"):
+        r = data["ranks"]
+        fig, ax = plt.subplots(figsize=(5, 3))
+        ax.bar(range(len(r)), r)
+        ax.set(xlabel="decoder layer", ylabel="LoRA rank", title="DAMA rank per layer")
+        fig.tight_layout()
+        made.append(out / "dama_ranks.png")
+        fig.savefig(made[-1], dpi=100)
+        plt.close(fig)
+    return made
+
+
+def verdicts(data: dict) -> list[str]:
+    """Plain statements of where DAMA wins and loses, from the summary and the paired tests."""
+    out = []
+    groups = data["summary"]
+    for lang in data["languages"]:
+        for hours in dict.fromkeys(g["hours"] for g in groups if g["language"] == lang and g["method"] != "zero-shot"):
+            g = {x["method"]: x for x in groups if x["language"] == lang and x["hours"] in (hours, "-")}
+            if "dama" not in g:
+                continue
+            trained = {m: x for m, x in g.items() if m != "zero-shot"}
+            best = min(trained.values(), key=lambda x: x["wer"])
+            d = g["dama"]
+            cmp = {c["b"]: c for c in data["comparisons"] if c["language"] == lang and c["hours"] == hours}
+            if best["method"] == "dama":
+                s = f"**{lang}, {hours}: DAMA has the lowest WER ({d['wer']:.3f})**"
+            else:
+                c = cmp.get(best["method"])
+                sig = f", paired bootstrap p = {c['p_bootstrap']:.3f}" if c else ""
+                s = (f"**{lang}, {hours}: {best['method']} has the lowest WER ({best['wer']:.3f}); DAMA "
+                     f"{d['wer']:.3f} is {100 * (d['wer'] - best['wer']):.1f} points behind{sig}**")
+            better = [m for m, c in cmp.items() if c["diff"] < 0 and c["p_bootstrap"] < 0.05]
+            worse = [m for m, c in cmp.items() if c["diff"] > 0 and c["p_bootstrap"] < 0.05]
+            s += (f". Significantly better than: {', '.join(better) or 'none'}; significantly worse than: "
+                  f"{', '.join(worse) or 'none'} (paired bootstrap over utterances, p < 0.05).")
+            out.append(s)
+    return out
+
+
+def targets(data: dict) -> list[str]:
+    """The issue's targets, each checked against the results (reached or not, by how much)."""
+    out = []
+    groups = data["summary"]
+    for lang in data["languages"]:
+        g = {x["method"]: x for x in groups if x["language"] == lang and x["hours"] in ("0.5h", "-")}
+        if "dama" in g:
+            trained = {m: x for m, x in g.items() if m != "zero-shot"}
+            best = min(trained.values(), key=lambda x: x["wer"])
+            ok = best["method"] == "dama"
+            out.append(f"DAMA lowest WER at 0.5 h on {lang}: {'reached' if ok else 'not reached'} "
+                       f"(DAMA {g['dama']['wer']:.3f}, best {best['method']} {best['wer']:.3f})")
+    ratio = [(x["language"], x["hours"], x["trainable_params"]) for x in groups if x["method"] == "dama"]
+    lora = {(x["language"], x["hours"]): x["trainable_params"] for x in groups if x["method"] == "lora"}
+    for lang, hours, p in ratio[:1]:
+        if (lang, hours) in lora and lora[(lang, hours)]:
+            r = p / lora[(lang, hours)]
+            out.append(f"DAMA ≤ 30% of LoRA r=64's trainable parameters: {'reached' if r <= 0.3 else 'not reached'} "
+                       f"({r:.1%})")
+    for x in groups:
+        if x["method"] != "dama" or x["forgetting_en"] is None:
+            continue
+        lo = next((y for y in groups if y["method"] == "lora" and y["language"] == x["language"]
+                   and y["hours"] == x["hours"]), None)
+        if lo and lo["forgetting_en"] is not None:
+            ok = x["forgetting_en"] <= lo["forgetting_en"]
+            out.append(f"DAMA English forgetting ≤ LoRA's ({x['language']}, {x['hours']}): "
+                       f"{'reached' if ok else 'not reached'} (DAMA {100 * x['forgetting_en']:+.1f} vs LoRA "
+                       f"{100 * lo['forgetting_en']:+.1f} WER points)")
+    return out
+
+
+def write_report(cfg: BenchConfig, data: dict, command: str) -> Path:
+    made = plots(data, cfg.out / "plots")
+    m = data["machine"] or {}
+    lines = [
+        f"# Benchmark: {data['model']} adapted to {', '.join(data['languages'])}", "",
+        f"Generated by `dama bench` from `results.json` ({data['runs_finished']} of {data['runs_total']} runs "
+        f"finished). Machine: {m.get('device')} · {m.get('platform')} · {m.get('cpu_threads')} torch threads · "
+        f"torch {m.get('torch')}.", "",
+        f"Reproduce: `{command}`", "",
+        "WER/CER: corpus-level on the test split, with 95% bootstrap intervals over utterances "
+        f"({data['n_boot']} resamples; several seeds are averaged per utterance first). "
+        "Forgetting: WER change on the control clips "
+        f"({data['control'] or 'none'}) with the adapter merged, against zero-shot (positive = worse). "
+        "Epoch time: mean over epochs after the first (the first also builds the encoder cache).", "",
+        "## Where DAMA wins and loses", "", *[f"- {v}" for v in verdicts(data)], "",
+        "## Targets", "", *[f"- {t}" for t in targets(data)], "",
+    ]
+    for lang in data["languages"]:
+        lines += [f"## {lang}", "",
+                  "| hours | method | seeds | test WER [95% CI] | CER [95% CI] | trainable | extra at inference | "
+                  "s/epoch | peak MB | forgetting en | DAMA − method (p) |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for g in [x for x in data["summary"] if x["language"] == lang]:
+            c = next((c for c in data["comparisons"] if c["language"] == lang and c["hours"] == g["hours"]
+                      and c["b"] == g["method"]), None)
+            lines.append(
+                f"| {g['hours']} | {g['method']} | {g['seeds']} "
+                f"| {g['wer']:.3f} [{g['wer_lo']:.3f}, {g['wer_hi']:.3f}] "
+                f"| {g['cer']:.3f} [{g['cer_lo']:.3f}, {g['cer_hi']:.3f}] | {_params(g['trainable_params'])} "
+                f"| {_params(g['extra_params_merged'])} | {_f(g['epoch_seconds'], '.1f')} "
+                f"| {_f(g['peak_memory_mb'], '.0f')} | {_f(g['forgetting_en'] and 100 * g['forgetting_en'], '+.1f')} "
+                f"| {_f(c and 100 * c['diff'], '+.1f')} ({_f(c and c['p_bootstrap'], '.3f')}) |")
+        lines.append("")
+    lines += ["## Plots", "", *[f"![{p.stem}](plots/{p.name})" for p in made], "",
+              "## Runs", "", "Every run, as in `results.csv`:", "",
+              "| run | train h | WER | CER | trainable | s/epoch | peak MB | forgetting en |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in data["runs"]:
+        lines.append(f"| {r['run']} | {r['train_hours']:.3f} | {r['wer']:.3f} | {r['cer']:.3f} "
+                     f"| {_params(r['trainable_params'])} | {_f(r['epoch_seconds'], '.1f')} "
+                     f"| {_f(r['peak_memory_mb'], '.0f')} "
+                     f"| {_f(r['forgetting_en'] and 100 * r['forgetting_en'], '+.1f')} |")
+    path = cfg.out / "report.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+__all__ = ["collect", "plots", "targets", "verdicts", "write_report", "write_results"]

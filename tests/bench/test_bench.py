@@ -1,0 +1,80 @@
+"""`dama bench --quick` end to end on a tiny model: real subprocess runs, restart, report."""
+
+import json
+import os
+
+from dama.cli.main import main
+from tests.conftest import make_corpus, write_wav
+
+
+def write_config(tmp_path, model_dir, lora_rank: int) -> str:
+    root = make_corpus(tmp_path / "data", n_train=6, n_val=2, n_test=4)
+    control = tmp_path / "control.jsonl"
+    rows = []
+    for i, lang in enumerate(["en", "en", "sw"]):
+        wav = write_wav(tmp_path / "control" / f"c{i}.wav", 1.0, freq=300 + 40 * i)
+        rows.append(json.dumps({"audio_filepath": str(wav), "text": "hello there", "language": lang}))
+    control.write_text("\n".join(rows) + "\n")
+    cfg = tmp_path / "bench.yaml"
+    cfg.write_text(f"""
+model: {model_dir}
+out: res
+data_root: {root}
+methods: [zero-shot, dama, lora, pissa]
+languages: {{swahili: {{train: "swahili:train", language: sw}}}}
+hours: [0.001, all]
+seeds: [0, 1]
+control: {control}
+train: {{epochs: 1, batch_size: 4, threads: 1}}
+method_args: {{lora: {{rank: {lora_rank}}}, dama: {{r_high: 4, r_low: 2}}}}
+n_boot: 200
+""")
+    return str(cfg)
+
+
+def test_quick_bench_runs_restarts_and_reports(tmp_path, tiny6_ct2_dir, monkeypatch, capsys):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]))
+    out = tmp_path / "res-quick"
+    # a bad lora option: that run fails, the others finish, the exit status says so
+    assert main(["bench", "--config", write_config(tmp_path, tiny6_ct2_dir, lora_rank=0), "--quick"]) == 2
+    err = capsys.readouterr().err
+    assert "1 run(s) failed: swahili-0.001h-lora-s0" in err
+    assert (out / "runs" / "swahili-0.001h-dama-s0" / "results.json").is_file()
+    assert not (out / "runs" / "swahili-0.001h-lora-s0").exists()
+    assert "rank" in (out / "logs" / "swahili-0.001h-lora-s0.log").read_text()
+    dama_mtime = (out / "runs" / "swahili-0.001h-dama-s0" / "results.json").stat().st_mtime
+
+    # fixed config: only the failed run runs again
+    assert main(["bench", "--config", write_config(tmp_path, tiny6_ct2_dir, lora_rank=4), "--quick"]) == 0
+    printed = capsys.readouterr().out
+    assert "3 runs, 2 already finished, 1 to run" in printed
+    assert (out / "runs" / "swahili-0.001h-dama-s0" / "results.json").stat().st_mtime == dama_mtime
+
+    data = json.loads((out / "results.json").read_text())
+    assert data["runs_finished"] == data["runs_total"] == 3
+    runs = {r["method"]: r for r in data["runs"]}
+    assert set(runs) == {"zero-shot", "dama", "lora"}
+    assert runs["zero-shot"]["trainable_params"] == 0 and runs["zero-shot"]["forgetting"] == 0
+    for m in ("dama", "lora"):
+        r = runs[m]
+        assert r["trainable_params"] > 0 and r["extra_params_merged"] == 0  # merged: no extra weights
+        assert r["control_wer_en"] is not None and r["forgetting_en"] is not None
+        assert r["wer_lo"] <= r["wer"] <= r["wer_hi"]
+        assert r["hours"] == "0.001h" and r["train_hours"] > 0
+    # DAMA (r 4/2 on 6 layers) against lora r=4 everywhere: fewer trainable parameters
+    assert runs["dama"]["trainable_params"] < runs["lora"]["trainable_params"]
+    assert data["ranks"] == [4, 2, 2, 2, 2, 4]  # segments at 0.3 L and 0.7 L of 6 layers
+    comps = {c["b"]: c for c in data["comparisons"]}
+    assert set(comps) == {"lora", "zero-shot"} and all(0 <= c["p_bootstrap"] <= 1 for c in comps.values())
+    report = (out / "report.md").read_text()
+    assert "| 0.001h | dama | 1 |" in report and "## Where DAMA wins and loses" in report
+    for png in ("wer_vs_hours", "wer_vs_params", "cost", "dama_ranks"):
+        assert (out / "plots" / f"{png}.png").stat().st_size > 1000
+    csv_lines = (out / "results.csv").read_text().splitlines()
+    assert len(csv_lines) == 4 and csv_lines[0].startswith("run,language,method")
+
+    # the report regenerates from the run folders alone
+    (out / "report.md").unlink()
+    assert main(["bench", "--config", str(tmp_path / "bench.yaml"), "--quick", "--report-only"]) == 0
+    assert (out / "report.md").read_text() == report

@@ -1,0 +1,76 @@
+from pathlib import Path
+
+import pytest
+
+from dama.bench.config import load_config
+from dama.bench.grid import cells, forgetting_command, train_command
+from dama.errors import DamaError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path, text: str) -> Path:
+    p = tmp_path / "bench.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_committed_config_loads_and_expands():
+    cfg = load_config(REPO / "benchmarks" / "bench.yaml")
+    assert cfg.out == REPO / "benchmarks" / "cpu-whisper-base"
+    assert cfg.hours == [0.5, None]
+    grid = cells(cfg)
+    # one zero-shot per language + 7 trained methods x 2 languages x 2 amounts x 2 seeds
+    assert len(grid) == 2 + 7 * 2 * 2 * 2
+    assert [c.name for c in grid[:3]] == ["swahili-zero-shot", "yoruba-zero-shot", "swahili-0.5h-dama-s0"]
+    assert len({c.name for c in grid}) == len(grid)
+    q = cfg.quick()
+    assert q.out.name == "cpu-whisper-base-quick"
+    assert [c.name for c in cells(q)] == ["swahili-zero-shot", "swahili-0.5h-dama-s0", "swahili-0.5h-lora-s0"]
+    assert q.test_limit == 100 and q.train["val_max_utts"] == 20
+
+
+def test_commands_carry_the_grid_settings(tmp_path):
+    cfg = load_config(write(tmp_path, """
+out: res
+model: /models/tiny
+methods: [zero-shot, dama]
+languages: {sw: {train: "swahili:train", language: sw}}
+hours: [0.25]
+train: {epochs: 2, low_memory: true, val_max_utts: 5}
+method_args: {dama: {r_high: 16, ranks: [16, 4, 16]}}
+control: fleurs-control:en
+"""))
+    dama_cell = cells(cfg)[1]
+    argv = train_command(cfg, dama_cell)
+    joined = " ".join(argv)
+    assert "--method dama --data swahili:train" in joined and f"--out {tmp_path}/res/runs/sw-0.25h-dama-s0" in joined
+    assert "--hours 0.25" in joined and "--epochs 2" in joined and "--low-memory" in joined
+    assert "--r-high 16" in joined and "--ranks 16,4,16" in joined and "--language sw" in joined
+    assert "--resume" not in joined and "--resume" in train_command(cfg, dama_cell, resume=True)
+    zs = " ".join(train_command(cfg, cells(cfg)[0]))
+    assert "--hours" not in zs and "--r-high" not in zs
+    fg = " ".join(forgetting_command(cfg, dama_cell))
+    assert "eval --data fleurs-control:en" in fg and f"--adapter {tmp_path}/res/runs/sw-0.25h-dama-s0" in fg
+    assert "--adapter" not in " ".join(forgetting_command(cfg, cells(cfg)[0]))
+
+
+@pytest.mark.parametrize("text,match", [
+    ("out: x\nmethods: [lora, magic]\nlanguages: {a: {train: t}}", "unknown method"),
+    ("out: x\nmethods: [lora]\nlanguages: {a: {train: t}}\ntrain: {learning_rate: 1}", "unknown option"),
+    ("out: x\nmethods: [lora]\nlanguages: {a: {train: t}}\nhours: [-1]", "positive"),
+    ("out: x\nmethods: [lora]\nlanguages: {a: {train: t}}\nhours: [lots]", "numbers or 'all'"),
+    ("out: x\nmethods: [lora]\nlanguages: {a: {train: t}}\nmethod_args: {dama: {r_high: 8}}", "not in methods"),
+    ("out: x\nmethods: [lora]", "missing required key 'languages'"),
+    ("out: x\nmethods: [lora]\nlanguages: {a: {train: t, colour: red}}", "languages"),
+    ("out: x\nmethods: [lora]\nlanguages: {a: {train: t}}\nsedes: [1]", "unknown key"),
+    ("out: [unclosed", "not valid YAML"),
+])
+def test_bad_configs_are_clear_errors(tmp_path, text, match):
+    with pytest.raises(DamaError, match=match):
+        load_config(write(tmp_path, text))
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(DamaError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
