@@ -34,6 +34,16 @@ def test_eval_on_tiny_model_writes_json_and_hyps(tiny_ct2_dir, tmp_path, capsys)
     assert [r["ref"] for r in rows] == ["neno 0", "neno 1", "neno 2"] and rows[2]["duration"] == 3.0
     assert "WER=" in capsys.readouterr().out
 
+    # from an encoder-output cache: the same transcripts, and a second run reuses the cache
+    cache = tmp_path / "cache"
+    for _ in range(2):
+        assert main(["eval", "--model", str(tiny_ct2_dir), "--data", str(tmp_path / "m.jsonl"), "--cache-dir",
+                     str(cache), "--json", str(tmp_path / "c.json"), "--hyps", str(tmp_path / "hc.jsonl")]) == 0
+        cached = [json.loads(x) for x in (tmp_path / "hc.jsonl").read_text().splitlines()]
+        assert [r["hyp"] for r in cached] == [r["hyp"] for r in rows]
+    assert json.loads((tmp_path / "c.json").read_text())["params"] == res["params"] > 0
+    assert len(list(cache.rglob("*.npy"))) == 1  # one shard: the second run encoded nothing
+
 
 def test_eval_unknown_language_is_a_clean_error(tiny_ct2_dir, tmp_path, capsys):
     write_wav(tmp_path / "c.wav")

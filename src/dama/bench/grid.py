@@ -99,7 +99,8 @@ def train_command(cfg: BenchConfig, cell: Cell, resume: bool = False) -> list[st
 def forgetting_command(cfg: BenchConfig, cell: Cell) -> list[str]:
     d = run_dir(cfg, cell)
     argv = [*_dama(cfg), "eval", "--data", cfg.control, "--model", cfg.model,
-            "--hyps", str(d / "forgetting.hyps.jsonl"), "--json", str(d / "forgetting.json.partial")]
+            "--hyps", str(d / "forgetting.hyps.jsonl"), "--json", str(d / "forgetting.json.partial"),
+            "--cache-dir", str(cfg.train.get("cache_dir") or d.parent / ".encoder-cache")]
     if cell.method != "zero-shot":
         argv += ["--adapter", str(d)]
     argv += _flags({k: cfg.train[k] for k in ("device", "threads") if k in cfg.train})

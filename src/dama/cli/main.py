@@ -279,7 +279,16 @@ def cmd_eval(args) -> dict:
     model_label = Path(args.adapter).name if args.adapter else Path(str(args.model)).name
     default_hyps = f"{_safe_name(model_label)}__{_safe_name(args.data)}.hyps.jsonl"
     hyps = args.hyps or Path("dama_runs") / "eval" / default_hyps
-    res = evaluate(w, m, language=args.language, opts=_decode_opts(args), hyps_path=hyps)
+    if args.cache_dir:  # encoder outputs from (or into) a cache keyed by the encoder's weights
+        from dama.train.run import evaluate_split
+        from dama.train.trainer import TrainConfig
+
+        hyps = Path(hyps)
+        res = evaluate_split(w, m, args.language, hyps.parent, TrainConfig(cache_dir=args.cache_dir),
+                             hyps_name=hyps.name, log=lambda s: print(s, file=sys.stderr), opts=_decode_opts(args))
+        res.update(data=m.name, model=w.name, rtf=res.get("rtf_cached", res.get("rtf", 0.0)))
+    else:
+        res = evaluate(w, m, language=args.language, opts=_decode_opts(args), hyps_path=hyps)
     res["params"] = sum(p.numel() for p in w.model.parameters())  # what inference carries (adapter merged)
     print(f"{res['data']}  model={res['model']}  n={res['n']}  WER={res['wer']:.4f}  CER={res['cer']:.4f}  "
           f"RTF={res['rtf']:.3f}")
@@ -403,6 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="folder holding the corpora (default: $DAMA_DATA)")
     p.add_argument("--limit", type=int, default=0, help="evaluate only the first N utterances")
     p.add_argument("--hyps", help="where to write per-utterance hypotheses (JSONL)")
+    p.add_argument("--cache-dir", help="reuse/keep encoder outputs here (keyed by the encoder's weights); "
+                   "RTF then excludes the encoder")
     _add_decode_args(p)
     p.set_defaults(func=cmd_eval)
 

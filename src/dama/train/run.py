@@ -218,7 +218,8 @@ def _zero_shot(w: Whisper, test_m: Manifest, language: str | None, run_dir: Path
 
 
 def evaluate_split(w: Whisper, m: Manifest, language: str | None, run_dir: Path, cfg: TrainConfig,
-                   use_cache: bool = True, hyps_name: str = "test.hyps.jsonl", log=print) -> dict:
+                   use_cache: bool = True, hyps_name: str = "test.hyps.jsonl", log=print,
+                   opts: DecodeOptions | None = None) -> dict:
     """Greedy decoding of a test split, from cached encoder outputs when every clip fits in 30 s
     (else chunked decoding from audio), scored and written per utterance to ``hyps_name``."""
     from dama.evaluate.run import evaluate, manifest_languages, score_hyps
@@ -226,13 +227,13 @@ def evaluate_split(w: Whisper, m: Manifest, language: str | None, run_dir: Path,
     m.raise_problems()
     m.fill_durations()
     hyps_path = run_dir / hyps_name
-    opts = DecodeOptions(batch_size=cfg.decode_batch_size)
+    opts = opts or DecodeOptions(batch_size=cfg.decode_batch_size)
     if use_cache and all((u.duration or 0) <= 30.0 for u in m):
         langs = manifest_languages(m, language)
         inputs = _Inputs(w, m, True, cfg.cache_root(run_dir), log)
         t = time.perf_counter()
         rows = list(range(len(m)))
-        hyps = decode_rows(w, inputs, m, rows, langs, opts, cfg.decode_batch_size, desc=hyps_name.split(".")[0])
+        hyps = decode_rows(w, inputs, m, rows, langs, opts, opts.batch_size, desc=hyps_name.split(".")[0])
         secs = time.perf_counter() - t
         res = score_hyps(m, langs, hyps, hyps_path)
         res["rtf_cached"] = secs / m.seconds if m.seconds else 0.0
