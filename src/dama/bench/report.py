@@ -261,6 +261,22 @@ def targets(data: dict) -> list[str]:
             out.append(f"DAMA ≤ 30% of LoRA r=64's trainable parameters: {'reached' if r <= 0.3 else 'not reached'} "
                        f"({r:.1%})")
     for x in groups:
+        if x["method"] != "dama" or not x["epoch_seconds"]:
+            continue
+        # adapter methods at least as good as DAMA within DAMA's interval: is DAMA the fastest of them?
+        peers = [y for y in groups if y["language"] == x["language"] and y["hours"] == x["hours"]
+                 and y["method"] not in ("dama", "zero-shot", "full") and y["epoch_seconds"]
+                 and y["wer"] <= x["wer_hi"]]
+        if peers:
+            fastest = min(peers, key=lambda y: y["epoch_seconds"])
+            ok = x["epoch_seconds"] <= fastest["epoch_seconds"]
+            out.append(f"DAMA time per epoch lowest among adapters of equal quality ({x['language']}, {x['hours']}): "
+                       f"{'reached' if ok else 'not reached'} (DAMA {x['epoch_seconds']:.1f} s vs "
+                       f"{fastest['method']} {fastest['epoch_seconds']:.1f} s)")
+        else:
+            out.append(f"DAMA time per epoch lowest among adapters of equal quality ({x['language']}, "
+                       f"{x['hours']}): no adapter method is as good as DAMA here")
+    for x in groups:
         if x["method"] != "dama" or x["forgetting_en"] is None:
             continue
         lo = next((y for y in groups if y["method"] == "lora" and y["language"] == x["language"]

@@ -1,0 +1,40 @@
+"""The report's verdicts and target checks, on a hand-made summary."""
+
+from dama.bench.report import targets, verdicts
+
+
+def group(method, wer, params, epoch_s, forgetting_en, hours="0.5h", lo=None, hi=None):
+    return {"language": "sw", "hours": hours, "method": method, "wer": wer, "wer_lo": lo or wer - 0.02,
+            "wer_hi": hi or wer + 0.02, "trainable_params": params, "epoch_seconds": epoch_s,
+            "forgetting_en": forgetting_en}
+
+
+def data(dama_wer, lora_wer, dora_wer=0.60):
+    summary = [group("zero-shot", 0.90, 0, None, 0.0), group("dama", dama_wer, 1.2e6, 50.0, 0.01),
+               group("lora", lora_wer, 5.1e6, 60.0, 0.03), group("dora", dora_wer, 5.2e6, 40.0, 0.02)]
+    comps = [{"language": "sw", "hours": "0.5h", "a": "dama", "b": m, "diff": dama_wer - w,
+              "p_bootstrap": 0.01 if abs(dama_wer - w) > 0.03 else 0.5}
+             for m, w in (("zero-shot", 0.90), ("lora", lora_wer), ("dora", dora_wer))]
+    return {"languages": ["sw"], "summary": summary, "comparisons": comps}
+
+
+def test_dama_best_is_reported_with_significance():
+    v = verdicts(data(0.45, 0.50))
+    assert v[0].startswith("**sw, 0.5h: DAMA has the lowest WER (0.450)**")
+    assert "better than: zero-shot, lora, dora" in v[0] and "worse than: none" in v[0]
+    t = targets(data(0.45, 0.50))
+    assert "DAMA lowest WER at 0.5 h on sw: reached" in t[0]
+    assert any("≤ 30% of LoRA" in x and "reached (23.5%)" in x for x in t)
+    assert any("forgetting ≤ LoRA's" in x and ": reached" in x for x in t)
+    # dora (40 s/epoch) is not as good as DAMA (0.60 > 0.47), lora neither: no equal-quality peer
+    assert any("no adapter method is as good as DAMA" in x for x in t)
+
+
+def test_dama_behind_is_said_with_the_gap():
+    v = verdicts(data(0.50, 0.45))
+    assert "lora has the lowest WER (0.450); DAMA 0.500 is 5.0 points behind, paired bootstrap p = 0.010" in v[0]
+    assert "worse than: lora" in v[0]
+    t = targets(data(0.50, 0.45, dora_wer=0.49))
+    assert "DAMA lowest WER at 0.5 h on sw: not reached (DAMA 0.500, best lora 0.450)" in t[0]
+    # dora is as good and faster per epoch
+    assert any("equal quality" in x and "not reached (DAMA 50.0 s vs dora 40.0 s)" in x for x in t)
