@@ -78,3 +78,10 @@ def test_quick_bench_runs_restarts_and_reports(tmp_path, tiny6_ct2_dir, monkeypa
     (out / "report.md").unlink()
     assert main(["bench", "--config", str(tmp_path / "bench.yaml"), "--quick", "--report-only"]) == 0
     assert (out / "report.md").read_text() == report
+
+    # other settings for the same out folder: refused, nothing rerun or overwritten
+    cfg_text = (tmp_path / "bench.yaml").read_text().replace("epochs: 1", "epochs: 2")
+    (tmp_path / "bench.yaml").write_text(cfg_text)
+    assert main(["bench", "--config", str(tmp_path / "bench.yaml"), "--quick"]) == 2
+    assert "made with other settings" in capsys.readouterr().err
+    assert (out / "runs" / "swahili-0.001h-dama-s0" / "results.json").stat().st_mtime == dama_mtime

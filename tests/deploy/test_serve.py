@@ -67,7 +67,7 @@ def test_adapters_on_another_base_are_refused(two_runs, tmp_path):
     bad.mkdir()
     (bad / "adapter").symlink_to(runs["yo"] / "adapter")
     (bad / "config.json").write_text(json.dumps({**cfg, "base_fingerprint": "0" * 32}))
-    with pytest.raises(ModelError, match="another base model"):
+    with pytest.raises(ModelError, match="not the one its adapter was trained on"):
         MultiAdapterWhisper({"sw": runs["sw"], "x": bad})
     with pytest.raises(DamaError, match="no adapters"):
         MultiAdapterWhisper({})

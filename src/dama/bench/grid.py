@@ -12,6 +12,7 @@ exists; re-running the grid skips finished cells and resumes interrupted ones.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -109,6 +110,29 @@ def forgetting_command(cfg: BenchConfig, cell: Cell) -> list[str]:
     return argv
 
 
+def _settings_path(cfg: BenchConfig, cell: Cell) -> Path:
+    return cfg.out / "logs" / f"{cell.name}.settings.json"
+
+
+def _settings(cfg: BenchConfig, cell: Cell) -> list[str]:
+    """What makes a cell's result: its train command (the interpreter and --resume aside)."""
+    return train_command(cfg, cell)[len(_dama(cfg)):]
+
+
+def check_settings(cfg: BenchConfig) -> None:
+    """A run made under other settings (epochs, data, options...) must not pass for this grid's."""
+    stale = []
+    for cell in cells(cfg):
+        path = _settings_path(cfg, cell)
+        if run_dir(cfg, cell).exists() and path.is_file() and json.loads(path.read_text()) != _settings(cfg, cell):
+            stale.append(cell.name)
+    if stale:
+        raise DamaError(f"bench: {len(stale)} run(s) in {cfg.out / 'runs'} were made with other settings than this "
+                        f"config gives ({', '.join(stale[:5])}{' ...' if len(stale) > 5 else ''}; their settings are "
+                        f"in {cfg.out / 'logs'}/<run>.settings.json). "
+                        "Delete those run folders to redo them, or give the config another out folder.")
+
+
 def _run_logged(argv: list[str], log_path: Path) -> int:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -126,6 +150,8 @@ def run_cell(cfg: BenchConfig, cell: Cell, log=print) -> bool:
         has_checkpoint = (d / "checkpoint.pt").is_file()
         if d.exists() and not has_checkpoint:
             shutil.rmtree(d)  # started but never checkpointed: nothing to lose (like dama.train's own cleanup)
+        _settings_path(cfg, cell).parent.mkdir(parents=True, exist_ok=True)
+        _settings_path(cfg, cell).write_text(json.dumps(_settings(cfg, cell)))
         if _run_logged(train_command(cfg, cell, resume=has_checkpoint), log_path):
             log(f"  {cell.name}: training failed; see {log_path}")
             return False
@@ -139,6 +165,7 @@ def run_cell(cfg: BenchConfig, cell: Cell, log=print) -> bool:
 
 def run_grid(cfg: BenchConfig, log=print, dry_run: bool = False) -> list[Cell]:
     """Run every unfinished cell; returns the cells that failed (the others are finished)."""
+    check_settings(cfg)
     todo = [c for c in cells(cfg) if not is_finished(cfg, c)]
     total = len(cells(cfg))
     log(f"bench {cfg.out}: {total} runs, {total - len(todo)} already finished, {len(todo)} to run")
@@ -167,4 +194,5 @@ def check_launcher(cfg: BenchConfig) -> None:
         raise DamaError(f"bench: launcher {cfg.launcher[0]!r} not found on PATH")
 
 
-__all__ = ["Cell", "cells", "forgetting_command", "is_finished", "run_cell", "run_dir", "run_grid", "train_command"]
+__all__ = ["Cell", "cells", "check_settings", "forgetting_command", "is_finished", "run_cell", "run_dir", "run_grid",
+           "train_command"]

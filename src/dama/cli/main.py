@@ -348,7 +348,7 @@ def cmd_bench(args) -> dict:
     import shlex
 
     from dama.bench import collect, load_config, run_grid, write_report, write_results
-    from dama.bench.grid import check_launcher
+    from dama.bench.grid import check_launcher, check_settings
 
     cfg = load_config(args.config)
     if args.quick:
@@ -356,6 +356,7 @@ def cmd_bench(args) -> dict:
     if args.out:
         cfg.out = Path(args.out).resolve()
     check_launcher(cfg)
+    check_settings(cfg)
     failed = [] if args.report_only else run_grid(cfg, log=print, dry_run=args.dry_run)
     if args.dry_run:
         return {}

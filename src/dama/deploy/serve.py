@@ -8,25 +8,22 @@ Audio over 30 s is chunked as in ``dama transcribe``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from dama.errors import DamaError, ModelError
-from dama.models.load import Whisper, load_whisper, model_fingerprint
-from dama.models.new_language import add_language_token
+from dama.models.load import Whisper, load_whisper
 from dama.models.transcribe import DecodeOptions, transcribe
+from dama.train.run import check_base, read_run_config, restore_new_language
 
 
 def _run_config(run_dir: Path) -> dict:
-    path = run_dir / "config.json"
-    if not path.is_file():
-        raise ModelError(f"{run_dir}: not a dama run directory (no config.json)")
+    cfg = read_run_config(run_dir)
     if not (run_dir / "adapter").is_dir():
         raise ModelError(f"{run_dir}: no adapter/ folder (full fine-tuning has no adapter to share a base; "
                          "export it and serve it on its own)")
-    return json.loads(path.read_text())
+    return cfg
 
 
 class MultiAdapterWhisper:
@@ -44,20 +41,10 @@ class MultiAdapterWhisper:
             raise ModelError(f"the adapters were trained on different base models {sorted(models)}; "
                              "one base model can only serve adapters trained on it")
         w = load_whisper(base or models.pop(), device=device)
-        fp = model_fingerprint(w.model)
-        for k, c in cfgs.items():
-            if c.get("base_fingerprint") and c["base_fingerprint"] != fp:
-                raise ModelError(f"adapter {k} ({dirs[k]}) was trained on another base model than {w.name}")
         self.languages: dict[str, str | None] = {}
         for k, c in cfgs.items():
-            nl = c.get("new_language")
-            if nl:
-                vocab = w.tokenizer.get_vocab()
-                token = f"<|{nl['code']}|>"
-                tid = vocab[token] if token in vocab else add_language_token(w, nl["code"], nl["name"])
-                if tid != nl["token_id"]:
-                    raise ModelError(f"adapter {k}: <|{nl['code']}|> would get id {tid}, but it was trained as "
-                                     f"{nl['token_id']}; serve adapters that add different new languages separately")
+            check_base(w, c, f"adapter {k} ({dirs[k]})")
+            restore_new_language(w, c, f"adapter {k} ({dirs[k]})")
             langs = c.get("languages") or ([c["language"]] if c.get("language") else [])
             self.languages[k] = langs[0] if len(langs) == 1 else None
         peft_model = None

@@ -60,16 +60,42 @@ def save_adapted(adapted: Adapted, w: Whisper, run_dir: Path) -> Path:
     return out
 
 
+def read_run_config(run_dir: str | Path) -> dict:
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise ModelError(f"{run_dir}: not a dama run directory (no config.json)")
+    return json.loads(path.read_text())
+
+
+def check_base(w: Whisper, cfg: dict, label: str) -> None:
+    """The base model must be the one the run's adapter was trained on (weights fingerprint)."""
+    want = cfg.get("base_fingerprint")
+    if want and model_fingerprint(w.model) != want:
+        raise ModelError(f"{label}: the base model {w.name} is not the one its adapter was trained on "
+                         f"(weights fingerprint {model_fingerprint(w.model)} != {want} in config.json). "
+                         "Use the exact base model the run used.")
+
+
+def restore_new_language(w: Whisper, cfg: dict, label: str) -> None:
+    """Give the tokenizer the language token a run added, at the id it was trained with (idempotent)."""
+    nl = cfg.get("new_language")
+    if not nl:
+        return
+    token = f"<|{nl['code']}|>"
+    vocab = w.tokenizer.get_vocab()
+    tid = vocab[token] if token in vocab else add_language_token(w, nl["code"], nl["name"])
+    if tid != nl["token_id"]:
+        raise ModelError(f"{label}: {token} gets id {tid} on this base, but was trained as {nl['token_id']} "
+                         "(adapters that add different new languages cannot share one base)")
+
+
 def load_run(run_dir: str | Path, device: str | None = None, merge: bool = True,
              base: str | Path | None = None) -> Whisper:
     """Load a finished run for transcription, evaluation or export: its base model (``base``
     overrides where to find it) with the adapter applied, merged unless ``merge=False``.
     The base must be the one the adapter was trained on (weights fingerprint in config.json)."""
     run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.json"
-    if not cfg_path.is_file():
-        raise ModelError(f"{run_dir}: not a dama run directory (no config.json)")
-    cfg = json.loads(cfg_path.read_text())
+    cfg = read_run_config(run_dir)
     if (run_dir / "model").is_dir():
         return load_whisper(run_dir / "model", device=device)
     adapter = run_dir / "adapter"
@@ -83,16 +109,8 @@ def load_run(run_dir: str | Path, device: str | None = None, merge: bool = True,
     except ModelError as e:
         raise ModelError(f"{run_dir}: cannot load the base model {source} its adapter was trained on: {e}\n"
                          "Fetch it (dama model fetch NAME) or pass --model PATH to where it is.") from e
-    want = cfg.get("base_fingerprint")
-    got = model_fingerprint(w.model) if want else None
-    if got != want:
-        raise ModelError(f"{run_dir}: the base model at {source} is not the one its adapter was trained on "
-                         f"(weights fingerprint {got} != {want} in config.json). "
-                         "Use the exact base model the run used.")
-    if cfg.get("new_language"):
-        nl = cfg["new_language"]
-        if add_language_token(w, nl["code"], nl["name"]) != nl["token_id"]:
-            raise ModelError(f"{run_dir}: the base tokenizer gives <|{nl['code']}|> another id than at training")
+    check_base(w, cfg, str(run_dir))
+    restore_new_language(w, cfg, str(run_dir))
     peft_model = PeftModel.from_pretrained(w.model, adapter)
     model = peft_model.merge_and_unload() if merge else peft_model.get_base_model()
     model.eval()
