@@ -47,6 +47,7 @@ def _run_row(cfg: BenchConfig, cell: Cell) -> dict:
         "epoch_seconds": float(np.mean(epochs[1:])) if len(epochs) > 1 else (epochs[0] if epochs else None),
         "best_epoch": res.get("best_epoch"), "control_wer": fg.get("wer"),
         "control_wer_en": by_lang.get("en", {}).get("wer"), "control_by_language": by_lang,
+        "control_words_en": by_lang.get("en", {}).get("ref_words"),
         "forgetting": None, "forgetting_en": None,
     }
 
@@ -94,7 +95,8 @@ def collect(cfg: BenchConfig) -> dict:
                     "cer": s.cer, "cer_lo": clo, "cer_hi": chi,
                     **{k: _mean([r[k] for r in mine]) for k in (
                         "trainable_params", "extra_params_merged", "peak_memory_mb", "epoch_seconds",
-                        "first_epoch_seconds", "train_seconds", "forgetting", "forgetting_en", "control_wer_en")},
+                        "first_epoch_seconds", "train_seconds", "forgetting", "forgetting_en", "control_wer_en",
+                        "control_words_en")},
                 })
             if "dama" in stacked:
                 for other, s in stacked.items():
@@ -263,10 +265,10 @@ def targets(data: dict) -> list[str]:
     for x in groups:
         if x["method"] != "dama" or not x["epoch_seconds"]:
             continue
-        # adapter methods at least as good as DAMA within DAMA's interval: is DAMA the fastest of them?
+        # equal quality: adapter methods whose WER interval overlaps DAMA's; is DAMA the fastest of them?
         peers = [y for y in groups if y["language"] == x["language"] and y["hours"] == x["hours"]
                  and y["method"] not in ("dama", "zero-shot", "full") and y["epoch_seconds"]
-                 and y["wer"] <= x["wer_hi"]]
+                 and y["wer_lo"] <= x["wer_hi"] and y["wer_hi"] >= x["wer_lo"]]
         if peers:
             fastest = min(peers, key=lambda y: y["epoch_seconds"])
             ok = x["epoch_seconds"] <= fastest["epoch_seconds"]
@@ -275,7 +277,7 @@ def targets(data: dict) -> list[str]:
                        f"{fastest['method']} {fastest['epoch_seconds']:.1f} s)")
         else:
             out.append(f"DAMA time per epoch lowest among adapters of equal quality ({x['language']}, "
-                       f"{x['hours']}): no adapter method is as good as DAMA here")
+                       f"{x['hours']}): no adapter method has a WER interval overlapping DAMA's")
     for x in groups:
         if x["method"] != "dama" or x["forgetting_en"] is None:
             continue
@@ -283,9 +285,11 @@ def targets(data: dict) -> list[str]:
                    and y["hours"] == x["hours"]), None)
         if lo and lo["forgetting_en"] is not None:
             ok = x["forgetting_en"] <= lo["forgetting_en"]
+            words = x.get("control_words_en")
             out.append(f"DAMA English forgetting ≤ LoRA's ({x['language']}, {x['hours']}): "
                        f"{'reached' if ok else 'not reached'} (DAMA {100 * x['forgetting_en']:+.1f} vs LoRA "
-                       f"{100 * lo['forgetting_en']:+.1f} WER points)")
+                       f"{100 * lo['forgetting_en']:+.1f} WER points"
+                       + (f"; on {words:.0f} English words one word is {100 / words:.1f} points)" if words else ")"))
     return out
 
 
