@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # Real corpora (swahili/, yoruba/, fleurs-control/); override with DAMA_DATA=/your/copy.
 export DAMA_DATA ?= $(abspath ../shared/data)
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint clean bench bench-quick
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ demo: setup
 test: setup
 	$(BIN)/ruff check src tests
 	$(BIN)/python -m pytest -q -rs
+
+# The method comparison (benchmarks/bench.yaml); restartable, re-run to continue. Quick: a first look.
+bench: setup
+	$(BIN)/dama bench --config benchmarks/bench.yaml
+bench-quick: setup
+	$(BIN)/dama bench --config benchmarks/bench.yaml --quick
 
 lint: setup
 	$(BIN)/ruff check src tests
