@@ -55,6 +55,25 @@ control: fleurs-control:en
     assert "--adapter" not in " ".join(forgetting_command(cfg, cells(cfg)[0]))
 
 
+def test_variants_run_their_base_method_with_their_options(tmp_path):
+    cfg = load_config(write(tmp_path, """
+out: res
+methods: [dama, dama-no-bpp, dama-flat]
+languages: {sw: {train: "swahili:train"}}
+train: {epochs: 3}
+variants:
+  dama-no-bpp: {method: dama, no_bpp: true}
+  dama-flat: {method: dama, uniform_rank: true, epochs: 4}
+method_args: {dama-flat: {r_low: 4}}
+"""))
+    by_name = {c.method: " ".join(train_command(cfg, c)) for c in cells(cfg)}
+    assert "--method dama " in by_name["dama-no-bpp"] and "--no-bpp" in by_name["dama-no-bpp"]
+    assert "runs/sw-all-dama-no-bpp-s0" in by_name["dama-no-bpp"]
+    assert "--no-bpp" not in by_name["dama"] and "--epochs 3" in by_name["dama"]
+    flat = by_name["dama-flat"]
+    assert "--uniform-rank" in flat and "--r-low 4" in flat and "--epochs 4" in flat and "--epochs 3" not in flat
+
+
 @pytest.mark.parametrize("text,match", [
     ("out: x\nmethods: [lora, magic]\nlanguages: {a: {train: t}}", "unknown method"),
     ("out: x\nmethods: [lora]\nlanguages: {a: {train: t}}\ntrain: {learning_rate: 1}", "unknown option"),
@@ -65,6 +84,9 @@ control: fleurs-control:en
     ("out: x\nmethods: [lora]\nlanguages: {a: {train: t, colour: red}}", "languages"),
     ("out: x\nmethods: [lora]\nlanguages: {a: {train: t}}\nsedes: [1]", "unknown key"),
     ("out: [unclosed", "not valid YAML"),
+    ("out: x\nmethods: [v]\nlanguages: {a: {train: t}}\nvariants: {v: {no_bpp: true}}", "needs method"),
+    ("out: x\nmethods: [lora]\nlanguages: {a: {train: t}}\nvariants: {lora: {method: dama}}", "name of a method"),
+    ("out: x\nmethods: [v]\nlanguages: {a: {train: t}}\nvariants: {v: {method: dama, bpp: 0}}", "unknown option"),
 ])
 def test_bad_configs_are_clear_errors(tmp_path, text, match):
     with pytest.raises(DamaError, match=match):

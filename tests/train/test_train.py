@@ -267,3 +267,28 @@ def test_sigkill_then_resume_via_cli_matches_uninterrupted(tiny6_ct2_dir, tmp_pa
     b = load_file(tmp_path / "killed" / "adapter" / "adapter_model.safetensors")
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     assert json.loads((tmp_path / "killed" / "results.json").read_text())["steps"] == 48
+
+
+def test_evaluate_split_caches_short_clips_and_chunks_long_ones(tiny_ct2_dir, tmp_path):
+    """A test split with a clip over 30 s: the short clips decode from the encoder cache, the long
+    one from audio in 30 s windows, and the hypotheses come back in manifest order."""
+    from dama.data.audio import load_audio
+    from dama.models.transcribe import transcribe
+    from dama.train.run import evaluate_split
+    from tests.conftest import write_wav
+
+    rows = []
+    for i, secs in enumerate([2.0, 35.0, 3.0]):
+        wav = write_wav(tmp_path / f"c{i}.wav", secs, freq=250 + 60 * i)
+        rows.append(json.dumps({"audio_filepath": str(wav), "text": f"neno {i}", "language": "sw"}))
+    (tmp_path / "m.jsonl").write_text("\n".join(rows) + "\n")
+    w = load_whisper(tiny_ct2_dir, device="cpu")
+    m = load_data(str(tmp_path / "m.jsonl"))
+    cfg = TrainConfig(cache_dir=str(tmp_path / "cache"))
+    res = evaluate_split(w, m, None, tmp_path, cfg, hyps_name="t.hyps.jsonl", log=lambda *a: None)
+    assert res["n"] == 3 and res["long_clips_from_audio"] == 1
+    hyps = [json.loads(x) for x in (tmp_path / "t.hyps.jsonl").read_text().splitlines()]
+    assert [h["ref"] for h in hyps] == ["neno 0", "neno 1", "neno 2"]
+    assert hyps[1]["hyp"] == transcribe(w, [load_audio(m[1].audio)], "sw")[0]
+    keys = json.loads(next((tmp_path / "cache").rglob("*.keys.json")).read_text())
+    assert len(keys) == 2  # only the two short clips were encoded into the cache

@@ -11,6 +11,8 @@
     control: fleurs-control          # forgetting: WER on languages the model already knew
     train: {epochs: 5, batch_size: 8}   # any `dama train` option, as key: value
     method_args: {full: {lr: 1.0e-5}}   # per-method `dama train` options
+    variants:                           # named variants of a method, listed in methods like one
+      dama-no-bpp: {method: dama, no_bpp: true}
 
 ``quick()`` is the preset for a first look: one language, one seed, the smallest amount
 of data, zero-shot/lora/dama only, and capped validation/test sets.
@@ -63,13 +65,23 @@ class BenchConfig:
     data_seed: int = 0  # which clips make up an --hours subset; fixed so methods and seeds share data
     launcher: list[str] = field(default_factory=list)  # e.g. [accelerate, launch]
     n_boot: int = 2000
+    variants: dict[str, dict] = field(default_factory=dict)  # name -> {method: BASE, option: value...}
 
     def __post_init__(self):
         from dama.adapt import METHODS
 
-        bad = [m for m in self.methods if m not in METHODS]
+        for name, v in self.variants.items():
+            if name in METHODS:
+                raise DamaError(f"bench: variant {name!r} has the name of a method; call it e.g. {name}-ablation")
+            if not isinstance(v, dict) or v.get("method") not in METHODS:
+                raise DamaError(f"bench: variant {name!r} needs method: one of {', '.join(METHODS)}")
+            if v["method"] == "zero-shot":
+                raise DamaError(f"bench: variant {name!r}: zero-shot has no options to vary")
+            _check_options({k: x for k, x in v.items() if k != "method"}, f"variants.{name}")
+        bad = [m for m in self.methods if m not in METHODS and m not in self.variants]
         if bad:
-            raise DamaError(f"bench: unknown method(s) {bad}; choose from {', '.join(METHODS)}")
+            raise DamaError(f"bench: unknown method(s) {bad}; choose from {', '.join(METHODS)} "
+                            "or name a variant under 'variants'")
         if not self.methods or not self.languages or not self.hours or not self.seeds:
             raise DamaError("bench: methods, languages, hours and seeds must each list at least one entry")
         if len(set(self.methods)) != len(self.methods) or len({lang.name for lang in self.languages}) != len(
@@ -85,6 +97,15 @@ class BenchConfig:
             _check_options(opts, f"method_args.{m}")
         if self.test_limit < 0 or self.n_boot < 100:
             raise DamaError("bench: test_limit must be >= 0 and n_boot >= 100")
+
+    def base_method(self, name: str) -> str:
+        """The `dama train --method` behind a method or variant name."""
+        return self.variants[name]["method"] if name in self.variants else name
+
+    def options(self, name: str) -> dict:
+        """`dama train` options of a method or variant: shared, then the variant's, then method_args."""
+        own = {k: v for k, v in self.variants.get(name, {}).items() if k != "method"}
+        return {**self.train, **own, **self.method_args.get(name, {})}
 
     def quick(self) -> BenchConfig:
         """One language, one seed, the smallest amount, fewer methods, capped val/test; own folder."""
@@ -149,6 +170,7 @@ def load_config(path: str | Path) -> BenchConfig:
     if "seeds" in raw and not isinstance(raw["seeds"], list):
         raw["seeds"] = [raw["seeds"]]
     raw["method_args"] = raw.get("method_args") or {}
+    raw["variants"] = raw.get("variants") or {}
     raw["train"] = raw.get("train") or {}
     return BenchConfig(**raw)
 

@@ -83,8 +83,9 @@ def _dama(cfg: BenchConfig) -> list[str]:
 
 def train_command(cfg: BenchConfig, cell: Cell, resume: bool = False) -> list[str]:
     lang = cell.language
-    argv = [*_dama(cfg), "train", "--method", cell.method, "--data", lang.train, "--out", str(run_dir(cfg, cell)),
-            "--model", cfg.model, "--seed", str(cell.seed), "--data-seed", str(cfg.data_seed)]
+    argv = [*_dama(cfg), "train", "--method", cfg.base_method(cell.method), "--data", lang.train,
+            "--out", str(run_dir(cfg, cell)), "--model", cfg.model, "--seed", str(cell.seed),
+            "--data-seed", str(cfg.data_seed)]
     if cell.hours is not None and cell.method != "zero-shot":
         argv += ["--hours", f"{cell.hours:g}"]
     for flag, value in (("--val", lang.val), ("--test", lang.test), ("--language", lang.language),
@@ -93,7 +94,7 @@ def train_command(cfg: BenchConfig, cell: Cell, resume: bool = False) -> list[st
             argv += [flag, value]
     if cfg.test_limit:
         argv += ["--test-limit", str(cfg.test_limit)]
-    argv += _flags(cfg.train) + _flags(cfg.method_args.get(cell.method, {}))
+    argv += _flags(cfg.options(cell.method))
     return argv + (["--resume"] if resume else [])
 
 

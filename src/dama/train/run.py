@@ -238,25 +238,38 @@ def _zero_shot(w: Whisper, test_m: Manifest, language: str | None, run_dir: Path
 def evaluate_split(w: Whisper, m: Manifest, language: str | None, run_dir: Path, cfg: TrainConfig,
                    use_cache: bool = True, hyps_name: str = "test.hyps.jsonl", log=print,
                    opts: DecodeOptions | None = None) -> dict:
-    """Greedy decoding of a test split, from cached encoder outputs when every clip fits in 30 s
-    (else chunked decoding from audio), scored and written per utterance to ``hyps_name``."""
+    """Greedy decoding of a test split — clips up to 30 s from cached encoder outputs, longer ones
+    chunked from audio — scored and written per utterance to ``hyps_name``."""
+    from dama.data.audio import load_audio
     from dama.evaluate.run import evaluate, manifest_languages, score_hyps
+    from dama.models.transcribe import transcribe
 
     m.raise_problems()
     m.fill_durations()
     hyps_path = run_dir / hyps_name
     opts = opts or DecodeOptions(batch_size=cfg.decode_batch_size)
-    if use_cache and all((u.duration or 0) <= 30.0 for u in m):
-        langs = manifest_languages(m, language)
-        inputs = _Inputs(w, m, True, cfg.cache_root(run_dir), log)
-        t = time.perf_counter()
-        rows = list(range(len(m)))
-        hyps = decode_rows(w, inputs, m, rows, langs, opts, opts.batch_size, desc=hyps_name.split(".")[0])
-        secs = time.perf_counter() - t
-        res = score_hyps(m, langs, hyps, hyps_path)
-        res["rtf_cached"] = secs / m.seconds if m.seconds else 0.0
-    else:
+    short = [i for i, u in enumerate(m) if (u.duration or 0) <= 30.0]
+    if not use_cache or not short:
         res = evaluate(w, m, language=language, opts=opts, hyps_path=hyps_path)
+    else:
+        langs = manifest_languages(m, language)
+        short_m = Manifest([m[i] for i in short], name=m.name)
+        inputs = _Inputs(w, short_m, True, cfg.cache_root(run_dir), log)
+        t = time.perf_counter()
+        hyps: list[str] = [""] * len(m)
+        decoded = decode_rows(w, inputs, short_m, list(range(len(short))), [langs[i] for i in short], opts,
+                              opts.batch_size, desc=hyps_name.split(".")[0])
+        for i, h in zip(short, decoded):
+            hyps[i] = h
+        secs = time.perf_counter() - t
+        long = sorted(set(range(len(m))) - set(short))
+        if long:  # the encoder runs on each 30 s window of these
+            texts = transcribe(w, [load_audio(m[i].audio, m[i].where) for i in long], [langs[i] for i in long], opts)
+            for i, h in zip(long, texts):
+                hyps[i] = h
+        res = score_hyps(m, langs, hyps, hyps_path)
+        res["rtf_cached"] = secs / short_m.seconds if short_m.seconds else 0.0
+        res["long_clips_from_audio"] = len(long)
     log(f"{hyps_name.split('.')[0]} {m.name}: WER {res['wer']:.4f} CER {res['cer']:.4f} (n={res['n']})")
     return {k: res[k] for k in ("wer", "cer", "n", "word_errors", "ref_words", "char_errors", "ref_chars",
-                                "by_language", "rtf", "rtf_cached") if k in res}
+                                "by_language", "rtf", "rtf_cached", "long_clips_from_audio") if k in res}
