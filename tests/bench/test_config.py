@@ -96,3 +96,12 @@ def test_bad_configs_are_clear_errors(tmp_path, text, match):
 def test_missing_config_file(tmp_path):
     with pytest.raises(DamaError, match="not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_committed_ablation_config_loads():
+    cfg = load_config(REPO / "benchmarks" / "ablation.yaml")
+    names = [c.name for c in cells(cfg)]
+    assert len(names) == 2 * 5 and "swahili-0.5h-dama-no-bpp-s0" in names
+    by_name = {c.name: " ".join(train_command(cfg, c)) for c in cells(cfg)}
+    assert "--method dama" in by_name["yoruba-0.5h-dama-random-init-s0"]
+    assert "--random-init" in by_name["yoruba-0.5h-dama-random-init-s0"]

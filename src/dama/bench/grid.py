@@ -120,12 +120,22 @@ def _settings(cfg: BenchConfig, cell: Cell) -> list[str]:
     return train_command(cfg, cell)[len(_dama(cfg)):]
 
 
+def _comparable(argv: list[str]) -> list[str]:
+    """Settings without the run's own folder, so a finished run copied into another grid still matches."""
+    out = list(argv)
+    if "--out" in out:
+        i = out.index("--out")
+        del out[i:i + 2]
+    return out
+
+
 def check_settings(cfg: BenchConfig) -> None:
     """A run made under other settings (epochs, data, options...) must not pass for this grid's."""
     stale = []
     for cell in cells(cfg):
         path = _settings_path(cfg, cell)
-        if run_dir(cfg, cell).exists() and path.is_file() and json.loads(path.read_text()) != _settings(cfg, cell):
+        if (run_dir(cfg, cell).exists() and path.is_file()
+                and _comparable(json.loads(path.read_text())) != _comparable(_settings(cfg, cell))):
             stale.append(cell.name)
     if stale:
         raise DamaError(f"bench: {len(stale)} run(s) in {cfg.out / 'runs'} were made with other settings than this "
