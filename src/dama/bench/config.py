@@ -29,7 +29,7 @@ from dama.errors import DamaError
 TRAIN_OPTIONS = {
     "epochs", "batch_size", "grad_accum", "lr", "warmup", "schedule", "precision", "val_max_utts", "patience",
     "save_every", "low_memory", "device", "threads", "rank", "alpha_ratio", "r_high", "r_low", "ranks",
-    "segments", "uniform_rank", "random_init", "no_bpp", "cache_dir",
+    "segments", "uniform_rank", "random_init", "no_bpp", "cache_dir", "allocation", "allocation_measure",
 }
 QUICK_METHODS = ("zero-shot", "lora", "dama")
 QUICK_TEST_UTTS = 60  # with 100, the quick preset took 22 min on 2 CPU cores (measured); 60 keeps it under 20

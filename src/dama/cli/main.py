@@ -190,6 +190,13 @@ def method_options(args) -> dict:
     if args.method == "dama":
         opts.update(r_high=args.r_high, r_low=args.r_low, uniform=args.uniform_rank, svd_init=not args.random_init,
                     bpp=not args.no_bpp)
+        if args.allocation:
+            if args.ranks or args.segments:
+                raise DamaError("--allocation sets ranks and segments; do not also give --ranks/--segments")
+            from dama.probe import allocation_from_file
+
+            a = allocation_from_file(args.allocation, args.allocation_measure, args.r_high, args.r_low)
+            opts.update(ranks=tuple(a.ranks), l_early=a.l_early, l_late=a.l_late)
         if args.ranks:
             opts["ranks"] = _int_list(args.ranks)
         if args.segments:
@@ -197,8 +204,9 @@ def method_options(args) -> dict:
             if len(seg) != 2:
                 raise DamaError("--segments takes L_EARLY,L_LATE (1-based layer indices)")
             opts.update(l_early=seg[0], l_late=seg[1])
-    elif any([args.ranks, args.segments, args.uniform_rank, args.random_init, args.no_bpp]):
-        raise DamaError("--ranks/--segments/--uniform-rank/--random-init/--no-bpp apply to --method dama only")
+    elif any([args.ranks, args.segments, args.uniform_rank, args.random_init, args.no_bpp, args.allocation]):
+        raise DamaError("--ranks/--segments/--allocation/--uniform-rank/--random-init/--no-bpp apply to "
+                        "--method dama only")
     return {k: v for k, v in opts.items() if k in fields}
 
 
@@ -374,6 +382,38 @@ def cmd_bench(args) -> dict:
     return data
 
 
+def cmd_probe(args) -> dict:
+    from dama.data.spec import load_data
+    from dama.models.load import load_whisper
+    from dama.probe import run_probe, table, write_probe
+
+    _setup_torch(args)
+    m = load_data(args.data, args.data_root)
+    target = load_data(args.target, args.data_root) if args.target else None
+    w = load_whisper(args.model, device=args.device)
+    res = run_probe(w, m, target, mode=args.mode, train_per_language=args.train_per_language, dims=args.dims,
+                    repeats=args.repeats, fisher_clips=args.fisher_clips, cache_dir=args.cache_dir,
+                    log=lambda s: print(s, file=sys.stderr))
+    print(table(res))
+    path, png = write_probe(res, args.out)
+    print(f"probe: {path}\nplot:  {png}")
+    return res
+
+
+def cmd_plan(args) -> dict:
+    from dama.probe import allocation_from_file
+
+    a = allocation_from_file(args.probe, args.measure, args.r_high, args.r_low)
+    print(f"profile ({args.measure}) over decoder layers 1..{len(a.ranks)}:")
+    for i, (p, s, r) in enumerate(zip(a.profile, a.scores, a.ranks), 1):
+        role = "early" if i <= a.l_early else ("late" if i >= a.l_late else "middle")
+        print(f"  layer {i:>2}  {p:.4g}  (scaled {s:.2f})  {role:<6}  rank {r}")
+    print(f"rank sum {sum(a.ranks)} (= the fixed 0.3/0.7 allocation's {a.budget})")
+    print(f"dama train --method dama {a.train_flags()} ...   (or: dama train --allocation {args.probe})")
+    _write_json(args.json, a.to_dict())
+    return a.to_dict()
+
+
 def build_parser() -> argparse.ArgumentParser:
     from dama import __version__
 
@@ -451,6 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--r-low", type=int, default=8, help="dama: rank in the middle")
     p.add_argument("--ranks", help="dama: explicit per-layer ranks, e.g. 32,8,8,8,8,32")
     p.add_argument("--segments", help="dama: L_EARLY,L_LATE segment boundaries (1-based)")
+    p.add_argument("--allocation", metavar="PROBE_JSON",
+                   help="dama: ranks and segments from a dama probe result (see dama plan)")
+    p.add_argument("--allocation-measure", choices=["lid", "variance", "fisher"], default="lid")
     p.add_argument("--uniform-rank", action="store_true", help="dama ablation: one rank everywhere")
     p.add_argument("--random-init", action="store_true", help="dama ablation: no SVD-tail init")
     p.add_argument("--no-bpp", action="store_true", help="dama ablation: middle-layer A trains")
@@ -494,6 +537,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("languages", help="list Whisper's language codes")
     p.add_argument("--json", metavar="PATH")
     p.set_defaults(func=cmd_languages)
+
+    p = sub.add_parser("probe", help="per-layer language-ID, similarity and gradient measures of a model")
+    p.add_argument("--data", required=True, help="clips in >= 2 languages, e.g. swahili:val,yoruba:val,fleurs-control")
+    p.add_argument("--target", help="target-language training data for gradient importance, e.g. swahili:train")
+    p.add_argument("--data-root")
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--mode", choices=["prompt", "transcript"], default="prompt",
+                   help="decoder features: task prompt only (audio via cross-attention) or teacher-forced text")
+    p.add_argument("--train-per-language", type=int, default=5, help="probe training clips per language")
+    p.add_argument("--dims", type=int, default=8, help="PCA dimensions the probe sees")
+    p.add_argument("--repeats", type=int, default=20, help="random train/test splits")
+    p.add_argument("--fisher-clips", type=int, default=32)
+    p.add_argument("--cache-dir", default=".dama-probe-cache", help="pooled features are cached here")
+    p.add_argument("--out", default="probe.json", help="JSON result; the plot goes beside it (.png)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--json", metavar="PATH")
+    p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("plan", help="turn a probe result into DAMA per-layer ranks and segments")
+    p.add_argument("--probe", required=True, help="a dama probe JSON")
+    p.add_argument("--measure", choices=["lid", "variance", "fisher"], default="lid")
+    p.add_argument("--r-high", type=int, default=32)
+    p.add_argument("--r-low", type=int, default=8)
+    p.add_argument("--json", metavar="PATH")
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("bench", help="run a grid of methods x languages x hours x seeds; write results and a report")
     p.add_argument("--config", required=True, help="benchmark YAML (see benchmarks/bench.yaml)")
