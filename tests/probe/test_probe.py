@@ -149,3 +149,16 @@ def test_train_allocation_flag_sets_ranks_and_segments(tmp_path):
                                       str(probe)])
     with pytest.raises(DamaError, match="apply to --method dama only"):
         method_options(lora)
+
+
+def test_parallel_pairs_match_content_across_languages():
+    from dama.probe.run import parallel_pairs
+
+    ids = [f"udhr-{n:02d}-{lang}" for lang in ("en", "sw", "de") for n in range(5)] + ["other-clip"]
+    langs = ["en"] * 5 + ["sw"] * 5 + ["de"] * 4 + ["de", "en"]  # de's last id is udhr-04-de; "other-clip" unpaired
+    pairs = parallel_pairs(ids, langs)
+    assert set(pairs) == {("de", "en"), ("de", "sw"), ("en", "sw")}
+    a, b = pairs[("en", "sw")]
+    assert [ids[i] for i in a] == [f"udhr-{n:02d}-en" for n in range(5)] and [ids[i][:7] for i in b] == [ids[i][:7]
+                                                                                                          for i in a]
+    assert parallel_pairs(ids, langs, min_items=6) == {}

