@@ -105,3 +105,10 @@ def test_committed_ablation_config_loads():
     by_name = {c.name: " ".join(train_command(cfg, c)) for c in cells(cfg)}
     assert "--method dama" in by_name["yoruba-0.5h-dama-random-init-s0"]
     assert "--random-init" in by_name["yoruba-0.5h-dama-random-init-s0"]
+
+
+def test_committed_allocation_config_resolves_the_probe_beside_it():
+    cfg = load_config(REPO / "benchmarks" / "allocation.yaml")
+    cmd = " ".join(train_command(cfg, next(c for c in cells(cfg) if c.method == "dama-probe-fisher")))
+    assert f"--allocation {REPO / 'benchmarks' / 'probe' / 'whisper-base-prompt.json'}" in cmd
+    assert "--allocation-measure fisher" in cmd

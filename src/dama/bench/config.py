@@ -171,6 +171,10 @@ def load_config(path: str | Path) -> BenchConfig:
         raw["seeds"] = [raw["seeds"]]
     raw["method_args"] = raw.get("method_args") or {}
     raw["variants"] = raw.get("variants") or {}
+    for opts in [raw.get("train") or {}, *raw["method_args"].values(), *raw["variants"].values()]:
+        if isinstance(opts, dict) and isinstance(opts.get("allocation"), str):  # a probe JSON beside the config
+            a = Path(opts["allocation"]).expanduser()
+            opts["allocation"] = str(a if a.is_absolute() else (path.parent / a).resolve())
     raw["train"] = raw.get("train") or {}
     return BenchConfig(**raw)
 
