@@ -41,6 +41,9 @@ def test_language_variance_and_cka_known_values():
     x = np.array([[0.0], [0.0], [2.0], [2.0]])
     assert language_variance(x, ["a", "a", "b", "b"]) == pytest.approx(1.0)
     assert language_variance(np.array([[1.0], [-1.0], [1.0], [-1.0]]), ["a", "a", "b", "b"]) == pytest.approx(0.0)
+    same = np.ones((4, 3)) * 5 + 1e-12 * np.arange(4)[:, None]  # identical rows up to float noise
+    assert language_variance(same, ["a", "a", "b", "b"]) == 0.0
+    assert np.isnan(linear_cka(same, same))
     rng = np.random.default_rng(0)
     a = rng.normal(size=(50, 8))
     q, _ = np.linalg.qr(rng.normal(size=(8, 8)))

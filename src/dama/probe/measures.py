@@ -67,20 +67,26 @@ def language_variance(x: np.ndarray, langs: list[str]) -> float:
     groups = _check_languages(langs, 1)
     centred = x - x.mean(0)
     total = float((centred ** 2).sum())
+    if total <= 1e-9 * max(float((x ** 2).sum()), 1e-30):  # every clip the same (e.g. decoder embeddings)
+        return 0.0
     between = sum(len(idx) * float(((x[idx].mean(0) - x.mean(0)) ** 2).sum()) for idx in groups.values())
-    return between / total if total > 0 else 0.0
+    return between / total
 
 
 def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
     """Linear CKA (Kornblith et al. 2019) between paired rows of ``x`` (N, d1) and ``y`` (N, d2),
-    e.g. the same sentences spoken in two languages. 1 = same geometry up to rotation/scale."""
+    e.g. the same sentences spoken in two languages. 1 = same geometry up to rotation/scale;
+    NaN when a side is constant (identical inputs, e.g. decoder embeddings of one prompt)."""
     if len(x) != len(y) or len(x) < 2:
         raise DamaError(f"linear CKA needs the same number (>= 2) of paired rows, got {len(x)} and {len(y)}")
-    x = x - x.mean(0)
-    y = y - y.mean(0)
+    scale = max(float(np.abs(x).max()), float(np.abs(y).max()), 1e-30)
+    x = (x - x.mean(0)) / scale
+    y = (y - y.mean(0)) / scale
+    if np.abs(x).max() < 1e-6 or np.abs(y).max() < 1e-6:  # constant features: no geometry to compare
+        return float("nan")
     hsic = np.linalg.norm(y.T @ x) ** 2
     norm = np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)
-    return float(hsic / norm) if norm > 0 else 0.0
+    return float(hsic / norm)
 
 
 DECODER_MODULES = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj",

@@ -36,7 +36,8 @@ def run_probe(w: Whisper, m: Manifest, target: Manifest | None = None, mode: str
             layers.append({"layer": i, "lid": lid_probe(x[i], feats.languages, train_per_language, dims, repeats),
                            "language_variance": language_variance(x[i], feats.languages)})
             if pairs:
-                layers[-1]["parallel_cka"] = float(np.mean([linear_cka(x[i][a], x[i][b]) for a, b in pairs.values()]))
+                cka = float(np.mean([linear_cka(x[i][a], x[i][b]) for a, b in pairs.values()]))
+                layers[-1]["parallel_cka"] = None if np.isnan(cka) else cka
         out["stacks"][stack] = {"layers": layers}
     if target is not None:
         imp = gradient_importance(w, target, max_clips=fisher_clips, log=log)
@@ -104,7 +105,8 @@ def plot(res: dict, path: Path) -> Path:
         ax.fill_between(xs, mean - sd, mean + sd, alpha=0.2)
         ax.plot(xs, [x["language_variance"] for x in layers], "s--", label="between-language variance share")
         if "parallel_cka" in layers[0]:
-            ax.plot(xs, [x["parallel_cka"] for x in layers], "d-.", label="CKA across languages (parallel)")
+            ax.plot(xs, [np.nan if x["parallel_cka"] is None else x["parallel_cka"] for x in layers], "d-.",
+                    label="CKA across languages (parallel)")
         if "fisher" in layers[-1]:
             f = np.array([x.get("fisher", np.nan) for x in layers], dtype=float)
             ax.plot(xs, f / np.nanmax(f), "^:", label="gradient importance (scaled)")
