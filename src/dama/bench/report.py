@@ -15,7 +15,7 @@ import numpy as np
 
 from dama.bench.config import BenchConfig
 from dama.bench.grid import Cell, cells, is_finished, run_dir
-from dama.evaluate.stats import bootstrap_ci, paired_compare, read_hyps, stack_seeds
+from dama.evaluate.stats import UtteranceErrors, bootstrap_ci, paired_compare, read_hyps, stack_seeds
 
 RUN_COLUMNS = [
     "run", "language", "method", "hours", "seed", "train_hours", "wer", "cer", "wer_lo", "wer_hi",
@@ -28,12 +28,12 @@ def _read(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _run_row(cfg: BenchConfig, cell: Cell) -> dict:
+def _run_row(cfg: BenchConfig, cell: Cell, e: UtteranceErrors) -> dict:
+    """One run's row; ``e`` is its per-utterance test errors."""
     d = run_dir(cfg, cell)
     res = _read(d / "results.json")
     fg = _read(d / "forgetting.json") or {}
     epochs = res.get("epoch_seconds") or []
-    e = read_hyps(d / "test.hyps.jsonl")
     lo, hi = bootstrap_ci(e, n_boot=cfg.n_boot)
     by_lang = fg.get("by_language", {})
     return {
@@ -48,7 +48,7 @@ def _run_row(cfg: BenchConfig, cell: Cell) -> dict:
         "best_epoch": res.get("best_epoch"), "control_wer": fg.get("wer"),
         "control_wer_en": by_lang.get("en", {}).get("wer"), "control_by_language": by_lang,
         "control_words_en": by_lang.get("en", {}).get("ref_words"),
-        "forgetting": None, "forgetting_en": None,
+        "forgetting": None, "forgetting_en": None, "ranks": res.get("ranks"),
     }
 
 
@@ -58,21 +58,19 @@ def collect(cfg: BenchConfig) -> dict:
     hyps: dict[tuple, list] = defaultdict(list)  # (language, hours, method) -> per-seed errors
     machine = None
     for cell in finished:
-        rows.append(_run_row(cfg, cell))
-        key = (cell.language.name, rows[-1]["hours"], cell.method)
-        hyps[key].append(read_hyps(run_dir(cfg, cell) / "test.hyps.jsonl"))
+        e = read_hyps(run_dir(cfg, cell) / "test.hyps.jsonl")
+        rows.append(_run_row(cfg, cell, e))
+        hyps[(cell.language.name, rows[-1]["hours"], cell.method)].append(e)
         if machine is None:
             rc = _read(run_dir(cfg, cell) / "config.json") or {}
             machine = {k: rc.get(k) for k in ("device", "platform", "cpu_threads", "torch")}
     zero = {r["language"]: r for r in rows if r["method"] == "zero-shot"}
     for r in rows:
         z = zero.get(r["language"])
-        if z and z["params_at_inference"] is not None and r["params_at_inference"] is not None:
-            r["extra_params_merged"] = r["params_at_inference"] - z["params_at_inference"]
-        if z and z["control_wer"] is not None and r["control_wer"] is not None:
-            r["forgetting"] = r["control_wer"] - z["control_wer"]
-        if z and z["control_wer_en"] is not None and r["control_wer_en"] is not None:
-            r["forgetting_en"] = r["control_wer_en"] - z["control_wer_en"]
+        for delta, field in (("extra_params_merged", "params_at_inference"), ("forgetting", "control_wer"),
+                             ("forgetting_en", "control_wer_en")):  # each run against zero-shot
+            if z and z[field] is not None and r[field] is not None:
+                r[delta] = r[field] - z[field]
 
     groups, comparisons = [], []
     for lang in cfg.languages:
@@ -108,19 +106,13 @@ def collect(cfg: BenchConfig) -> dict:
             "languages": [x.name for x in cfg.languages],
             "hours": [("all" if h is None else f"{h:g}h") for h in cfg.hours], "seeds": cfg.seeds,
             "control": cfg.control, "n_boot": cfg.n_boot, "runs_total": len(cells(cfg)), "runs_finished": len(rows),
-            "ranks": _dama_ranks(cfg, finished), "runs": rows, "summary": groups, "comparisons": comparisons}
+            "ranks": next((r["ranks"] for r in rows if r["method"] == "dama"), None),
+            "runs": rows, "summary": groups, "comparisons": comparisons}
 
 
 def _mean(xs: list) -> float | None:
     xs = [x for x in xs if x is not None]
     return float(np.mean(xs)) if xs else None
-
-
-def _dama_ranks(cfg: BenchConfig, finished: list[Cell]) -> list[int] | None:
-    for c in finished:
-        if c.method == "dama":
-            return (_read(run_dir(cfg, c) / "results.json") or {}).get("ranks")
-    return None
 
 
 def write_results(cfg: BenchConfig, data: dict) -> tuple[Path, Path]:
@@ -147,6 +139,15 @@ def _params(x) -> str:
     return f"{x / 1e6:.2f} M" if abs(x) >= 1e5 else f"{x:,.0f}"
 
 
+def _save(fig, path: Path, made: list[Path]) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    made.append(path)
+
+
 def plots(data: dict, out: Path) -> list[Path]:
     import matplotlib
 
@@ -170,10 +171,7 @@ def plots(data: dict, out: Path) -> list[Path]:
                         yerr=[[x["wer"] - x["wer_lo"] for x in g], [x["wer_hi"] - x["wer"] for x in g]])
         ax.set(title=lang, xlabel="training audio (h)", ylabel="test WER")
     axes[0][-1].legend(fontsize=8)
-    fig.tight_layout()
-    made.append(out / "wer_vs_hours.png")
-    fig.savefig(made[-1], dpi=100)
-    plt.close(fig)
+    _save(fig, out / "wer_vs_hours.png", made)
 
     fig, axes = plt.subplots(1, len(langs), figsize=(5 * len(langs), 3.8), squeeze=False)
     for ax, lang in zip(axes[0], langs):
@@ -182,10 +180,7 @@ def plots(data: dict, out: Path) -> list[Path]:
                 ax.scatter(x["trainable_params"], x["wer"], label=f"{x['method']} ({x['hours']})")
                 ax.annotate(x["method"], (x["trainable_params"], x["wer"]), fontsize=7)
         ax.set(xscale="log", title=lang, xlabel="trainable parameters", ylabel="test WER")
-    fig.tight_layout()
-    made.append(out / "wer_vs_params.png")
-    fig.savefig(made[-1], dpi=100)
-    plt.close(fig)
+    _save(fig, out / "wer_vs_params.png", made)
 
     cost = {m: [x for x in groups if x["method"] == m and x["epoch_seconds"]] for m in methods if m != "zero-shot"}
     cost = {m: g for m, g in cost.items() if g}
@@ -198,21 +193,22 @@ def plots(data: dict, out: Path) -> list[Path]:
         ax[1].set(ylabel="MB", title="peak memory")
         for a in ax:
             a.tick_params(axis="x", rotation=30)
-        fig.tight_layout()
-        made.append(out / "cost.png")
-        fig.savefig(made[-1], dpi=100)
-        plt.close(fig)
+        _save(fig, out / "cost.png", made)
 
     if data.get("ranks"):
         r = data["ranks"]
         fig, ax = plt.subplots(figsize=(5, 3))
         ax.bar(range(len(r)), r)
         ax.set(xlabel="decoder layer", ylabel="LoRA rank", title="DAMA rank per layer")
-        fig.tight_layout()
-        made.append(out / "dama_ranks.png")
-        fig.savefig(made[-1], dpi=100)
-        plt.close(fig)
+        _save(fig, out / "dama_ranks.png", made)
     return made
+
+
+def _block(groups: list[dict], lang: str, hours: str) -> tuple[dict, dict | None]:
+    """Methods of one (language, hours) block (zero-shot included) and the trained one with the lowest WER."""
+    g = {x["method"]: x for x in groups if x["language"] == lang and x["hours"] in (hours, "-")}
+    trained = [x for m, x in g.items() if m != "zero-shot"]
+    return g, min(trained, key=lambda x: x["wer"]) if trained else None
 
 
 def verdicts(data: dict) -> list[str]:
@@ -221,11 +217,9 @@ def verdicts(data: dict) -> list[str]:
     groups = data["summary"]
     for lang in data["languages"]:
         for hours in dict.fromkeys(g["hours"] for g in groups if g["language"] == lang and g["method"] != "zero-shot"):
-            g = {x["method"]: x for x in groups if x["language"] == lang and x["hours"] in (hours, "-")}
+            g, best = _block(groups, lang, hours)
             if "dama" not in g:
                 continue
-            trained = {m: x for m, x in g.items() if m != "zero-shot"}
-            best = min(trained.values(), key=lambda x: x["wer"])
             d = g["dama"]
             cmp = {c["b"]: c for c in data["comparisons"] if c["language"] == lang and c["hours"] == hours}
             if best["method"] == "dama":
@@ -248,10 +242,8 @@ def targets(data: dict) -> list[str]:
     out = []
     groups = data["summary"]
     for lang in data["languages"]:
-        g = {x["method"]: x for x in groups if x["language"] == lang and x["hours"] in ("0.5h", "-")}
+        g, best = _block(groups, lang, "0.5h")
         if "dama" in g:
-            trained = {m: x for m, x in g.items() if m != "zero-shot"}
-            best = min(trained.values(), key=lambda x: x["wer"])
             ok = best["method"] == "dama"
             out.append(f"DAMA lowest WER at 0.5 h on {lang}: {'reached' if ok else 'not reached'} "
                        f"(DAMA {g['dama']['wer']:.3f}, best {best['method']} {best['wer']:.3f})")

@@ -29,8 +29,8 @@ from tqdm.auto import tqdm
 from dama.data.audio import SAMPLE_RATE, load_audio
 from dama.data.manifest import Manifest
 from dama.errors import DamaError
-from dama.models.load import Whisper
-from dama.train.cache import clip_key, encoder_fingerprint
+from dama.models.load import Whisper, model_fingerprint
+from dama.train.cache import clip_key
 
 MODES = ("prompt", "transcript")
 FRAMES_PER_SECOND = 50  # encoder positions per second of audio (1500 per 30 s window)
@@ -110,7 +110,7 @@ def layer_features(w: Whisper, m: Manifest, mode: str = "prompt", cache_dir: str
     langs = [u.language for u in keep]
     path = None
     if cache_dir:
-        h = hashlib.sha256(json.dumps([encoder_fingerprint(w.model), _decoder_fp(w), mode,
+        h = hashlib.sha256(json.dumps([model_fingerprint(w.model), mode,
                                        [clip_key(u) for u in keep]]).encode()).hexdigest()[:16]
         path = Path(cache_dir) / f"probe-{h}.npz"
         if path.is_file():
@@ -124,15 +124,6 @@ def layer_features(w: Whisper, m: Manifest, mode: str = "prompt", cache_dir: str
         np.savez(tmp, encoder=enc, decoder=dec)
         tmp.replace(path)
     return LayerFeatures(ids, langs, enc, dec, mode)
-
-
-def _decoder_fp(w: Whisper) -> str:
-    h = hashlib.sha256()
-    for name, p in w.model.model.decoder.named_parameters():
-        h.update(name.encode())
-        h.update(p.detach().float().cpu().numpy().tobytes()[:4096])
-        h.update(str(float(p.detach().float().sum())).encode())
-    return h.hexdigest()[:16]
 
 
 __all__ = ["FRAMES_PER_SECOND", "LayerFeatures", "MODES", "layer_features"]

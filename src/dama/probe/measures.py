@@ -102,13 +102,15 @@ def gradient_importance(w, m, language: str | None = None, max_clips: int = 32, 
     Returns per-layer totals and per-parameter means, for the decoder and encoder stacks."""
     from dama.data.audio import SAMPLE_RATE, load_audio
     from dama.evaluate.run import manifest_languages
+    from dama.train.batches import collate, make_examples
 
     m.raise_problems()
     m.fill_durations()
-    utts = [u for u in m if (u.duration or 0) <= 30.0][:max_clips]
-    if not utts:
+    # the same tokens and labels as training (make_examples skips clips over 30 s and over-long transcripts)
+    examples, _ = make_examples(w, m, manifest_languages(m, language))
+    examples = examples[:max_clips]
+    if not examples:
         raise DamaError(f"{m.name}: no clips of at most 30 s for gradient importance")
-    langs = manifest_languages(type(m)(utts, name=m.name), language)
     model = w.model.eval()
     stacks = {"decoder": (model.model.decoder.layers, DECODER_MODULES),
               "encoder": (model.model.encoder.layers, ENCODER_MODULES)}
@@ -122,23 +124,16 @@ def gradient_importance(w, m, language: str | None = None, max_clips: int = 32, 
             for p in layer:
                 p.requires_grad_(True)
     fisher = {name: np.zeros(len(plist)) for name, plist in params.items()}
-    eot = w.generation_config.eos_token_id
     try:
-        for b in range(0, len(utts), batch_size):
-            chunk = utts[b:b + batch_size]
-            feats = w.feature_extractor([load_audio(u.audio, u.where) for u in chunk], sampling_rate=SAMPLE_RATE,
-                                        return_tensors="pt").input_features.to(w.device, dtype=model.dtype)
-            rows = [w.prompt_ids(lang) + w.tokenizer(" " + u.text.strip(), add_special_tokens=False).input_ids + [eot]
-                    for u, lang in zip(chunk, langs[b:b + batch_size])]
-            rows = [r[: model.config.max_target_positions] for r in rows]
-            width = max(len(r) for r in rows)
-            ids = torch.tensor([r + [eot] * (width - len(r)) for r in rows], device=w.device)
-            labels = torch.full_like(ids, -100)
-            for i, r in enumerate(rows):
-                n_prompt = len(w.prompt_ids(langs[b + i]))
-                labels[i, n_prompt - 1:len(r) - 1] = ids[i, n_prompt:len(r)]
-            logits = model(input_features=feats, decoder_input_ids=ids).logits
-            loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100)
+        for b in range(0, len(examples), batch_size):
+            chunk = examples[b:b + batch_size]
+            feats = w.feature_extractor([load_audio(m[e.row].audio, m[e.row].where) for e in chunk],
+                                        sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
+            batch = collate(chunk, w.generation_config.pad_token_id)
+            logits = model(input_features=feats.to(w.device, dtype=model.dtype),
+                           decoder_input_ids=batch["decoder_input_ids"].to(w.device)).logits
+            loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), batch["labels"].to(w.device),
+                                                     ignore_index=-100)
             model.zero_grad(set_to_none=True)
             loss.backward()
             for name, plist in params.items():
@@ -150,7 +145,7 @@ def gradient_importance(w, m, language: str | None = None, max_clips: int = 32, 
             p.grad = None
     sizes = {name: np.array([sum(p.numel() for p in layer) for layer in plist]) for name, plist in params.items()}
     return {name: {"fisher": fisher[name].tolist(), "per_param": (fisher[name] / sizes[name]).tolist(),
-                   "clips": len(utts)} for name in params}
+                   "clips": len(examples)} for name in params}
 
 
 __all__ = ["DECODER_MODULES", "ENCODER_MODULES", "gradient_importance", "language_variance", "lid_probe",
