@@ -10,6 +10,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def write(tmp_path, text: str) -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     p = tmp_path / "bench.yaml"
     p.write_text(text)
     return p
@@ -109,6 +110,46 @@ def test_committed_ablation_config_loads():
 
 def test_committed_allocation_config_resolves_the_probe_beside_it():
     cfg = load_config(REPO / "benchmarks" / "allocation.yaml")
-    cmd = " ".join(train_command(cfg, next(c for c in cells(cfg) if c.method == "dama-probe-fisher")))
-    assert f"--allocation {REPO / 'benchmarks' / 'probe' / 'whisper-base-prompt.json'}" in cmd
-    assert "--allocation-measure fisher" in cmd
+    fisher = [c for c in cells(cfg) if c.method == "dama-probe-fisher"]
+    for cell in fisher:  # each language's own probe (its Fisher profile is measured on its train split)
+        cmd = " ".join(train_command(cfg, cell))
+        probe = REPO / "benchmarks" / "probe" / f"whisper-base-prompt-{cell.language.name}.json"
+        assert f"--allocation {probe}" in cmd and probe.is_file()
+        assert "--allocation-measure fisher" in cmd
+    assert {c.language.name for c in fisher} == {"swahili", "yoruba"}
+    assert cfg.runs_dir == load_config(REPO / "benchmarks" / "bench.yaml").runs_dir
+
+
+def test_an_option_placeholder_other_than_language_is_refused(tmp_path):
+    with pytest.raises(DamaError, match="placeholder"):
+        load_config(write(tmp_path, "out: x\nmethods: [dama]\nlanguages: {a: {train: t}}\n"
+                                    "train: {allocation: 'p/{lang}.json'}\n"))
+
+
+def test_grids_sharing_a_runs_folder_share_finished_runs_and_their_settings_check(tmp_path):
+    import json
+
+    from dama.bench.grid import _settings, _settings_path, check_settings, is_finished, run_dir
+
+    base = "methods: [dama, lora]\nlanguages: {sw: {train: \"swahili:train\"}}\nhours: [0.5]\ntrain: {epochs: 2}\n"
+    grid = load_config(write(tmp_path, "out: grid\n" + base))
+    ablation = load_config(write(tmp_path / "sub", "out: ../ablation\nruns: ../grid/runs\n" + base.replace(
+        "[dama, lora]", "[dama, dama-no-bpp]") + "variants: {dama-no-bpp: {method: dama, no_bpp: true}}\n"))
+    assert ablation.runs_dir == grid.runs_dir == tmp_path / "grid" / "runs"
+    assert ablation.logs_dir == tmp_path / "grid" / "logs" and ablation.out == tmp_path / "ablation"
+    assert ablation.quick().runs_dir == tmp_path / "ablation-quick" / "runs"  # the preset never touches shared runs
+    dama = cells(grid)[0]
+    d = run_dir(grid, dama)
+    d.mkdir(parents=True)
+    for f in ("results.json", "forgetting.json"):
+        (d / f).write_text("{}")
+    _settings_path(grid, dama).parent.mkdir(parents=True)
+    _settings_path(grid, dama).write_text(json.dumps(_settings(grid, dama)))
+    shared = cells(ablation)[0]
+    assert shared.name == dama.name and run_dir(ablation, shared) == d
+    assert is_finished(ablation, shared) and not is_finished(ablation, cells(ablation)[1])
+    check_settings(ablation)
+    longer = load_config(write(tmp_path / "sub2", "out: ../x\nruns: ../grid/runs\n" + base.replace("epochs: 2",
+                                                                                                 "epochs: 3")))
+    with pytest.raises(DamaError, match="other settings"):
+        check_settings(longer)

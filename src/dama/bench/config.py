@@ -1,7 +1,8 @@
 """The benchmark grid as a YAML file: methods x languages x training hours x seeds.
 
     model: whisper-base
-    out: cpu-whisper-base            # relative paths are relative to this file
+    out: cpu-whisper-base            # results, report, plots; relative paths are relative to this file
+    runs: cpu-whisper-base/runs      # optional: run folders shared with another grid (default OUT/runs)
     methods: [zero-shot, full, lora, dora, lora-fa, adalora, pissa, dama]
     languages:
       swahili: {train: swahili:train}          # val/test default to the corpus's own splits
@@ -13,6 +14,7 @@
     method_args: {full: {lr: 1.0e-5}}   # per-method `dama train` options
     variants:                           # named variants of a method, listed in methods like one
       dama-no-bpp: {method: dama, no_bpp: true}
+      dama-probed: {method: dama, allocation: "probe/{language}.json"}   # {language}: the language's name
 
 ``quick()`` is the preset for a first look: one language, one seed, the smallest amount
 of data, zero-shot/lora/dama only, and capped validation/test sets.
@@ -66,6 +68,16 @@ class BenchConfig:
     launcher: list[str] = field(default_factory=list)  # e.g. [accelerate, launch]
     n_boot: int = 2000
     variants: dict[str, dict] = field(default_factory=dict)  # name -> {method: BASE, option: value...}
+    runs: Path | None = None  # run folders; another grid's, to share its finished runs (default OUT/runs)
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.runs or self.out / "runs"
+
+    @property
+    def logs_dir(self) -> Path:
+        """Per-run logs and settings, beside the run folders (so grids sharing runs share them too)."""
+        return self.runs_dir.parent / "logs"
 
     def __post_init__(self):
         from dama.adapt import METHODS
@@ -112,7 +124,7 @@ class BenchConfig:
         methods = [m for m in self.methods if m in QUICK_METHODS] or self.methods[:2]
         amounts = [h for h in self.hours if h is not None]
         train = {**self.train, "val_max_utts": min(self.train.get("val_max_utts") or 20, 20)}
-        return replace(self, out=self.out.with_name(self.out.name + "-quick"), methods=methods,
+        return replace(self, out=self.out.with_name(self.out.name + "-quick"), runs=None, methods=methods,
                        languages=self.languages[:1], hours=[min(amounts)] if amounts else [None],
                        seeds=self.seeds[:1], train=train,
                        test_limit=min(self.test_limit or QUICK_TEST_UTTS, QUICK_TEST_UTTS),
@@ -125,6 +137,16 @@ def _check_options(opts: dict, where: str) -> None:
     bad = sorted(set(opts) - TRAIN_OPTIONS)
     if bad:
         raise DamaError(f"bench: {where} has unknown option(s) {bad}; allowed: {sorted(TRAIN_OPTIONS)}")
+    for k, v in opts.items():
+        try:
+            per_language(v, "x")
+        except (KeyError, IndexError, ValueError):
+            raise DamaError(f"bench: {where}.{k} = {v!r}: the only placeholder allowed is {{language}}") from None
+
+
+def per_language(value, language: str):
+    """An option value with ``{language}`` filled in (e.g. a probe JSON per target language)."""
+    return value.format(language=language) if isinstance(value, str) else value
 
 
 def _hours(v) -> float | None:
@@ -163,8 +185,10 @@ def load_config(path: str | Path) -> BenchConfig:
                             for k, v in langs.items()]
     except TypeError as e:
         raise DamaError(f"{path}: languages: {e}") from None
-    out = Path(raw.pop("out")).expanduser()
-    raw["out"] = out if out.is_absolute() else (path.parent / out).resolve()
+    for key in ("out", "runs"):
+        if raw.get(key) is not None:
+            p = Path(raw[key]).expanduser()
+            raw[key] = p if p.is_absolute() else (path.parent / p).resolve()
     hours = raw.get("hours", ["all"])
     raw["hours"] = [_hours(h) for h in (hours if isinstance(hours, list) else [hours])]
     if "seeds" in raw and not isinstance(raw["seeds"], list):
@@ -179,4 +203,4 @@ def load_config(path: str | Path) -> BenchConfig:
     return BenchConfig(**raw)
 
 
-__all__ = ["BenchConfig", "LanguageSpec", "QUICK_METHODS", "TRAIN_OPTIONS", "load_config"]
+__all__ = ["BenchConfig", "LanguageSpec", "QUICK_METHODS", "TRAIN_OPTIONS", "load_config", "per_language"]

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from dama.bench.config import BenchConfig, LanguageSpec
+from dama.bench.config import BenchConfig, LanguageSpec, per_language
 from dama.errors import DamaError
 
 
@@ -55,7 +55,7 @@ def cells(cfg: BenchConfig) -> list[Cell]:
 
 
 def run_dir(cfg: BenchConfig, cell: Cell) -> Path:
-    return cfg.out / "runs" / cell.name
+    return cfg.runs_dir / cell.name
 
 
 def is_finished(cfg: BenchConfig, cell: Cell) -> bool:
@@ -94,7 +94,7 @@ def train_command(cfg: BenchConfig, cell: Cell, resume: bool = False) -> list[st
             argv += [flag, value]
     if cfg.test_limit:
         argv += ["--test-limit", str(cfg.test_limit)]
-    argv += _flags(cfg.options(cell.method))
+    argv += _flags({k: per_language(v, lang.name) for k, v in cfg.options(cell.method).items()})
     return argv + (["--resume"] if resume else [])
 
 
@@ -112,7 +112,7 @@ def forgetting_command(cfg: BenchConfig, cell: Cell) -> list[str]:
 
 
 def _settings_path(cfg: BenchConfig, cell: Cell) -> Path:
-    return cfg.out / "logs" / f"{cell.name}.settings.json"
+    return cfg.logs_dir / f"{cell.name}.settings.json"
 
 
 def _settings(cfg: BenchConfig, cell: Cell) -> list[str]:
@@ -138,9 +138,9 @@ def check_settings(cfg: BenchConfig) -> None:
                 and _comparable(json.loads(path.read_text())) != _comparable(_settings(cfg, cell))):
             stale.append(cell.name)
     if stale:
-        raise DamaError(f"bench: {len(stale)} run(s) in {cfg.out / 'runs'} were made with other settings than this "
+        raise DamaError(f"bench: {len(stale)} run(s) in {cfg.runs_dir} were made with other settings than this "
                         f"config gives ({', '.join(stale[:5])}{' ...' if len(stale) > 5 else ''}; their settings are "
-                        f"in {cfg.out / 'logs'}/<run>.settings.json). "
+                        f"in {cfg.logs_dir}/<run>.settings.json). "
                         "Delete those run folders to redo them, or give the config another out folder.")
 
 
@@ -156,7 +156,7 @@ def _run_logged(argv: list[str], log_path: Path) -> int:
 def run_cell(cfg: BenchConfig, cell: Cell, log=print) -> bool:
     """Train (or resume) one cell, then measure forgetting. Returns whether it finished."""
     d = run_dir(cfg, cell)
-    log_path = cfg.out / "logs" / f"{cell.name}.log"
+    log_path = cfg.logs_dir / f"{cell.name}.log"
     if not (d / "results.json").is_file():
         has_checkpoint = (d / "checkpoint.pt").is_file()
         if d.exists() and not has_checkpoint:

@@ -391,7 +391,7 @@ def cmd_bench(args) -> dict:
               f"[{v['wer_lo']:.3f}, {v['wer_hi']:.3f}]  seeds={v['seeds']}")
     if failed:
         raise DamaError(f"{len(failed)} run(s) failed: {', '.join(c.name for c in failed)}; their logs are in "
-                        f"{cfg.out / 'logs'}. Fix the cause and re-run the same command: finished runs are kept.")
+                        f"{cfg.logs_dir}. Fix the cause and re-run the same command: finished runs are kept.")
     return data
 
 
