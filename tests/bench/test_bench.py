@@ -85,3 +85,24 @@ def test_quick_bench_runs_restarts_and_reports(tmp_path, tiny6_ct2_dir, monkeypa
     assert main(["bench", "--config", str(tmp_path / "bench.yaml"), "--quick"]) == 2
     assert "made with other settings" in capsys.readouterr().err
     assert (out / "runs" / "swahili-0.001h-dama-s0" / "results.json").stat().st_mtime == dama_mtime
+
+    # a grid without zero-shot sharing these runs (an ablation): forgetting is measured against the shared zero-shot
+    ablation = tmp_path / "ablation.yaml"
+    ablation.write_text(f"""
+model: {tiny6_ct2_dir}
+out: ablation
+runs: res-quick/runs
+data_root: {tmp_path / "data"}
+methods: [dama]
+languages: {{swahili: {{train: "swahili:train", language: sw}}}}
+hours: [0.001]
+control: {tmp_path / "control.jsonl"}
+train: {{epochs: 1, batch_size: 4, threads: 1, val_max_utts: 20}}
+test_limit: 60
+method_args: {{dama: {{r_high: 4, r_low: 2}}}}
+n_boot: 200
+""")
+    assert main(["bench", "--config", str(ablation), "--report-only"]) == 0
+    shared = json.loads((tmp_path / "ablation" / "results.json").read_text())["runs"]
+    assert [r["run"] for r in shared] == ["swahili-0.001h-dama-s0"]
+    assert shared[0]["forgetting_en"] == runs["dama"]["forgetting_en"] and shared[0]["extra_params_merged"] == 0

@@ -129,14 +129,16 @@ def _comparable(argv: list[str]) -> list[str]:
     return out
 
 
+def made_elsewise(cfg: BenchConfig, cell: Cell) -> bool:
+    """Whether the cell's run folder holds a run made with other settings than this grid gives."""
+    path = _settings_path(cfg, cell)
+    return (run_dir(cfg, cell).exists() and path.is_file()
+            and _comparable(json.loads(path.read_text())) != _comparable(_settings(cfg, cell)))
+
+
 def check_settings(cfg: BenchConfig) -> None:
     """A run made under other settings (epochs, data, options...) must not pass for this grid's."""
-    stale = []
-    for cell in cells(cfg):
-        path = _settings_path(cfg, cell)
-        if (run_dir(cfg, cell).exists() and path.is_file()
-                and _comparable(json.loads(path.read_text())) != _comparable(_settings(cfg, cell))):
-            stale.append(cell.name)
+    stale = [cell.name for cell in cells(cfg) if made_elsewise(cfg, cell)]
     if stale:
         raise DamaError(f"bench: {len(stale)} run(s) in {cfg.runs_dir} were made with other settings than this "
                         f"config gives ({', '.join(stale[:5])}{' ...' if len(stale) > 5 else ''}; their settings are "
@@ -205,5 +207,5 @@ def check_launcher(cfg: BenchConfig) -> None:
         raise DamaError(f"bench: launcher {cfg.launcher[0]!r} not found on PATH")
 
 
-__all__ = ["Cell", "cells", "check_settings", "forgetting_command", "is_finished", "run_cell", "run_dir", "run_grid",
-           "train_command"]
+__all__ = ["Cell", "cells", "check_settings", "forgetting_command", "is_finished", "made_elsewise", "run_cell",
+           "run_dir", "run_grid", "train_command"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from dama.bench.config import BenchConfig
-from dama.bench.grid import Cell, cells, is_finished, run_dir
+from dama.bench.grid import Cell, cells, is_finished, made_elsewise, run_dir
 from dama.evaluate.stats import UtteranceErrors, bootstrap_ci, paired_compare, read_hyps, stack_seeds
 
 RUN_COLUMNS = [
@@ -65,6 +65,10 @@ def collect(cfg: BenchConfig) -> dict:
             rc = _read(run_dir(cfg, cell) / "config.json") or {}
             machine = {k: rc.get(k) for k in ("device", "platform", "cpu_threads", "torch")}
     zero = {r["language"]: r for r in rows if r["method"] == "zero-shot"}
+    for lang in cfg.languages:  # a grid without zero-shot (an ablation) measures forgetting against a shared one
+        z = Cell(lang, "zero-shot", None, cfg.seeds[0])
+        if lang.name not in zero and is_finished(cfg, z) and not made_elsewise(cfg, z):
+            zero[lang.name] = _run_row(cfg, z, read_hyps(run_dir(cfg, z) / "test.hyps.jsonl"))
     for r in rows:
         z = zero.get(r["language"])
         for delta, field in (("extra_params_merged", "params_at_inference"), ("forgetting", "control_wer"),

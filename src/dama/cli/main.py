@@ -18,6 +18,11 @@ from dama.errors import DamaError
 DEFAULT_MODEL = "whisper-base"
 
 
+def _explicit_base(args) -> str | None:
+    """--model only when the user gave one: an adapter otherwise brings its own base."""
+    return None if args.model == DEFAULT_MODEL else args.model
+
+
 def _write_json(path: str | None, obj: dict) -> None:
     if path:
         p = Path(path)
@@ -50,7 +55,7 @@ def _load_model(args):
     if getattr(args, "adapter", None):
         from dama.train.run import load_run
 
-        return load_run(args.adapter, device=args.device, base=None if args.model == DEFAULT_MODEL else args.model)
+        return load_run(args.adapter, device=args.device, base=_explicit_base(args))
     from dama.models.load import load_whisper
 
     return load_whisper(args.model, device=args.device)
@@ -147,7 +152,7 @@ def _transcribe_multi(args) -> dict:
             raise DamaError(f"{a}: with several --adapters, give each audio file as KEY=PATH (keys: {', '.join(runs)})")
     if not args.language_from_adapter and not args.language:
         raise DamaError("give --language CODE, or --language-from-adapter to use each adapter's training language")
-    multi = MultiAdapterWhisper(runs, base=None if args.model == DEFAULT_MODEL else args.model, device=args.device)
+    multi = MultiAdapterWhisper(runs, base=_explicit_base(args), device=args.device)
     audios = [load_audio(p) for p in paths]
     langs = None if args.language_from_adapter else [args.language] * len(audios)
     t = time.perf_counter()

@@ -29,7 +29,7 @@ from dama.adapt.peft_compat import count_trainable, fuse_lora_forward, trainable
 from dama.data.audio import SAMPLE_RATE, load_audio
 from dama.data.manifest import Manifest
 from dama.errors import DamaError, DataError
-from dama.evaluate.metrics import ErrorCounts, utterance_errors
+from dama.evaluate.metrics import corpus_errors
 from dama.evaluate.run import manifest_languages
 from dama.memory import limit_heap_fragmentation, peak_memory_mb
 from dama.models.load import Whisper
@@ -144,13 +144,6 @@ def decode_rows(w: Whisper, inputs: _Inputs, m: Manifest, rows: list[int], langs
             hyps[r] = w.tokenizer.decode(t, skip_special_tokens=True).strip()
     model.train(was_training)
     return [hyps[r] for r in rows]
-
-
-def score(m: Manifest, rows: list[int], hyps: list[str]) -> ErrorCounts:
-    total = ErrorCounts(0, 0, 0, 0)
-    for r, h in zip(rows, hyps):
-        total = total + utterance_errors(m[r].text, h)
-    return total
 
 
 def _set_seed(seed: int) -> None:
@@ -397,7 +390,7 @@ def train(
             if val_rows and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
                 hyps = decode_rows(decode_w, val_inputs, val_m, val_rows, val_langs, val_opts,
                                    cfg.decode_batch_size, desc="validate")
-                e = score(val_m, val_rows, hyps)
+                e = corpus_errors([val_m[r].text for r in val_rows], hyps)
                 row.update(val_wer=e.wer, val_cer=e.cer)
                 log(f"epoch {epoch + 1}: val WER {e.wer:.4f} CER {e.cer:.4f} ({secs:.1f} s)")
                 if state.best_val_wer is None or e.wer < state.best_val_wer:
