@@ -97,8 +97,8 @@ methods: [dama]
 languages: {{swahili: {{train: "swahili:train", language: sw}}}}
 hours: [0.001]
 control: {tmp_path / "control.jsonl"}
-train: {{epochs: 1, batch_size: 4, threads: 1, val_max_utts: 20}}
-test_limit: 60
+train: {{epochs: 1, batch_size: 4, threads: 1, val_max_utts: 10}}
+test_limit: 40
 method_args: {{dama: {{r_high: 4, r_low: 2}}}}
 n_boot: 200
 """)

@@ -28,7 +28,7 @@ def test_committed_config_loads_and_expands():
     q = cfg.quick()
     assert q.out.name == "cpu-whisper-base-quick"
     assert [c.name for c in cells(q)] == ["swahili-zero-shot", "swahili-0.5h-dama-s0", "swahili-0.5h-lora-s0"]
-    assert q.test_limit == 60 and q.train["val_max_utts"] == 20
+    assert q.test_limit == 40 and q.train["val_max_utts"] == 10
 
 
 def test_commands_carry_the_grid_settings(tmp_path):
