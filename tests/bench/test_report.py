@@ -38,3 +38,13 @@ def test_dama_behind_is_said_with_the_gap():
     assert "DAMA lowest WER at 0.5 h on sw: not reached (DAMA 0.500, best lora 0.450)" in t[0]
     # dora is as good and faster per epoch
     assert any("equal quality" in x and "not reached (DAMA 50.0 s vs dora 40.0 s)" in x for x in t)
+
+
+def test_dama_variants_are_not_competitors_in_the_targets():
+    d = data(0.50, 0.55)
+    d["summary"].append(group("dama-probe", 0.45, 1.0e6, 30.0, 0.0))
+    d["variants"] = {"dama-probe": "dama"}
+    t = targets(d)
+    assert "DAMA lowest WER at 0.5 h on sw: reached (DAMA 0.500, best dama 0.500)" in t[0]
+    assert not any("dama-probe" in x for x in t)
+    assert "dama-probe has the lowest WER" in verdicts(d)[0]  # the verdicts still compare with it

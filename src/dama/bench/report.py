@@ -107,6 +107,7 @@ def collect(cfg: BenchConfig) -> dict:
                         comparisons.append({"language": lang.name, "hours": hours, "a": "dama", "b": other,
                                             **pc.to_dict()})
     return {"machine": machine, "model": cfg.model, "methods": cfg.methods,
+            "variants": {name: v["method"] for name, v in cfg.variants.items()},
             "languages": [x.name for x in cfg.languages],
             "hours": [("all" if h is None else f"{h:g}h") for h in cfg.hours], "seeds": cfg.seeds,
             "control": cfg.control, "n_boot": cfg.n_boot, "runs_total": len(cells(cfg)), "runs_finished": len(rows),
@@ -244,7 +245,9 @@ def verdicts(data: dict) -> list[str]:
 def targets(data: dict) -> list[str]:
     """The issue's targets, each checked against the results (reached or not, by how much)."""
     out = []
-    groups = data["summary"]
+    variants = data.get("variants", {})
+    # DAMA's own variants (ablations, other allocations) are not competitors for the targets
+    groups = [x for x in data["summary"] if variants.get(x["method"]) != "dama"]
     for lang in data["languages"]:
         g, best = _block(groups, lang, "0.5h")
         if "dama" in g:
