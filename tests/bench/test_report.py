@@ -48,3 +48,9 @@ def test_dama_variants_are_not_competitors_in_the_targets():
     assert "DAMA lowest WER at 0.5 h on sw: reached (DAMA 0.500, best dama 0.500)" in t[0]
     assert not any("dama-probe" in x for x in t)
     assert "dama-probe has the lowest WER" in verdicts(d)[0]  # the verdicts still compare with it
+
+
+def test_a_grid_of_dama_variants_alone_checks_no_competitive_targets():
+    d = {"languages": ["sw"], "variants": {"dama-probe": "dama"}, "comparisons": [],
+         "summary": [group("dama", 0.50, 1.2e6, 50.0, 0.0), group("dama-probe", 0.45, 1.0e6, 30.0, 0.0)]}
+    assert targets(d) == []
