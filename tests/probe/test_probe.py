@@ -1,6 +1,7 @@
 """Probe measures against known answers, features on a tiny model, the allocation rule, the CLI."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -165,3 +166,21 @@ def test_parallel_pairs_match_content_across_languages():
     assert [ids[i] for i in a] == [f"udhr-{n:02d}-en" for n in range(5)] and [ids[i][:7] for i in b] == [ids[i][:7]
                                                                                                           for i in a]
     assert parallel_pairs(ids, langs, min_items=6) == {}
+
+
+@pytest.mark.parametrize("language,measure,measured", [
+    ("swahili", "fisher", 945_152), ("yoruba", "fisher", 885_248), ("swahili", "lid", 1_211_392)])
+def test_plan_parameter_count_matches_the_trained_runs(language, measure, measured, tmp_path, capsys):
+    """Counts `dama train` reported for these allocations on whisper-base (benchmarks/cpu-whisper-base/runs)."""
+    from dama.probe.plan import allocation_fixed
+
+    probe = Path(__file__).resolve().parents[2] / "benchmarks" / "probe" / f"whisper-base-prompt-{language}.json"
+    assert allocation_from_file(probe, measure).trainable_params(512, 2048) == measured
+    assert allocation_fixed(6).trainable_params(512, 2048) == 1_171_456
+    model = tmp_path / "hf"  # a model folder with a transformers config: plan prints the count before training
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"d_model": 512, "decoder_ffn_dim": 2048}))
+    mine = tmp_path / "probe.json"
+    mine.write_text(json.dumps({**json.loads(probe.read_text()), "model": str(model)}))
+    assert main(["plan", "--probe", str(mine), "--measure", measure]) == 0
+    assert f"trainable parameters: {measured:,} (fixed 0.3/0.7 allocation: 1,171,456)" in capsys.readouterr().out

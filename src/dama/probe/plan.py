@@ -37,6 +37,15 @@ class Allocation:
     measure: str
     budget: int
 
+    def trainable_params(self, d_model: int, ffn_dim: int) -> int:
+        """DAMA's trainable adapter parameters under this allocation, on the default targets
+        (self- and cross-attention q/k/v/out, fc1, fc2); middle layers train B only."""
+        from dama.adapt.ranks import Segments, lora_param_count
+
+        shapes = [(d_model, d_model)] * 8 + [(d_model, ffn_dim), (ffn_dim, d_model)]
+        middle = set(Segments(len(self.ranks), self.l_early, self.l_late).middle)
+        return sum(lora_param_count(shapes, r, train_a=i not in middle) for i, r in enumerate(self.ranks, 1))
+
     def train_flags(self) -> str:
         return f"--ranks {','.join(map(str, self.ranks))} --segments {self.l_early},{self.l_late}"
 
@@ -80,6 +89,13 @@ def allocate(profile: list[float], r_high: int = 32, r_low: int = 8, measure: st
     raw = r_low + s * (r_high - r_low)
     ranks = _round_to_sum(raw * budget / raw.sum(), budget)
     return Allocation(p.tolist(), s.tolist(), ranks, l_early, max(l_late, l_early + 1), measure, budget)
+
+
+def allocation_fixed(n_layers: int, r_high: int = 32, r_low: int = 8) -> Allocation:
+    """The paper's fixed 0.3/0.7 allocation, as an :class:`Allocation` (for comparison)."""
+    seg = default_segments(n_layers)
+    ranks = depth_aware_ranks(seg, r_high, r_low)
+    return Allocation([], [], ranks, seg.l_early, seg.l_late, "fixed", sum(ranks))
 
 
 def profile_from_probe(probe: dict, measure: str = "lid") -> list[float]:
