@@ -36,15 +36,12 @@ class AdaLoraMethod(MethodConfig):
         budget = self.budget_params
         if budget is None:
             from dama.adapt.dama import DamaMethod
-            from dama.adapt.ranks import lora_param_count
+            from dama.adapt.ranks import depth_aware_param_count
 
             dm = DamaMethod(modules=self.modules)
-            ranks = dm.layer_ranks(model.config.decoder_layers)
-            middle = set(dm.segments(model.config.decoder_layers).middle)
-            per_layer = len(shapes) // model.config.decoder_layers
-            budget = 0
-            for i, r in enumerate(ranks):
-                budget += lora_param_count(shapes[i * per_layer:(i + 1) * per_layer], r, train_a=(i + 1) not in middle)
+            n_layers = model.config.decoder_layers
+            budget = depth_aware_param_count(shapes[:len(shapes) // n_layers], dm.layer_ranks(n_layers),
+                                             set(dm.segments(n_layers).middle))
         per_rank = sum(i + o + 1 for i, o in shapes)
         target_r = max(1, round(budget / per_rank))
         init_r = max(target_r, round(self.init_ratio * target_r))

@@ -86,3 +86,9 @@ def lora_param_count(shapes: list[tuple[int, int]], rank: int, train_a: bool = T
     """Trainable parameters of rank-``rank`` LoRA on Linear layers of (in, out) ``shapes``:
     r·(in+out), or r·out when A is frozen."""
     return sum(rank * ((i if train_a else 0) + o) for i, o in shapes)
+
+
+def depth_aware_param_count(layer_shapes: list[tuple[int, int]], ranks: list[int], middle: set[int]) -> int:
+    """Trainable parameters of DAMA: layer ``l`` (1-based) gets rank ``ranks[l-1]`` on Linear
+    layers of (in, out) ``layer_shapes``; in ``middle`` layers A is frozen (only B trains)."""
+    return sum(lora_param_count(layer_shapes, r, train_a=layer not in middle) for layer, r in enumerate(ranks, 1))

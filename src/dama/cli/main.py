@@ -422,25 +422,26 @@ def _decoder_dims(model: str | None) -> tuple[int, int] | None:
     """(d_model, decoder FFN width) from a model's config, if it is at hand without loading weights."""
     from dama.models.fetch import KNOWN_MODELS, cached_model_dir
 
-    path = cached_model_dir(model) if model in KNOWN_MODELS else Path(str(model)).expanduser()
-    cfg = path / "config.json" if path else None
-    if cfg is None or not cfg.is_file():
+    if not model:
+        return None
+    cfg = (cached_model_dir(model) if model in KNOWN_MODELS else Path(model).expanduser()) / "config.json"
+    if not cfg.is_file():
         return None
     c = json.loads(cfg.read_text())
     return (c["d_model"], c["decoder_ffn_dim"]) if "d_model" in c and "decoder_ffn_dim" in c else None
 
 
 def cmd_plan(args) -> dict:
-    from dama.probe import allocation_from_file
-    from dama.probe.plan import allocation_fixed
+    from dama.probe.plan import allocate, allocation_fixed, profile_from_probe, read_probe
 
-    a = allocation_from_file(args.probe, args.measure, args.r_high, args.r_low)
+    probe = read_probe(args.probe)
+    a = allocate(profile_from_probe(probe, args.measure), args.r_high, args.r_low, args.measure)
+    seg = a.segments()
     print(f"profile ({args.measure}) over decoder layers 1..{len(a.ranks)}:")
     for i, (p, s, r) in enumerate(zip(a.profile, a.scores, a.ranks), 1):
-        role = "early" if i <= a.l_early else ("late" if i >= a.l_late else "middle")
-        print(f"  layer {i:>2}  {p:.4g}  (scaled {s:.2f})  {role:<6}  rank {r}")
+        print(f"  layer {i:>2}  {p:.4g}  (scaled {s:.2f})  {seg.role(i):<6}  rank {r}")
     print(f"rank sum {sum(a.ranks)} (= the fixed 0.3/0.7 allocation's {a.budget})")
-    dims = _decoder_dims(json.loads(Path(args.probe).read_text()).get("model"))
+    dims = _decoder_dims(probe.get("model"))
     if dims:
         fixed = allocation_fixed(len(a.ranks), args.r_high, args.r_low)
         print(f"trainable parameters: {a.trainable_params(*dims):,} "

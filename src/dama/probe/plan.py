@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dama.adapt.ranks import default_segments, depth_aware_ranks
+from dama.adapt.ranks import Segments, default_segments, depth_aware_param_count, depth_aware_ranks
 from dama.errors import DamaError
 
 MEASURES = ("lid", "variance", "fisher")
@@ -40,11 +40,11 @@ class Allocation:
     def trainable_params(self, d_model: int, ffn_dim: int) -> int:
         """DAMA's trainable adapter parameters under this allocation, on the default targets
         (self- and cross-attention q/k/v/out, fc1, fc2); middle layers train B only."""
-        from dama.adapt.ranks import Segments, lora_param_count
-
         shapes = [(d_model, d_model)] * 8 + [(d_model, ffn_dim), (ffn_dim, d_model)]
-        middle = set(Segments(len(self.ranks), self.l_early, self.l_late).middle)
-        return sum(lora_param_count(shapes, r, train_a=i not in middle) for i, r in enumerate(self.ranks, 1))
+        return depth_aware_param_count(shapes, self.ranks, set(self.segments().middle))
+
+    def segments(self) -> Segments:
+        return Segments(len(self.ranks), self.l_early, self.l_late)
 
     def train_flags(self) -> str:
         return f"--ranks {','.join(map(str, self.ranks))} --segments {self.l_early},{self.l_late}"
@@ -115,15 +115,19 @@ def profile_from_probe(probe: dict, measure: str = "lid") -> list[float]:
         raise DamaError(f"not a dama probe result (missing {e})") from None
 
 
-def allocation_from_file(path: str | Path, measure: str = "lid", r_high: int = 32, r_low: int = 8) -> Allocation:
+def read_probe(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise DamaError(f"{path}: probe result not found (write one with dama probe --out)")
     try:
-        probe = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise DamaError(f"{path}: not JSON ({e.msg})") from None
-    return allocate(profile_from_probe(probe, measure), r_high, r_low, measure)
 
 
-__all__ = ["Allocation", "MEASURES", "allocate", "allocation_from_file", "profile_from_probe"]
+def allocation_from_file(path: str | Path, measure: str = "lid", r_high: int = 32, r_low: int = 8) -> Allocation:
+    return allocate(profile_from_probe(read_probe(path), measure), r_high, r_low, measure)
+
+
+__all__ = ["Allocation", "MEASURES", "allocate", "allocation_fixed", "allocation_from_file", "profile_from_probe",
+           "read_probe"]
