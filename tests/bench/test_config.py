@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from dama.bench.config import load_config
-from dama.bench.grid import cells, forgetting_command, train_command
+from dama.bench.grid import cells, forgetting_command, select, train_command
 from dama.errors import DamaError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -102,7 +102,7 @@ def test_missing_config_file(tmp_path):
 def test_committed_ablation_config_loads():
     cfg = load_config(REPO / "benchmarks" / "ablation.yaml")
     names = [c.name for c in cells(cfg)]
-    assert len(names) == 2 * 6 and "swahili-0.5h-dama-no-bpp-s0" in names
+    assert len(names) == 2 * 7 and "swahili-0.5h-dama-no-bpp-s0" in names
     by_name = {c.name: " ".join(train_command(cfg, c)) for c in cells(cfg)}
     assert "--method dama" in by_name["yoruba-0.5h-dama-random-init-s0"]
     assert "--random-init" in by_name["yoruba-0.5h-dama-random-init-s0"]
@@ -153,3 +153,21 @@ def test_grids_sharing_a_runs_folder_share_finished_runs_and_their_settings_chec
                                                                                                  "epochs: 3")))
     with pytest.raises(DamaError, match="other settings"):
         check_settings(longer)
+
+
+def test_only_picks_runs_by_pattern_in_the_order_given(tmp_path, capsys):
+    from dama.cli.main import main
+
+    path = write(tmp_path, "out: g\nmethods: [zero-shot, dama, lora]\nhours: [0.5]\nseeds: [0, 1]\n"
+                           "languages: {sw: {train: \"swahili:train\"}, yo: {train: \"yoruba:train\"}}\n")
+    grid = cells(load_config(path))
+    picked = select(grid, ["yo-*-lora-s0", "*-dama-s1", "yo-0.5h-lora-s*"])
+    assert [c.name for c in picked] == ["yo-0.5h-lora-s0", "sw-0.5h-dama-s1", "yo-0.5h-dama-s1", "yo-0.5h-lora-s1"]
+    assert select(grid, ["*-lora-s0", "yo-0.5h-lora-s0"]) == select(grid, ["*-lora-s0"])  # no run twice
+    with pytest.raises(DamaError, match="'fr-\\*' matches no run"):
+        select(grid, ["sw-zero-shot", "fr-*"])
+    assert main(["bench", "--config", str(path), "--dry-run", "--only", "yo-0.5h-lora-s0, sw-zero-shot"]) == 0
+    out = capsys.readouterr().out
+    assert "10 runs, 0 already finished, 2 to run (--only)" in out
+    lines = [line for line in out.splitlines() if line.startswith("  ")]
+    assert len(lines) == 2 and "yo-0.5h-lora-s0" in lines[0] and "--method zero-shot" in lines[1]

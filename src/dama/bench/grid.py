@@ -12,6 +12,7 @@ exists; re-running the grid skips finished cells and resumes interrupted ones.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import shutil
@@ -52,6 +53,20 @@ def cells(cfg: BenchConfig) -> list[Cell]:
             for lang in cfg.languages:
                 out += [Cell(lang, m, hours, seed) for m in cfg.methods if m != "zero-shot"]
     return out
+
+
+def select(grid: list[Cell], only: list[str]) -> list[Cell]:
+    """The cells whose names match any of the glob patterns, in the order the patterns are given
+    (grid order within one pattern): one grid can be split across machines, or run in another order."""
+    picked: list[Cell] = []
+    for pattern in only:
+        hits = [c for c in grid if fnmatch.fnmatchcase(c.name, pattern) and c not in picked]
+        if not hits and not any(fnmatch.fnmatchcase(c.name, pattern) for c in picked):
+            names = ", ".join(c.name for c in grid[:4])
+            raise DamaError(f"bench --only: {pattern!r} matches no run of this grid (runs are named like {names} ...; "
+                            "`dama bench --config ... --dry-run` lists the ones still to do)")
+        picked += hits
+    return picked
 
 
 def run_dir(cfg: BenchConfig, cell: Cell) -> Path:
@@ -176,12 +191,15 @@ def run_cell(cfg: BenchConfig, cell: Cell, log=print) -> bool:
     return True
 
 
-def run_grid(cfg: BenchConfig, log=print, dry_run: bool = False) -> list[Cell]:
-    """Run every unfinished cell; returns the cells that failed (the others are finished).
-    Callers check first that finished runs match the config (``check_settings``), as `dama bench` does."""
-    todo = [c for c in cells(cfg) if not is_finished(cfg, c)]
-    total = len(cells(cfg))
-    log(f"bench {cfg.out}: {total} runs, {total - len(todo)} already finished, {len(todo)} to run")
+def run_grid(cfg: BenchConfig, log=print, dry_run: bool = False, only: list[str] | None = None) -> list[Cell]:
+    """Run every unfinished cell (or those named by ``only``, see :func:`select`); returns the cells that
+    failed (the others are finished). Callers check first that finished runs match the config
+    (``check_settings``), as `dama bench` does."""
+    grid = cells(cfg)
+    total = len(grid)
+    todo = [c for c in (select(grid, only) if only else grid) if not is_finished(cfg, c)]
+    log(f"bench {cfg.out}: {total} runs, {sum(is_finished(cfg, c) for c in grid)} already finished, "
+        f"{len(todo)} to run{' (--only)' if only else ''}")
     if dry_run:
         for c in todo:
             log("  " + " ".join(train_command(cfg, c)))
@@ -208,4 +226,4 @@ def check_launcher(cfg: BenchConfig) -> None:
 
 
 __all__ = ["Cell", "cells", "check_settings", "forgetting_command", "is_finished", "made_elsewise", "run_cell",
-           "run_dir", "run_grid", "train_command"]
+           "run_dir", "run_grid", "select", "train_command"]

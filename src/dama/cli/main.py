@@ -383,12 +383,17 @@ def cmd_bench(args) -> dict:
         cfg.out = Path(args.out).resolve()
     check_launcher(cfg)
     check_settings(cfg)
-    failed = [] if args.report_only else run_grid(cfg, log=print, dry_run=args.dry_run)
+    only = [x.strip() for x in (args.only or "").split(",") if x.strip()]
+    failed = [] if args.report_only else run_grid(cfg, log=print, dry_run=args.dry_run, only=only)
     if args.dry_run:
         return {}
     data = collect(cfg)
     jpath, cpath = write_results(cfg, data)
-    command = [a for a in args.argv if a not in ("--report-only", "--dry-run")]
+    command, skip = [], False  # the command that reproduces the whole grid: no --only, no --report-only
+    for a in args.argv:
+        if not skip and a not in ("--report-only", "--dry-run", "--only") and not a.startswith("--only="):
+            command.append(a)
+        skip = a == "--only"
     report = write_report(cfg, data, "dama bench " + " ".join(shlex.quote(a) for a in command))
     print(f"results: {jpath} and {cpath}\nreport:  {report}")
     for v in data["summary"]:
@@ -616,6 +621,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="results folder (default: the config's out; --quick adds -quick)")
     p.add_argument("--report-only", action="store_true", help="rewrite results and report from finished runs")
     p.add_argument("--dry-run", action="store_true", help="print the runs still to do, run nothing")
+    p.add_argument("--only", metavar="GLOBS",
+                   help="run only the runs whose names match these comma-separated patterns, in that order "
+                        "(e.g. 'yoruba-*-lora-s0,*-dama-s*'); the report still covers every finished run")
     p.set_defaults(func=cmd_bench)
     return ap
 
