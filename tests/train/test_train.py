@@ -44,6 +44,7 @@ def test_run_directory_is_complete_and_adapter_loads_in_plain_peft(tiny6_ct2_dir
     for k in ("trainable_params", "total_params", "peak_memory_mb", "train_seconds", "wer", "cer"):
         assert isinstance(res[k], (int, float)), k
     assert res["ranks"] == [32, 8, 8, 8, 8, 32] and res["steps"] == 6 and len(res["epoch_seconds"]) == 2
+    assert json.loads((run / "config.json").read_text())["train"]["lr"] == 1e-3  # resolved, not None
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert sum(r["kind"] == "step" for r in rows) == 6 and all("val_wer" in r for r in rows if r["kind"] == "epoch")
     # plain PEFT, without dama: same weights, same ranks
@@ -292,3 +293,10 @@ def test_evaluate_split_caches_short_clips_and_chunks_long_ones(tiny_ct2_dir, tm
     assert hyps[1]["hyp"] == transcribe(w, [load_audio(m[1].audio)], "sw")[0]
     keys = json.loads(next((tmp_path / "cache").rglob("*.keys.json")).read_text())
     assert len(keys) == 2  # only the two short clips were encoded into the cache
+
+
+def test_learning_rate_is_the_methods_default_unless_given():
+    assert TrainConfig().learning_rate(make_method("lora")) == 1e-3
+    assert TrainConfig().learning_rate(make_method("dama")) == 1e-3
+    assert TrainConfig().learning_rate(make_method("full")) == 1e-5
+    assert TrainConfig(lr=3e-3).learning_rate(make_method("full")) == 3e-3

@@ -36,6 +36,7 @@ class MethodConfig:
     layer and method gets the same LoRA scaling alpha/r (configurable; METHOD.md §4)."""
 
     name: ClassVar[str] = ""
+    default_lr: ClassVar[float] = 1e-3  # what `dama train` uses without --lr (recorded in the run's config.json)
     alpha_ratio: float = 2.0
     dropout: float = 0.0
     modules: tuple[str, ...] = DECODER_MODULES

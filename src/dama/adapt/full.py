@@ -10,6 +10,7 @@ from dama.adapt.base import Adapted, MethodConfig
 @dataclass
 class FullMethod(MethodConfig):
     name = "full"
+    default_lr = 1e-5  # every weight moves: adapter learning rates would wreck the pretrained model
     train_encoder: bool = True
 
     def apply(self, model) -> Adapted:

@@ -184,7 +184,10 @@ def run_training(
             new_language = {"code": language, "name": language_name, "token_id": token_id}
             log(f"new language token <|{language}|> ({language_name}) = id {token_id}; only its row trains")
         config = {
-            "model": model_name, "method": method.to_dict(), "train": cfg.__dict__, "language": language,
+            "model": model_name, "method": method.to_dict(),
+            # the rate used, not just "default": a later change of a method's default_lr stays visible
+            "train": {**cfg.__dict__, "lr": None if method.name == "zero-shot" else cfg.learning_rate(method)},
+            "language": language,
             "data": data_specs or {}, "device": str(w.device), "torch": torch.__version__,
             "platform": platform.platform(), "cpu_threads": torch.get_num_threads(),
             "new_language": new_language, "base_fingerprint": base_fingerprint,

@@ -48,7 +48,7 @@ class TrainConfig:
     epochs: int = 5
     batch_size: int = 8
     grad_accum: int = 1
-    lr: float | None = None  # None: 1e-3 for adapters, 1e-5 for full fine-tuning
+    lr: float | None = None  # None: the method's default_lr (1e-3 for adapters, 1e-5 for full fine-tuning)
     weight_decay: float = 0.01
     warmup_frac: float = 0.1
     schedule: str = "linear"  # warm-up then linear decay to 0; or "cosine"
@@ -80,8 +80,8 @@ class TrainConfig:
         """Where encoder outputs are cached: --cache-dir, else beside the run directory (shared by runs)."""
         return Path(self.cache_dir) if self.cache_dir else run_dir.parent / ".encoder-cache"
 
-    def learning_rate(self, method: str) -> float:
-        return self.lr if self.lr is not None else (1e-5 if method == "full" else 1e-3)
+    def learning_rate(self, method: MethodConfig) -> float:
+        return self.lr if self.lr is not None else method.default_lr
 
 
 @dataclass
@@ -301,7 +301,7 @@ def train(
     params = [p for _, p in trainable_parameters(model, adapted.frozen)]
     if not params and method.name != "zero-shot":
         raise TrainingError(f"method {method.name} left nothing to train")
-    lr = cfg.learning_rate(method.name)
+    lr = cfg.learning_rate(method)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
     sched = _scheduler(opt, cfg, total_steps)
     state = RunState()
