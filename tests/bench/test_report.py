@@ -1,6 +1,6 @@
 """The report's verdicts and target checks, on a hand-made summary."""
 
-from dama.bench.report import targets, verdicts
+from dama.bench.report import comparison_pairs, targets, verdicts
 
 
 def group(method, wer, params, epoch_s, forgetting_en, hours="0.5h", lo=None, hi=None):
@@ -54,3 +54,17 @@ def test_a_grid_of_dama_variants_alone_checks_no_competitive_targets():
     d = {"languages": ["sw"], "variants": {"dama-probe": "dama"}, "comparisons": [],
          "summary": [group("dama", 0.50, 1.2e6, 50.0, 0.0), group("dama-probe", 0.45, 1.0e6, 30.0, 0.0)]}
     assert targets(d) == []
+
+
+def test_variants_are_tested_against_the_baselines_and_leave_dama_verdicts_alone():
+    base = {"dama-lr": "dama", "dama-no-bpp": "dama", "lora-lr": "lora"}.get
+    pairs = comparison_pairs(["zero-shot", "dama", "lora", "lora-lr", "dama-lr", "dama-no-bpp"],
+                             lambda m: base(m) or m)
+    assert pairs == [("dama", "zero-shot"), ("dama", "lora"), ("dama", "lora-lr"), ("dama", "dama-lr"),
+                     ("dama", "dama-no-bpp"), ("dama-lr", "lora"), ("dama-lr", "lora-lr"),
+                     ("dama-no-bpp", "lora"), ("dama-no-bpp", "lora-lr")]
+    d = data(0.50, 0.45)
+    before = verdicts(d)
+    d["comparisons"].append({"language": "sw", "hours": "0.5h", "a": "dama-lr", "b": "lora", "diff": -0.2,
+                             "p_bootstrap": 0.001})
+    assert verdicts(d) == before  # only DAMA's own comparisons speak for DAMA

@@ -52,6 +52,15 @@ def _run_row(cfg: BenchConfig, cell: Cell, e: UtteranceErrors) -> dict:
     }
 
 
+def comparison_pairs(methods: list[str], base_method) -> list[tuple[str, str]]:
+    """Which paired tests to run: DAMA against every other method, and each of DAMA's variants
+    (ablations, other allocations, another learning rate) against every baseline, so that
+    "does this variant close the gap to LoRA" is tested, not eyeballed."""
+    dama_like = [m for m in methods if m == "dama" or base_method(m) == "dama"]
+    return [(a, b) for a in dama_like for b in methods
+            if b != a and (a == "dama" or (b not in dama_like and b != "zero-shot"))]
+
+
 def collect(cfg: BenchConfig) -> dict:
     """Read every finished run of the grid; add intervals, forgetting and paired tests."""
     rows, finished = [], [c for c in cells(cfg) if is_finished(cfg, c)]
@@ -100,12 +109,9 @@ def collect(cfg: BenchConfig) -> dict:
                         "first_epoch_seconds", "train_seconds", "forgetting", "forgetting_en", "control_wer_en",
                         "control_words_en")},
                 })
-            if "dama" in stacked:
-                for other, s in stacked.items():
-                    if other != "dama":
-                        pc = paired_compare(stacked["dama"], s, n_boot=cfg.n_boot)
-                        comparisons.append({"language": lang.name, "hours": hours, "a": "dama", "b": other,
-                                            **pc.to_dict()})
+            for a, b in comparison_pairs(list(stacked), cfg.base_method):
+                pc = paired_compare(stacked[a], stacked[b], n_boot=cfg.n_boot)
+                comparisons.append({"language": lang.name, "hours": hours, "a": a, "b": b, **pc.to_dict()})
     return {"machine": machine, "model": cfg.model, "methods": cfg.methods,
             "variants": {name: v["method"] for name, v in cfg.variants.items()},
             "languages": [x.name for x in cfg.languages],
@@ -226,7 +232,8 @@ def verdicts(data: dict) -> list[str]:
             if "dama" not in g:
                 continue
             d = g["dama"]
-            cmp = {c["b"]: c for c in data["comparisons"] if c["language"] == lang and c["hours"] == hours}
+            cmp = {c["b"]: c for c in data["comparisons"]
+                   if c["a"] == "dama" and c["language"] == lang and c["hours"] == hours}
             if best["method"] == "dama":
                 s = f"**{lang}, {hours}: DAMA has the lowest WER ({d['wer']:.3f})**"
             else:
@@ -311,14 +318,23 @@ def write_report(cfg: BenchConfig, data: dict, command: str) -> Path:
         "## Targets", "", *([f"- {t}" for t in targets(data)]
                             or ["None to check: the grid has no baseline method next to DAMA."]), "",
     ]
+    variant_cmp = [c for c in data["comparisons"] if c["a"] != "dama"]
+    if variant_cmp:
+        lines += ["## DAMA's variants against the baselines", "",
+                  "Each variant minus each baseline, WER points with the paired bootstrap 95% interval and p "
+                  "(negative = the variant is better).", ""]
+        lines += [f"- {c['language']}, {c['hours']}: {c['a']} {c['wer_a']:.3f} vs {c['b']} {c['wer_b']:.3f}: "
+                  f"{100 * c['diff']:+.1f} [{100 * c['ci'][0]:+.1f}, {100 * c['ci'][1]:+.1f}], "
+                  f"p = {c['p_bootstrap']:.3f}" for c in variant_cmp]
+        lines.append("")
     for lang in data["languages"]:
         lines += [f"## {lang}", "",
                   "| hours | method | seeds | test WER [95% CI] | CER [95% CI] | trainable | extra at inference | "
                   "s/epoch | peak MB | forgetting en | DAMA − method (p) |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
         for g in [x for x in data["summary"] if x["language"] == lang]:
-            c = next((c for c in data["comparisons"] if c["language"] == lang and c["hours"] == g["hours"]
-                      and c["b"] == g["method"]), None)
+            c = next((c for c in data["comparisons"] if c["a"] == "dama" and c["language"] == lang
+                      and c["hours"] == g["hours"] and c["b"] == g["method"]), None)
             lines.append(
                 f"| {g['hours']} | {g['method']} | {g['seeds']} "
                 f"| {g['wer']:.3f} [{g['wer_lo']:.3f}, {g['wer_hi']:.3f}] "
