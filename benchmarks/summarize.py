@@ -12,19 +12,22 @@ def main() -> None:
     zs = {p.stem: json.loads(p.read_text()) for p in (HERE / "zero-shot").glob("*.json")}
     # Quality runs only: they shared the CPU with other work, so their timings and RSS (in each
     # results.json) are not speed measurements; those come from train_speed.py below.
-    print("| language | train data | method | trainable params | test WER | test CER | WER change vs zero-shot "
+    print("| language | train data | method | lr | trainable params | test WER | test CER | WER change vs zero-shot "
           "| best epoch |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for lang, corpus in (("yoruba", "yoruba_test"), ("swahili", "swahili_test")):
         runs = sorted((HERE / "results").glob(f"{lang}-*/results.json"))
         if not runs:
             continue
         z = zs[corpus]
-        print(f"| {lang} | – | zero-shot | 0 | {z['wer']:.3f} | {z['cer']:.3f} | – | – |")
+        print(f"| {lang} | – | zero-shot | – | 0 | {z['wer']:.3f} | {z['cer']:.3f} | – | – |")
         for p in runs:
             r = json.loads(p.read_text())
-            _, amount, method = p.parent.name.split("-", 2)
-            print(f"| {lang} | {amount} | {method} | {r['trainable_params']:,} | {r['wer']:.3f} | {r['cer']:.3f} | "
+            cfg = json.loads((p.parent / "config.json").read_text())
+            method, amount = cfg["method"]["method"], p.parent.name.split("-")[1]
+            lr = cfg["train"]["lr"] or 1e-3  # runs made before config.json recorded the rate: the 1e-3 default
+            print(f"| {lang} | {amount} | {method} | {lr:g} | {r['trainable_params']:,} | {r['wer']:.3f} | "
+                  f"{r['cer']:.3f} | "
                   f"{100 * (r['wer'] / z['wer'] - 1):+.0f} % | {r['best_epoch']} of {len(r['epoch_seconds'])} |")
     speed = HERE / "results" / "train_speed_cpu.json"
     if speed.is_file():

@@ -102,7 +102,7 @@ def test_missing_config_file(tmp_path):
 def test_committed_ablation_config_loads():
     cfg = load_config(REPO / "benchmarks" / "ablation.yaml")
     names = [c.name for c in cells(cfg)]
-    assert len(names) == 2 * 7 and "swahili-0.5h-dama-no-bpp-s0" in names
+    assert len(names) == 2 * 8 and "swahili-0.5h-dama-no-bpp-s0" in names
     by_name = {c.name: " ".join(train_command(cfg, c)) for c in cells(cfg)}
     assert "--method dama" in by_name["yoruba-0.5h-dama-random-init-s0"]
     assert "--random-init" in by_name["yoruba-0.5h-dama-random-init-s0"]

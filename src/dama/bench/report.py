@@ -311,7 +311,7 @@ def write_report(cfg: BenchConfig, data: dict, command: str) -> Path:
         f"Reproduce: `{command}`", "",
         "WER/CER: corpus-level on the test split, with 95% bootstrap intervals over utterances "
         f"({data['n_boot']} resamples; several seeds are averaged per utterance first). "
-        "Forgetting: WER change on the control clips "
+        "Forgetting: WER change on the control clips, English and all of them "
         f"({data['control'] or 'none'}) with the adapter merged, against zero-shot (positive = worse). "
         "Epoch time: mean over epochs after the first (the first also builds the encoder cache).", "",
         "## Where DAMA wins and loses", "", *[f"- {v}" for v in verdicts(data)], "",
@@ -330,8 +330,8 @@ def write_report(cfg: BenchConfig, data: dict, command: str) -> Path:
     for lang in data["languages"]:
         lines += [f"## {lang}", "",
                   "| hours | method | seeds | test WER [95% CI] | CER [95% CI] | trainable | extra at inference | "
-                  "s/epoch | peak MB | forgetting en | DAMA − method (p) |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "s/epoch | peak MB | forgetting en | forgetting all | DAMA − method (p) |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for g in [x for x in data["summary"] if x["language"] == lang]:
             c = next((c for c in data["comparisons"] if c["a"] == "dama" and c["language"] == lang
                       and c["hours"] == g["hours"] and c["b"] == g["method"]), None)
@@ -341,17 +341,19 @@ def write_report(cfg: BenchConfig, data: dict, command: str) -> Path:
                 f"| {g['cer']:.3f} [{g['cer_lo']:.3f}, {g['cer_hi']:.3f}] | {_params(g['trainable_params'])} "
                 f"| {_params(g['extra_params_merged'])} | {_f(g['epoch_seconds'], '.1f')} "
                 f"| {_f(g['peak_memory_mb'], '.0f')} | {_f(g['forgetting_en'] and 100 * g['forgetting_en'], '+.1f')} "
+                f"| {_f(g['forgetting'] and 100 * g['forgetting'], '+.1f')} "
                 f"| {_f(c and 100 * c['diff'], '+.1f')} ({_f(c and c['p_bootstrap'], '.3f')}) |")
         lines.append("")
     lines += ["## Plots", "", *[f"![{p.stem}](plots/{p.name})" for p in made], "",
               "## Runs", "", "Every run, as in `results.csv`:", "",
-              "| run | train h | WER | CER | trainable | s/epoch | peak MB | forgetting en |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| run | train h | WER | CER | trainable | s/epoch | peak MB | forgetting en | forgetting all |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for r in data["runs"]:
         lines.append(f"| {r['run']} | {r['train_hours']:.3f} | {r['wer']:.3f} | {r['cer']:.3f} "
                      f"| {_params(r['trainable_params'])} | {_f(r['epoch_seconds'], '.1f')} "
                      f"| {_f(r['peak_memory_mb'], '.0f')} "
-                     f"| {_f(r['forgetting_en'] and 100 * r['forgetting_en'], '+.1f')} |")
+                     f"| {_f(r['forgetting_en'] and 100 * r['forgetting_en'], '+.1f')} "
+                     f"| {_f(r['forgetting'] and 100 * r['forgetting'], '+.1f')} |")
     path = cfg.out / "report.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
