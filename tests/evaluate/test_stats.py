@@ -70,3 +70,13 @@ def test_read_hyps_round_trip_and_errors(tmp_path):
         read_hyps(p)
     with pytest.raises(DataError, match="not found"):
         read_hyps(tmp_path / "missing.jsonl")
+
+
+def test_read_hyps_counts_errors_of_files_written_without_them(tmp_path):
+    p = tmp_path / "old.hyps.jsonl"
+    p.write_text(json.dumps({"id": "u1", "ref": "Ọmọ náà lọ!", "hyp": "ọmọ na lọ"}) + "\n")
+    e = read_hyps(p)  # normalised as everywhere else: case and punctuation go, tone marks stay
+    assert list(e.word_errors) == [1] and list(e.ref_words) == [3]
+    p.write_text(json.dumps({"id": "u1", "hyp": "x"}) + "\n")
+    with pytest.raises(DataError, match=r"old.hyps.jsonl:1: no error counts"):
+        read_hyps(p)

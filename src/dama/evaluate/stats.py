@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from dama.errors import DataError
+from dama.evaluate.metrics import utterance_errors
 
 
 @dataclass
@@ -38,6 +39,9 @@ class UtteranceErrors:
         return float(self.char_errors.sum() / max(self.ref_chars.sum(), 1))
 
 
+COUNTS = {"word_errors", "ref_words", "char_errors", "ref_chars"}
+
+
 def read_hyps(path: str | Path) -> UtteranceErrors:
     """Read the per-utterance JSONL that ``dama eval`` / ``dama train`` write (``*.hyps.jsonl``)."""
     path = Path(path)
@@ -52,6 +56,13 @@ def read_hyps(path: str | Path) -> UtteranceErrors:
                 raise DataError(f"{path}:{n}: not JSON ({e.msg})") from None
     if not rows:
         raise DataError(f"{path}: no utterances")
+    for n, r in enumerate(rows, 1):
+        if not COUNTS <= r.keys():  # written before files carried all error counts: count them from the texts
+            if "ref" not in r or "hyp" not in r:
+                raise DataError(f"{path}:{n}: no error counts and no ref/hyp to count them from")
+            e = utterance_errors(r["ref"], r["hyp"])
+            r.update(word_errors=e.word_errors, ref_words=e.ref_words, char_errors=e.char_errors,
+                     ref_chars=e.ref_chars)
     col = lambda k: np.array([r[k] for r in rows], dtype=np.float64)  # noqa: E731
     return UtteranceErrors([str(r["id"]) for r in rows], col("word_errors"), col("ref_words"),
                            col("char_errors"), col("ref_chars"))
