@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from dama.evaluate.stats import UtteranceErrors, paired_compare, read_hyps
+
 HERE = Path(__file__).parent
 
 
-def _vs(hyps: Path, lora: Path, read_hyps, paired_compare) -> str:
+def _vs(run: Path, lora: Path, lora_errors: UtteranceErrors | None) -> str:
     """This run minus the LoRA run on the same test utterances (paired bootstrap), in WER points."""
-    if hyps.parent == lora.parent or not lora.is_file():
+    if lora_errors is None or run == lora:
         return "–"
-    c = paired_compare(read_hyps(hyps), read_hyps(lora))
+    c = paired_compare(read_hyps(run / "test.hyps.jsonl"), lora_errors)
     return f"{100 * c.diff:+.1f} [{100 * c.ci[0]:+.1f}, {100 * c.ci[1]:+.1f}] ({c.p_bootstrap:.2f})"
 
 
@@ -20,8 +22,6 @@ def main() -> None:
     zs = {p.stem: json.loads(p.read_text()) for p in (HERE / "zero-shot").glob("*.json")}
     # Quality runs only: they shared the CPU with other work, so their timings and RSS (in each
     # results.json) are not speed measurements; those come from train_speed.py below.
-    from dama.evaluate.stats import paired_compare, read_hyps
-
     print("| language | train data | method | lr | trainable params | test WER | test CER | WER change vs zero-shot "
           "| best epoch | minus LoRA, paired [95 % CI] (p) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -31,7 +31,8 @@ def main() -> None:
             continue
         z = zs[corpus]
         print(f"| {lang} | – | zero-shot | – | 0 | {z['wer']:.3f} | {z['cer']:.3f} | – | – | – |")
-        lora = HERE / "results" / f"{lang}-full-lora" / "test.hyps.jsonl"
+        lora = HERE / "results" / f"{lang}-full-lora"
+        lora_errors = read_hyps(lora / "test.hyps.jsonl") if (lora / "test.hyps.jsonl").is_file() else None
         for p in runs:
             r = json.loads(p.read_text())
             cfg = json.loads((p.parent / "config.json").read_text())
@@ -40,7 +41,7 @@ def main() -> None:
             print(f"| {lang} | {amount} | {method} | {lr:g} | {r['trainable_params']:,} | {r['wer']:.3f} | "
                   f"{r['cer']:.3f} | "
                   f"{100 * (r['wer'] / z['wer'] - 1):+.0f} % | {r['best_epoch']} of {len(r['epoch_seconds'])} | "
-                  f"{_vs(p.parent / 'test.hyps.jsonl', lora, read_hyps, paired_compare)} |")
+                  f"{_vs(p.parent, lora, lora_errors)} |")
     speed = HERE / "results" / "train_speed_cpu.json"
     if speed.is_file():
         s = json.loads(speed.read_text())

@@ -196,9 +196,9 @@ def run_grid(cfg: BenchConfig, log=print, dry_run: bool = False, only: list[str]
     failed (the others are finished). Callers check first that finished runs match the config
     (``check_settings``), as `dama bench` does."""
     grid = cells(cfg)
-    total = len(grid)
-    todo = [c for c in (select(grid, only) if only else grid) if not is_finished(cfg, c)]
-    log(f"bench {cfg.out}: {total} runs, {sum(is_finished(cfg, c) for c in grid)} already finished, "
+    done = {c.name for c in grid if is_finished(cfg, c)}
+    todo = [c for c in (select(grid, only) if only else grid) if c.name not in done]
+    log(f"bench {cfg.out}: {len(grid)} runs, {len(done)} already finished, "
         f"{len(todo)} to run{' (--only)' if only else ''}")
     if dry_run:
         for c in todo:
