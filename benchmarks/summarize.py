@@ -1,36 +1,114 @@
-"""Print the Markdown tables the README quotes, from the committed result files only."""
+"""The README's result tables, made from the committed result files only.
+
+    python benchmarks/summarize.py                    # print every table
+    python benchmarks/summarize.py --write README.md  # rewrite the README's generated blocks
+    python benchmarks/summarize.py --check README.md  # exit 1 if the README has drifted (a test runs this)
+
+A generated block in the README sits between ``<!-- summarize.py:NAME -->`` and
+``<!-- /summarize.py:NAME -->``; nothing between those markers is typed by hand, so a table
+in the README cannot disagree with the results it quotes.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from dama.evaluate.stats import UtteranceErrors, paired_compare, read_hyps
 
 HERE = Path(__file__).parent
+NAMES = {"zero-shot": "zero-shot", "dama": "DAMA", "lora": "LoRA r=64", "dora": "DoRA", "lora-fa": "LoRA-FA",
+         "adalora": "AdaLoRA", "pissa": "PiSSA", "full": "full fine-tuning"}
 
 
-def _vs(run: Path, lora: Path, lora_errors: UtteranceErrors | None) -> str:
+def _points(x: float | None) -> str:
+    """A WER change in points, with a real minus sign."""
+    return "–" if x is None else f"{100 * x:+.1f}".replace("-", "−")
+
+
+def _wer_ci(s: dict, bold: bool = False) -> str:
+    w = f"**{s['wer']:.3f}**" if bold else f"{s['wer']:.3f}"
+    return f"{w} [{s['wer_lo']:.3f}, {s['wer_hi']:.3f}]"
+
+
+def _params(n: float | None) -> str:
+    return "–" if not n else f"{n / 1e6:.2f} M"
+
+
+def _vs(comparisons: list[dict], lang: str, hours: str, a: str, b: str) -> str:
+    """a minus b on the same test utterances (paired bootstrap), from the results file."""
+    for c in comparisons:
+        if (c["language"], c["hours"], c["a"], c["b"]) == (lang, hours, a, b):
+            return f"{_points(c['diff'])} [{_points(c['ci'][0])}, {_points(c['ci'][1])}] (p = {c['p_bootstrap']:.2f})"
+    return "–"
+
+
+def grid(path: Path = HERE / "cpu-whisper-base" / "results.json") -> str:
+    """The main grid, every finished method per language and amount of training data."""
+    d = json.loads(path.read_text())
+    out = [f"{d['runs_finished']} of {d['runs_total']} runs finished; seeds averaged per utterance.", "",
+           "| language | train data | method | seeds | test WER [95 % CI] | trainable | English forgetting "
+           "| all-control forgetting | DAMA minus method, paired [95 % CI] |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for lang in d["languages"]:
+        for hours in d["hours"]:
+            rows = [s for s in d["summary"] if (s["language"], s["hours"]) == (lang, hours)]
+            if not any(s["method"] != "zero-shot" for s in rows):
+                continue
+            best = min(s["wer"] for s in rows)
+            for s in rows:
+                m = s["method"]
+                vs = "–" if m == "dama" else _vs(d["comparisons"], lang, hours, "dama", m)
+                out.append(f"| {lang} | {hours} | {NAMES.get(m, m)} | {s['seeds']} | {_wer_ci(s, s['wer'] == best)} | "
+                           f"{_params(s['trainable_params'])} | {_points(s['forgetting_en'])} | "
+                           f"{_points(s['forgetting'])} | {vs} |")
+    return "\n".join(out)
+
+
+def ablation(path: Path = HERE / "cpu-whisper-base-ablation" / "results.json") -> str:
+    """DAMA's parts and schedule switched one at a time, against LoRA on the same utterances."""
+    d = json.loads(path.read_text())
+    out = ["| language | run | lr | epochs | val WER | test WER [95 % CI] | English forgetting "
+           "| all-control forgetting | minus LoRA r=64, paired [95 % CI] |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for lang in d["languages"]:
+        rows = [s for s in d["summary"] if s["language"] == lang and s["method"] != "zero-shot"]
+        best_val, best = min(s["val_wer"] for s in rows), min(s["wer"] for s in rows)
+        for s in rows:
+            m = s["method"]
+            vs = "–" if m == "lora" else _vs(d["comparisons"], lang, s["hours"], m, "lora")
+            val = f"**{s['val_wer']:.3f}**" if s["val_wer"] == best_val else f"{s['val_wer']:.3f}"
+            out.append(f"| {lang} | `{m}` | {s['lr']:g} | {s['epochs']:.0f} | {val} | {_wer_ci(s, s['wer'] == best)} | "
+                       f"{_points(s['forgetting_en'])} | {_points(s['forgetting'])} | {vs} |")
+    return "\n".join(out)
+
+
+def _lora_vs(run: Path, lora: Path, lora_errors: UtteranceErrors | None) -> str:
     """This run minus the LoRA run on the same test utterances (paired bootstrap), in WER points."""
     if lora_errors is None or run == lora:
         return "–"
     c = paired_compare(read_hyps(run / "test.hyps.jsonl"), lora_errors)
-    return f"{100 * c.diff:+.1f} [{100 * c.ci[0]:+.1f}, {100 * c.ci[1]:+.1f}] ({c.p_bootstrap:.2f})"
+    return f"{_points(c.diff)} [{_points(c.ci[0])}, {_points(c.ci[1])}] (p = {c.p_bootstrap:.2f})"
 
 
-def main() -> None:
+def whole_split() -> str:
+    """The standalone whole-train-split runs in benchmarks/results/, against LoRA."""
     zs = {p.stem: json.loads(p.read_text()) for p in (HERE / "zero-shot").glob("*.json")}
     # Quality runs only: they shared the CPU with other work, so their timings and RSS (in each
     # results.json) are not speed measurements; those come from train_speed.py below.
-    print("| language | train data | method | lr | trainable params | test WER | test CER | WER change vs zero-shot "
-          "| best epoch | minus LoRA, paired [95 % CI] (p) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    out = ["| language | train data | method | lr | trainable params | test WER | test CER | WER change vs zero-shot "
+           "| best epoch | minus LoRA, paired [95 % CI] |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for lang, corpus in (("yoruba", "yoruba_test"), ("swahili", "swahili_test")):
         runs = sorted((HERE / "results").glob(f"{lang}-*/results.json"))
         if not runs:
             continue
         z = zs[corpus]
-        print(f"| {lang} | – | zero-shot | – | 0 | {z['wer']:.3f} | {z['cer']:.3f} | – | – | – |")
+        out.append(f"| {lang} | – | zero-shot | – | 0 | {z['wer']:.3f} | {z['cer']:.3f} | – | – | – |")
         lora = HERE / "results" / f"{lang}-full-lora"
         lora_errors = read_hyps(lora / "test.hyps.jsonl") if (lora / "test.hyps.jsonl").is_file() else None
         for p in runs:
@@ -38,32 +116,98 @@ def main() -> None:
             cfg = json.loads((p.parent / "config.json").read_text())
             method, amount = cfg["method"]["method"], p.parent.name.split("-")[1]
             lr = cfg["train"]["lr"] or 1e-3  # runs made before config.json recorded the rate: the 1e-3 default
-            print(f"| {lang} | {amount} | {method} | {lr:g} | {r['trainable_params']:,} | {r['wer']:.3f} | "
-                  f"{r['cer']:.3f} | "
-                  f"{100 * (r['wer'] / z['wer'] - 1):+.0f} % | {r['best_epoch']} of {len(r['epoch_seconds'])} | "
-                  f"{_vs(p.parent, lora, lora_errors)} |")
-    speed = HERE / "results" / "train_speed_cpu.json"
-    if speed.is_file():
-        s = json.loads(speed.read_text())
-        print(f"\nTraining speed ({s['setup']['data']}, {s['setup']['hours']} h, {s['setup']['epochs']} epochs, batch "
-              f"{s['setup']['batch_size']}, LoRA r=64 on both sides):\n")
-        print("| | HF Seq2SeqTrainer recipe | dama train | ratio | dama train --low-memory | ratio |")
-        print("|---|---|---|---|---|---|")
-        hf, dm, lm, lo = s["hf"], s["dama"], s["dama_low_memory"], s["low_memory"]
+            change = f"{100 * (r['wer'] / z['wer'] - 1):+.0f} %".replace("-", "−")
+            out.append(f"| {lang} | {amount} | {NAMES.get(method, method)} | {lr:g} | {r['trainable_params']:,} | "
+                       f"{r['wer']:.3f} | {r['cer']:.3f} | {change} | {r['best_epoch']} of {len(r['epoch_seconds'])} | "
+                       f"{_lora_vs(p.parent, lora, lora_errors)} |")
+    return "\n".join(out)
 
-        def later(x):
-            return sum(x[1:]) / (len(x) - 1)
 
-        print(f"| end to end (s) | {hf['process_seconds']:.0f} | {dm['end_to_end_seconds']:.0f} | "
-              f"{s['speedup_end_to_end']:.2f}x | {lm['end_to_end_seconds']:.0f} | {lo['speedup_end_to_end']:.2f}x |")
-        print(f"| per epoch after the first (s) | {later(hf['epoch_seconds']):.1f} | "
-              f"{later(dm['epoch_seconds']):.1f} | "
-              f"{s['speedup_per_epoch_after_first']:.2f}x | {later(lm['epoch_seconds']):.1f} | "
-              f"{lo['speedup_per_epoch_after_first']:.2f}x |")
-        print(f"| peak RSS (MB) | {hf['peak_memory_mb']:.0f} | {dm['peak_memory_mb']:.0f} | "
-              f"{s['memory_ratio_dama_over_hf']:.2f} | {lm['peak_memory_mb']:.0f} | "
-              f"{lo['memory_ratio_dama_over_hf']:.2f} |")
+def train_speed(path: Path = HERE / "results" / "train_speed_cpu.json") -> str:
+    """dama train against the Hugging Face Seq2SeqTrainer recipe, same data and adapter."""
+    s = json.loads(path.read_text())
+    hf, dm, lm, lo = s["hf"], s["dama"], s["dama_low_memory"], s["low_memory"]
+
+    def later(x: list[float]) -> float:
+        return sum(x[1:]) / (len(x) - 1)
+
+    return "\n".join([
+        f"Training speed ({s['setup']['data']}, {s['setup']['hours']} h, {s['setup']['epochs']} epochs, batch "
+        f"{s['setup']['batch_size']}, LoRA r=64 on both sides):", "",
+        "| | HF Seq2SeqTrainer recipe | dama train | ratio | dama train --low-memory | ratio |",
+        "|---|---|---|---|---|---|",
+        f"| end to end (s) | {hf['process_seconds']:.0f} | {dm['end_to_end_seconds']:.0f} | "
+        f"{s['speedup_end_to_end']:.2f}x | {lm['end_to_end_seconds']:.0f} | {lo['speedup_end_to_end']:.2f}x |",
+        f"| per epoch after the first (s) | {later(hf['epoch_seconds']):.1f} | {later(dm['epoch_seconds']):.1f} | "
+        f"{s['speedup_per_epoch_after_first']:.2f}x | {later(lm['epoch_seconds']):.1f} | "
+        f"{lo['speedup_per_epoch_after_first']:.2f}x |",
+        f"| peak RSS (MB) | {hf['peak_memory_mb']:.0f} | {dm['peak_memory_mb']:.0f} | "
+        f"{s['memory_ratio_dama_over_hf']:.2f} | {lm['peak_memory_mb']:.0f} | {lo['memory_ratio_dama_over_hf']:.2f} |",
+    ])
+
+
+def deploy_speed(path: Path = HERE / "results" / "deploy_speed_cpu.json") -> str:
+    """Transcription speed of each deployment form of one adapter, from benchmarks/deploy_speed.py."""
+    d = json.loads(path.read_text())
+    label = {"hf-unmerged": "HF, adapter unmerged (PEFT)", "hf-merged": "HF, merged (`dama export --format hf`)",
+             "ct2-float32": "CTranslate2 float32 (`--format ct2`)",
+             "ct2-int8": "CTranslate2 int8 (`--quantization int8`)"}
+    setup = d["setup"]
+    out = [f"{setup['clips']} clips of `{setup['data']}`, {setup['audio_seconds'] / 60:.1f} min of audio:",
+           "", "| variant | seconds | RTF | speed-up vs unmerged | WER | CER |", "|---|---|---|---|---|---|"]
+    for name, v in d["variants"].items():
+        out.append(f"| {label.get(name, name)} | {v['seconds']:.0f} | {v['rtf']:.3f} | "
+                   f"{v['speedup_vs_hf_unmerged']:.2f}x | {v['wer']:.3f} | {v['cer']:.3f} |")
+    return "\n".join(out)
+
+
+BLOCKS: dict[str, Callable[[], str]] = {
+    "grid": grid, "ablation": ablation, "whole-split": whole_split, "train-speed": train_speed,
+    "deploy-speed": deploy_speed,
+}
+_BLOCK = re.compile(r"(<!-- summarize\.py:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /summarize\.py:(?P=name) -->)",
+                    re.S)
+
+
+def fill(text: str) -> tuple[str, list[str]]:
+    """``text`` with every generated block rewritten, and the names of the blocks that changed."""
+    changed: list[str] = []
+
+    def sub(m: re.Match) -> str:
+        name = m["name"]
+        if name not in BLOCKS:
+            raise SystemExit(f"unknown generated block {name!r}; known: {', '.join(BLOCKS)}")
+        body = BLOCKS[name]() + "\n"
+        if body != m["body"]:
+            changed.append(name)
+        return m.group(1) + body + m.group(4)
+
+    return _BLOCK.sub(sub, text), changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--write", type=Path, metavar="README", help="rewrite the generated blocks in this file")
+    mode.add_argument("--check", type=Path, metavar="README", help="exit 1 if a generated block is out of date")
+    args = ap.parse_args(argv)
+    if not (args.write or args.check):
+        for name, make in BLOCKS.items():
+            print(f"<!-- summarize.py:{name} -->\n{make()}\n<!-- /summarize.py:{name} -->\n")
+        return 0
+    path = args.write or args.check
+    text = path.read_text()
+    new, changed = fill(text)
+    if args.write:
+        path.write_text(new)
+        print(f"{path}: rewrote {', '.join(changed) or 'nothing (up to date)'}")
+        return 0
+    if changed:
+        print(f"{path}: out of date: {', '.join(changed)} — run `python benchmarks/summarize.py --write {path}`",
+              file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

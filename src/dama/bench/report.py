@@ -20,7 +20,8 @@ from dama.evaluate.stats import UtteranceErrors, bootstrap_ci, paired_compare, r
 RUN_COLUMNS = [
     "run", "language", "method", "hours", "seed", "train_hours", "wer", "cer", "wer_lo", "wer_hi",
     "trainable_params", "extra_params_merged", "peak_memory_mb", "train_seconds", "first_epoch_seconds",
-    "epoch_seconds", "best_epoch", "control_wer", "control_wer_en", "forgetting", "forgetting_en",
+    "epoch_seconds", "epochs", "best_epoch", "val_wer", "lr", "control_wer", "control_wer_en", "forgetting",
+    "forgetting_en",
 ]
 
 
@@ -45,7 +46,8 @@ def _run_row(cfg: BenchConfig, cell: Cell, e: UtteranceErrors) -> dict:
         "extra_params_merged": None, "peak_memory_mb": res["peak_memory_mb"], "train_seconds": res["train_seconds"],
         "first_epoch_seconds": epochs[0] if epochs else None,
         "epoch_seconds": float(np.mean(epochs[1:])) if len(epochs) > 1 else (epochs[0] if epochs else None),
-        "best_epoch": res.get("best_epoch"), "control_wer": fg.get("wer"),
+        "epochs": len(epochs) or None, "best_epoch": res.get("best_epoch"),
+        "val_wer": res.get("best_val_wer"), "lr": res.get("lr"), "control_wer": fg.get("wer"),
         "control_wer_en": by_lang.get("en", {}).get("wer"), "control_by_language": by_lang,
         "control_words_en": by_lang.get("en", {}).get("ref_words"),
         "forgetting": None, "forgetting_en": None, "ranks": res.get("ranks"),
@@ -107,7 +109,7 @@ def collect(cfg: BenchConfig) -> dict:
                     **{k: _mean([r[k] for r in mine]) for k in (
                         "trainable_params", "extra_params_merged", "peak_memory_mb", "epoch_seconds",
                         "first_epoch_seconds", "train_seconds", "forgetting", "forgetting_en", "control_wer_en",
-                        "control_words_en")},
+                        "control_words_en", "val_wer", "lr", "epochs")},
                 })
             for a, b in comparison_pairs(list(stacked), cfg.base_method):
                 pc = paired_compare(stacked[a], stacked[b], n_boot=cfg.n_boot)
