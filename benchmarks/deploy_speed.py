@@ -7,10 +7,13 @@ Variants, all greedy, batch 8, same clips, same log-Mel features and prompts:
   (``ctranslate2.models.Whisper.generate``, the engine under faster-whisper).
 Decoding time excludes model loading and includes feature extraction. Each variant gets
 the same per-clip token budget (15 tokens per second of audio). Writes a JSON file with
-RTF, WER and CER per variant, and the speed-up of each over hf-unmerged.
+RTF, WER and CER per variant, and against the first variant run (the baseline): the
+speed-up and the WER difference with a paired bootstrap interval over utterances.
 
     python benchmarks/deploy_speed.py --adapter RUN_DIR --data swahili:test \\
         --out benchmarks/results/deploy_speed_cpu.json
+    python benchmarks/deploy_speed.py --adapter RUN_DIR --variants ct2-float32,ct2-int8 \\
+        --out benchmarks/results/deploy_int8_cpu.json   # the int8 WER cost on every test clip
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+VARIANTS = ("hf-unmerged", "hf-merged", "ct2-float32", "ct2-int8")
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -33,8 +38,13 @@ def main() -> None:
     ap.add_argument("--data-root")
     ap.add_argument("--limit", type=int, default=0, help="first N clips only (0 = all)")
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--variants", default=",".join(VARIANTS),
+                    help="comma-separated, in order; the first is the baseline the others are compared with")
     ap.add_argument("--out", default="benchmarks/results/deploy_speed_cpu.json")
     args = ap.parse_args()
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if not variants or set(variants) - set(VARIANTS):
+        ap.error(f"--variants: choose from {', '.join(VARIANTS)}")
 
     import ctranslate2
     import torch
@@ -42,8 +52,9 @@ def main() -> None:
     from dama.data import load_audio, load_data
     from dama.data.manifest import Manifest
     from dama.deploy import export_run
-    from dama.evaluate.metrics import corpus_errors
+    from dama.evaluate.metrics import corpus_errors, utterance_errors
     from dama.evaluate.run import manifest_languages
+    from dama.evaluate.stats import UtteranceErrors, paired_compare
     from dama.models.load import load_whisper
     from dama.models.transcribe import DecodeOptions, decode_features, token_budget
     from dama.train.run import load_run
@@ -61,7 +72,7 @@ def main() -> None:
     opts = DecodeOptions(loop_repeats=10_000)
     budgets = [token_budget(d, opts) for d in durations]
     audio_seconds = sum(durations)
-    results = {}
+    results, per_utt = {}, {}
 
     def run_torch(name, w):
         texts, t = [], time.perf_counter()
@@ -93,27 +104,40 @@ def main() -> None:
     def record(name, texts, secs):
         e = corpus_errors(refs, texts)
         results[name] = {"seconds": secs, "rtf": secs / audio_seconds, "wer": e.wer, "cer": e.cer}
+        u = [utterance_errors(r, h) for r, h in zip(refs, texts)]
+        col = lambda k: np.array([getattr(x, k) for x in u], dtype=np.float64)  # noqa: E731
+        per_utt[name] = UtteranceErrors([x.id for x in m], col("word_errors"), col("ref_words"),
+                                        col("char_errors"), col("ref_chars"))
         print(f"{name:12s} RTF {secs / audio_seconds:.3f}  WER {e.wer:.4f}  CER {e.cer:.4f}", flush=True)
 
-    run_torch("hf-unmerged", load_run(args.adapter, device="cpu", merge=False))
     with tempfile.TemporaryDirectory() as tmp:
         hf_dir = export_run(args.adapter, "hf", Path(tmp) / "hf", log=lambda *a: None)
-        merged = load_whisper(hf_dir, device="cpu")
-        run_torch("hf-merged", merged)
-        for q in ("float32", "int8"):
-            folder = export_run(args.adapter, "ct2", Path(tmp) / q, quantization=q, log=lambda *a: None)
-            run_ct2(f"ct2-{q}", folder, q, merged)
+        merged = load_whisper(hf_dir, device="cpu")  # also the CT2 runs' feature extractor and prompts
+        for name in variants:
+            if name == "hf-unmerged":
+                run_torch(name, load_run(args.adapter, device="cpu", merge=False))
+            elif name == "hf-merged":
+                run_torch(name, merged)
+            else:
+                q = name.removeprefix("ct2-")
+                run_ct2(name, export_run(args.adapter, "ct2", Path(tmp) / q, quantization=q, log=lambda *a: None),
+                        q, merged)
 
-    base = results["hf-unmerged"]
-    for r in results.values():
-        r["speedup_vs_hf_unmerged"] = base["seconds"] / r["seconds"]
-        r["wer_minus_hf_unmerged"] = r["wer"] - base["wer"]
+    base = results[variants[0]]
+    for name, r in results.items():
+        r["speedup_vs_baseline"] = base["seconds"] / r["seconds"]
+        r["wer_minus_baseline"] = r["wer"] - base["wer"]
+        if name != variants[0]:
+            c = paired_compare(per_utt[name], per_utt[variants[0]])
+            r["paired_vs_baseline"] = {"diff": c.diff, "ci": list(c.ci), "p_bootstrap": c.p_bootstrap,
+                                       "wins": c.wins, "losses": c.losses, "p_sign": c.p_sign}
     machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()}
     out = {"machine": machine,
-           "setup": {**vars(args), "clips": len(m), "audio_seconds": audio_seconds}, "variants": results}
+           "setup": {**vars(args), "baseline": variants[0], "clips": len(m), "audio_seconds": audio_seconds},
+           "variants": results}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
-    print(json.dumps({k: round(v["speedup_vs_hf_unmerged"], 2) for k, v in results.items()}))
+    print(json.dumps({k: round(v["speedup_vs_baseline"], 2) for k, v in results.items()}))
 
 
 if __name__ == "__main__":
