@@ -174,6 +174,19 @@ def test_encoder_cache_is_reused_and_exact(tiny6_ct2_dir, corpus, tmp_path):
     assert len(files) == 4 and not any(f.startswith(".") for f in files)  # 2 shards + key lists, no temp files
 
 
+def test_validation_encodes_only_the_clips_it_decodes(tiny6_ct2_dir, corpus, tmp_path):
+    from dama.train.cache import clip_key
+
+    tr, va, _ = _data(corpus)
+    assert len(va) == 3
+    run_training(str(tiny6_ct2_dir), make_method("lora"), tr, va, None, tmp_path / "run",
+                 _cfg(tmp_path, epochs=1, val_max_utts=1), log=lambda *a: None)
+    cached = {k for f in (tmp_path / "cache").rglob("*.keys.json") for k in json.loads(f.read_text())}
+    assert cached == {clip_key(u) for u in tr} | {clip_key(va[0])}  # not val[1:], which validation never reads
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["kind"] for r in rows].count("epoch") == 1 and "val_wer" in rows[-1]
+
+
 def test_cli_train_then_eval_adapter(tiny6_ct2_dir, corpus, tmp_path, capsys):
     from dama.cli.main import main
 

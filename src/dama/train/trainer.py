@@ -292,10 +292,11 @@ def train(
     if val_m is not None and len(val_m):
         val_m.raise_problems()
         val_m.fill_durations()
+        keep = [u for u in val_m if (u.duration or 0) <= 30.0]
+        # encode only the clips validation decodes (with --val-max-utts 10 of 46, a quarter of the cost)
+        val_m = Manifest(keep[: cfg.val_max_utts] if cfg.val_max_utts else keep, name=val_m.name)
         val_langs = manifest_languages(val_m, language)
-        val_rows = [i for i, u in enumerate(val_m) if (u.duration or 0) <= 30.0]
-        if cfg.val_max_utts:
-            val_rows = val_rows[: cfg.val_max_utts]
+        val_rows = list(range(len(val_m)))
         val_inputs = _Inputs(w, val_m, adapted.uses_encoder_cache, cache_root, log)
 
     params = [p for _, p in trainable_parameters(model, adapted.frozen)]
