@@ -11,7 +11,7 @@ def write_config(tmp_path, model_dir, lora_rank: int) -> str:
     root = make_corpus(tmp_path / "data", n_train=6, n_val=2, n_test=4)
     control = tmp_path / "control.jsonl"
     rows = []
-    for i, lang in enumerate(["en", "en", "sw"]):
+    for i, lang in enumerate(["en"] * 6 + ["sw"]):  # --quick keeps 5 per language
         wav = write_wav(tmp_path / "control" / f"c{i}.wav", 1.0, freq=300 + 40 * i)
         rows.append(json.dumps({"audio_filepath": str(wav), "text": "hello there", "language": lang}))
     control.write_text("\n".join(rows) + "\n")
@@ -56,6 +56,9 @@ def test_quick_bench_runs_restarts_and_reports(tmp_path, tiny6_ct2_dir, monkeypa
     runs = {r["method"]: r for r in data["runs"]}
     assert set(runs) == {"zero-shot", "dama", "lora"}
     assert runs["zero-shot"]["trainable_params"] == 0 and runs["zero-shot"]["forgetting"] == 0
+    for r in runs.values():  # forgetting on the first 5 control clips per language: 5 en + 1 sw
+        assert len((out / "runs" / r["run"] / "forgetting.hyps.jsonl").read_text().splitlines()) == 6
+    assert data["control_per_language"] == 5
     for m in ("dama", "lora"):
         r = runs[m]
         assert r["trainable_params"] > 0 and r["extra_params_merged"] == 0  # merged: no extra weights

@@ -28,7 +28,11 @@ def test_committed_config_loads_and_expands():
     q = cfg.quick()
     assert q.out.name == "cpu-whisper-base-quick"
     assert [c.name for c in cells(q)] == ["swahili-zero-shot", "swahili-0.5h-dama-s0", "swahili-0.5h-lora-s0"]
-    assert q.test_limit == 40 and q.train["val_max_utts"] == 10
+    assert q.test_limit == 40 and q.train["val_max_utts"] == 10 and q.control_per_language == 5
+    assert cfg.control_per_language == 0  # the grid itself measures forgetting on every control clip
+    argv = forgetting_command(q, cells(q)[1])
+    assert argv[argv.index("--limit-per-language") + 1] == "5"
+    assert "--limit-per-language" not in forgetting_command(cfg, grid[2])
 
 
 def test_commands_carry_the_grid_settings(tmp_path):
@@ -102,7 +106,7 @@ def test_missing_config_file(tmp_path):
 def test_committed_ablation_config_loads():
     cfg = load_config(REPO / "benchmarks" / "ablation.yaml")
     names = [c.name for c in cells(cfg)]
-    assert len(names) == 2 * 8 and "swahili-0.5h-dama-no-bpp-s0" in names
+    assert len(names) == 2 * 9 and "swahili-0.5h-dama-no-bpp-s0" in names
     by_name = {c.name: " ".join(train_command(cfg, c)) for c in cells(cfg)}
     assert "--method dama" in by_name["yoruba-0.5h-dama-random-init-s0"]
     assert "--random-init" in by_name["yoruba-0.5h-dama-random-init-s0"]

@@ -143,3 +143,12 @@ def test_load_audio_resamples_and_downmixes(tmp_path):
     assert 0.15 < np.abs(a).max() < 0.35
     with pytest.raises(DataError, match="listed at m.jsonl:4"):
         load_audio(tmp_path / "nope.wav", where="m.jsonl:4")
+
+
+def test_per_language_keeps_the_first_n_of_each_language_in_order():
+    m = Manifest([Utterance(f"u{i}", f"{i}.wav", "x", language=lang)
+                  for i, lang in enumerate(["de", "de", "de", "en", "fr", "en", "en"])], name="control")
+    assert [u.id for u in m.per_language(2)] == ["u0", "u1", "u3", "u4", "u5"]
+    assert m.per_language(2).name == "control" and len(m.per_language(10)) == 7
+    with pytest.raises(DataError, match="positive"):
+        m.per_language(0)

@@ -121,6 +121,8 @@ def forgetting_command(cfg: BenchConfig, cell: Cell) -> list[str]:
     if cell.method != "zero-shot":
         argv += ["--adapter", str(d)]
     argv += _flags({k: cfg.train[k] for k in ("device", "threads") if k in cfg.train})
+    if cfg.control_per_language:
+        argv += ["--limit-per-language", str(cfg.control_per_language)]
     if cfg.data_root:
         argv += ["--data-root", cfg.data_root]
     return argv

@@ -118,7 +118,8 @@ def collect(cfg: BenchConfig) -> dict:
             "variants": {name: v["method"] for name, v in cfg.variants.items()},
             "languages": [x.name for x in cfg.languages],
             "hours": [("all" if h is None else f"{h:g}h") for h in cfg.hours], "seeds": cfg.seeds,
-            "control": cfg.control, "n_boot": cfg.n_boot, "runs_total": len(cells(cfg)), "runs_finished": len(rows),
+            "control": cfg.control, "control_per_language": cfg.control_per_language, "n_boot": cfg.n_boot,
+            "runs_total": len(cells(cfg)), "runs_finished": len(rows),
             "ranks": next((r["ranks"] for r in rows if r["method"] == "dama"), None),
             "runs": rows, "summary": groups, "comparisons": comparisons}
 
@@ -314,7 +315,10 @@ def write_report(cfg: BenchConfig, data: dict, command: str) -> Path:
         "WER/CER: corpus-level on the test split, with 95% bootstrap intervals over utterances "
         f"({data['n_boot']} resamples; several seeds are averaged per utterance first). "
         "Forgetting: WER change on the control clips, English and all of them "
-        f"({data['control'] or 'none'}) with the adapter merged, against zero-shot (positive = worse). "
+        f"({data['control'] or 'none'}"
+        + (f", the first {data['control_per_language']} clips of each language" if data.get("control_per_language")
+           else "")
+        + ") with the adapter merged, against zero-shot (positive = worse). "
         "Epoch time: mean over epochs after the first (the first also builds the encoder cache).", "",
         "## Where DAMA wins and loses", "", *[f"- {v}" for v in verdicts(data)], "",
         "## Targets", "", *([f"- {t}" for t in targets(data)]

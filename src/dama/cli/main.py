@@ -286,6 +286,8 @@ def cmd_eval(args) -> dict:
 
     _setup_torch(args)
     m = load_data(args.data, args.data_root)
+    if args.limit_per_language:
+        m = m.per_language(args.limit_per_language)
     if args.limit:
         m[:] = m[: args.limit]
     w = _load_model(args)
@@ -494,6 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="swahili:test, yoruba:test, fleurs-control[:en], or a manifest")
     p.add_argument("--data-root", help="folder holding the corpora (default: $DAMA_DATA)")
     p.add_argument("--limit", type=int, default=0, help="evaluate only the first N utterances")
+    p.add_argument("--limit-per-language", type=int, default=0, metavar="N",
+                   help="evaluate only the first N utterances of each language (a balanced cut)")
     p.add_argument("--hyps", help="where to write per-utterance hypotheses (JSONL)")
     p.add_argument("--cache-dir", help="reuse/keep encoder outputs here (keyed by the encoder's weights); "
                    "RTF then excludes the encoder")

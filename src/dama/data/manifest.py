@@ -90,6 +90,18 @@ class Manifest(list):
         """A reproducible random subset totalling about ``hours`` of audio."""
         return select_hours(self, hours, seed)
 
+    def per_language(self, n: int) -> Manifest:
+        """The first ``n`` clips of each language, in order: a balanced cut of a multilingual set."""
+        if n <= 0:
+            raise DataError(f"clips per language must be positive, got {n}")
+        seen: dict[str | None, int] = {}
+        keep = []
+        for u in self:
+            seen[u.language] = seen.get(u.language, 0) + 1
+            if seen[u.language] <= n:
+                keep.append(u)
+        return Manifest(keep, name=self.name, problems=self.problems)
+
     def write_jsonl(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
