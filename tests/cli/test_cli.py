@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -98,3 +100,20 @@ def test_model_fetch_prints_folder_last(tmp_path, capsys, monkeypatch):
     assert main(["model", "fetch", "whisper-base", "--json", str(tmp_path / "f.json")]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == str(tmp_path / "m")
     assert json.loads((tmp_path / "f.json").read_text())["path"] == str(tmp_path / "m")
+
+
+def test_help_and_import_do_not_load_torch_but_the_api_resolves():
+    """`dama --help` answers at once: torch and transformers load only when a command needs them."""
+    code = ("import sys\n"
+            "from dama.cli.main import main\n"
+            "try:\n    main(['train', '--help'])\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules, 'dama --help imported torch'\n"
+            "import dama\n"
+            "assert 'torch' not in sys.modules\n"
+            "assert all(getattr(dama, n) is not None for n in dama.__all__)\n"
+            "assert 'torch' in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        import dama
+
+        dama.nope  # noqa: B018
