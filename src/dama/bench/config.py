@@ -10,6 +10,7 @@
     hours: [0.5, all]                # "all" = the whole train split
     seeds: [0, 1]
     control: fleurs-control          # forgetting: WER on languages the model already knew
+    control_per_language: 0          # > 0: only the first N control clips of each language
     train: {epochs: 5, batch_size: 8}   # any `dama train` option, as key: value
     method_args: {full: {lr: 1.0e-5}}   # per-method `dama train` options
     variants:                           # named variants of a method, listed in methods like one
