@@ -175,3 +175,28 @@ def test_only_picks_runs_by_pattern_in_the_order_given(tmp_path, capsys):
     assert "10 runs, 0 already finished, 2 to run (--only)" in out
     lines = [line for line in out.splitlines() if line.startswith("  ")]
     assert len(lines) == 2 and "yo-0.5h-lora-s0" in lines[0] and "--method zero-shot" in lines[1]
+
+
+def test_estimate_uses_finished_runs_of_the_same_language_amount_and_epochs(tmp_path):
+    import json
+
+    from dama.bench.grid import estimate_seconds, run_dir
+
+    cfg = load_config(write(tmp_path, """
+out: res
+methods: [zero-shot, dama, lora, dama-long]
+variants: {dama-long: {method: dama, epochs: 10}}
+languages: {sw: {train: "swahili:train"}, yo: {train: "yoruba:train"}}
+hours: [0.5]
+seeds: [0, 1]
+"""))
+    by = {c.name: c for c in cells(cfg)}
+    for name, secs in (("sw-0.5h-dama-s0", 100.0), ("sw-0.5h-lora-s0", 300.0), ("sw-zero-shot", 50.0)):
+        run_dir(cfg, by[name]).mkdir(parents=True)
+        (run_dir(cfg, by[name]) / "results.json").write_text(json.dumps({"total_seconds": secs}))
+    finished = [by[n] for n in ("sw-0.5h-dama-s0", "sw-0.5h-lora-s0", "sw-zero-shot")]
+    todo = [by["sw-0.5h-dama-s1"], by["sw-0.5h-lora-s1"], by["sw-0.5h-dama-long-s0"], by["yo-0.5h-dama-s0"],
+            by["yo-zero-shot"]]
+    # sw 5-epoch runs: median of 100 and 300 each; 10 epochs, Yoruba and Yoruba zero-shot have no peer
+    assert estimate_seconds(cfg, todo, finished) == (400.0, 2)
+    assert estimate_seconds(cfg, [], finished) == (0.0, 0)

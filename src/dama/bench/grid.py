@@ -205,6 +205,11 @@ def run_grid(cfg: BenchConfig, log=print, dry_run: bool = False, only: list[str]
     if dry_run:
         for c in todo:
             log("  " + " ".join(train_command(cfg, c)))
+        secs, known = estimate_seconds(cfg, todo, [c for c in grid if c.name in done])
+        if todo:
+            log(f"estimate: about {secs / 3600:.1f} h for {known} of {len(todo)} runs on this machine (median "
+                "finished run of the same language, amount and epochs, training and test; forgetting not counted)"
+                + (f"; {len(todo) - known} have no such finished run yet" if known < len(todo) else ""))
         return []
     cfg.out.mkdir(parents=True, exist_ok=True)
     failed = []
@@ -222,10 +227,33 @@ def run_grid(cfg: BenchConfig, log=print, dry_run: bool = False, only: list[str]
     return failed
 
 
+def _epochs(cfg: BenchConfig, cell: Cell) -> int:
+    return int(cfg.options(cell.method).get("epochs", 5))
+
+
+def estimate_seconds(cfg: BenchConfig, todo: list[Cell], finished: list[Cell]) -> tuple[float, int]:
+    """How long ``todo`` should take, from the finished runs like each of them: same language, amount
+    and number of epochs (zero-shot from zero-shot). Returns (seconds, how many cells had such a peer)."""
+    import statistics
+
+    def key(c: Cell) -> tuple:
+        return (c.language.name, "zero-shot") if c.method == "zero-shot" else (
+            c.language.name, c.hours_label, _epochs(cfg, c))
+
+    took: dict[tuple, list[float]] = {}
+    for c in finished:
+        res = json.loads((run_dir(cfg, c) / "results.json").read_text())
+        if res.get("total_seconds"):
+            took.setdefault(key(c), []).append(res["total_seconds"])
+    known = [statistics.median(took[key(c)]) for c in todo if key(c) in took]
+    return float(sum(known)), len(known)
+
+
 def check_launcher(cfg: BenchConfig) -> None:
     if cfg.launcher and shutil.which(cfg.launcher[0]) is None:
         raise DamaError(f"bench: launcher {cfg.launcher[0]!r} not found on PATH")
 
 
-__all__ = ["Cell", "cells", "check_settings", "forgetting_command", "is_finished", "made_elsewise", "run_cell",
+__all__ = ["Cell", "cells", "check_settings", "estimate_seconds", "forgetting_command", "is_finished",
+           "made_elsewise", "run_cell",
            "run_dir", "run_grid", "select", "train_command"]
