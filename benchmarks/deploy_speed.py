@@ -52,7 +52,6 @@ def main() -> None:
     from dama.data import load_audio, load_data
     from dama.data.manifest import Manifest
     from dama.deploy import export_run
-    from dama.evaluate.metrics import corpus_errors, utterance_errors
     from dama.evaluate.run import manifest_languages
     from dama.evaluate.stats import UtteranceErrors, paired_compare
     from dama.models.load import load_whisper
@@ -102,12 +101,8 @@ def main() -> None:
         record(name, texts, time.perf_counter() - t)
 
     def record(name, texts, secs):
-        e = corpus_errors(refs, texts)
+        per_utt[name] = e = UtteranceErrors.from_texts([u.id for u in m], refs, texts)
         results[name] = {"seconds": secs, "rtf": secs / audio_seconds, "wer": e.wer, "cer": e.cer}
-        u = [utterance_errors(r, h) for r, h in zip(refs, texts)]
-        col = lambda k: np.array([getattr(x, k) for x in u], dtype=np.float64)  # noqa: E731
-        per_utt[name] = UtteranceErrors([x.id for x in m], col("word_errors"), col("ref_words"),
-                                        col("char_errors"), col("ref_chars"))
         print(f"{name:12s} RTF {secs / audio_seconds:.3f}  WER {e.wer:.4f}  CER {e.cer:.4f}", flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:

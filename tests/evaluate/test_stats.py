@@ -80,3 +80,15 @@ def test_read_hyps_counts_errors_of_files_written_without_them(tmp_path):
     p.write_text(json.dumps({"id": "u1", "hyp": "x"}) + "\n")
     with pytest.raises(DataError, match=r"old.hyps.jsonl:1: no error counts"):
         read_hyps(p)
+
+
+def test_from_texts_counts_each_utterance_and_matches_corpus_errors():
+    from dama.evaluate.metrics import corpus_errors
+
+    refs, hyps = ["habari yako", "asante sana rafiki", ""], ["habari", "asante sana rafiki", "ndiyo"]
+    e = UtteranceErrors.from_texts(["a", "b", "c"], refs, hyps)
+    c = corpus_errors(refs, hyps)
+    assert e.ids == ["a", "b", "c"] and list(e.word_errors) == [1, 0, 1] and list(e.ref_words) == [2, 3, 0]
+    assert e.wer == c.wer and e.cer == c.cer
+    with pytest.raises(ValueError, match="2 ids, 3 references"):
+        UtteranceErrors.from_texts(["a", "b"], refs, hyps)

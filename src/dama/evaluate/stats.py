@@ -39,6 +39,16 @@ class UtteranceErrors:
         return float(self.char_errors.sum() / max(self.ref_chars.sum(), 1))
 
 
+    @classmethod
+    def from_texts(cls, ids: list[str], refs: list[str], hyps: list[str]) -> UtteranceErrors:
+        """Count each utterance's errors once; ``.wer``/``.cer`` then equal ``corpus_errors``'."""
+        if not len(ids) == len(refs) == len(hyps):
+            raise ValueError(f"{len(ids)} ids, {len(refs)} references, {len(hyps)} hypotheses")
+        e = [utterance_errors(r, h) for r, h in zip(refs, hyps)]
+        col = lambda k: np.array([getattr(x, k) for x in e], dtype=np.float64)  # noqa: E731
+        return cls(list(ids), col("word_errors"), col("ref_words"), col("char_errors"), col("ref_chars"))
+
+
 COUNTS = {"word_errors", "ref_words", "char_errors", "ref_chars"}
 
 
