@@ -84,10 +84,10 @@ def make_corpus(root: Path, n_train: int = 8, n_val: int = 3, n_test: int = 3) -
     d = root / "swahili" / "data"
     lines = []
     words = ["habari", "yako", "nzuri", "sana", "asante", "karibu", "ndiyo", "hapana"]
-    for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
+    for k, (split, n) in enumerate((("train", n_train), ("val", n_val), ("test", n_test))):
         for i in range(n):
-            uid = f"{split}{i}"
-            write_wav(d / "records" / split / f"{uid}.wav", 1.0 + 0.25 * (i % 4), freq=200 + 50 * i)
+            uid = f"{split}{i}"  # every clip's audio differs (the encoder cache is keyed by content)
+            write_wav(d / "records" / split / f"{uid}.wav", 1.0 + 0.25 * (i % 4), freq=200 + 50 * i + 3 * k)
             lines.append(f"{uid}:{words[i % 8]} {words[(i + 3) % 8]}")
     (d / "raw_text_file.txt").write_text("\n".join(lines) + "\n")
     return root

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -172,6 +173,27 @@ def test_encoder_cache_is_reused_and_exact(tiny6_ct2_dir, corpus, tmp_path):
     assert torch.equal(c4.get([1]), c1.get([1]))
     files = sorted(p.name for p in c1.path.iterdir())
     assert len(files) == 4 and not any(f.startswith(".") for f in files)  # 2 shards + key lists, no temp files
+
+
+def test_encoder_cache_follows_audio_content_not_path_or_mtime(corpus, tmp_path):
+    """A copy of the data elsewhere, or with new timestamps, hits the cache; changed audio misses."""
+    import os
+    import shutil
+
+    from dama.data.manifest import Utterance
+    from dama.train.cache import clip_key
+
+    src = Path(load_data("swahili:val", corpus)[0].audio)
+    copy = tmp_path / "elsewhere" / src.name
+    copy.parent.mkdir()
+    shutil.copy(src, copy)
+    os.utime(copy, (1_000_000_000, 1_000_000_000))
+    assert clip_key(Utterance("a", src, "x")) == clip_key(Utterance("b", copy, "y"))
+    data = bytearray(copy.read_bytes())
+    data[-1] ^= 1  # one sample changes
+    copy.write_bytes(bytes(data))
+    os.utime(copy, (1_000_000_001, 1_000_000_001))
+    assert clip_key(Utterance("b", copy, "y")) != clip_key(Utterance("a", src, "x"))
 
 
 def test_validation_encodes_only_the_clips_it_decodes(tiny6_ct2_dir, corpus, tmp_path):

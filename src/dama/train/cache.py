@@ -4,10 +4,11 @@ With a frozen encoder its outputs never change, so re-running it each step (what
 standard Hugging Face recipe does) wastes most of the compute. The cache is a folder per
 encoder (keyed by a hash of its weights) holding float16 ``.npy`` shards
 (n_utts x frames x d_model) and, beside each, the list of clip keys it holds. A clip is
-keyed by its audio file (path, size, mtime), so a 0.5 h subset, another
-method or another seed reuses what an earlier run computed; only missing clips are
-encoded. A shard's key list is written after its array, atomically, so an interrupted
-build leaves nothing that looks valid.
+keyed by the content of its audio file (a SHA-256 of its bytes), so a 0.5 h subset,
+another method or another seed reuses what an earlier run computed, and so does a copy of
+the data at another path or with new timestamps (an unpacked archive, a fresh checkout, a
+re-provisioned share); only missing clips are encoded. A shard's key list is written
+after its array, atomically, so an interrupted build leaves nothing that looks valid.
 """
 
 from __future__ import annotations
@@ -37,11 +38,24 @@ def encoder_fingerprint(model: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+_KEYS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> content key, per process
+
+
 def clip_key(u: Utterance) -> str:
-    """Identity of the audio a clip's encoder output depends on (not its transcript or id)."""
-    st = os.stat(u.audio)
-    raw = f"{Path(u.audio).resolve()}\0{st.st_size}\0{st.st_mtime_ns}"
-    return hashlib.sha256(raw.encode()).hexdigest()[:24]
+    """Identity of the audio a clip's encoder output depends on (not its transcript, id or
+    path): a hash of the file's bytes. Hashing is ~1 ms per clip; each file is read once
+    per process while its path, size and mtime stay the same."""
+    path = Path(u.audio).resolve()
+    st = os.stat(path)
+    stamp = (str(path), st.st_size, st.st_mtime_ns)
+    key = _KEYS.get(stamp)
+    if key is None:
+        h = hashlib.sha256(b"audio-v2\0")
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        key = _KEYS[stamp] = h.hexdigest()[:24]
+    return key
 
 
 def _read_index(folder: Path) -> dict[str, tuple[Path, int]]:
