@@ -39,12 +39,23 @@ def _params(n: float | None) -> str:
     return "–" if not n else f"{n / 1e6:.2f} M"
 
 
-def _vs(comparisons: list[dict], lang: str, hours: str, a: str, b: str) -> str:
-    """a minus b on the same test utterances (paired bootstrap), from the results file."""
+def _vs(comparisons: list[dict], lang: str, hours: str, a: str, b: str, on: str | None = None) -> str:
+    """a minus b on the same test utterances (paired bootstrap), from the results file; with
+    ``on="forgetting"``, on the same control clips instead."""
     for c in comparisons:
         if (c["language"], c["hours"], c["a"], c["b"]) == (lang, hours, a, b):
+            c = c.get(on) if on else c
+            if not c:
+                return "–"
             return f"{_points(c['diff'])} [{_points(c['ci'][0])}, {_points(c['ci'][1])}] (p = {c['p_bootstrap']:.2f})"
     return "–"
+
+
+def _forgetting(s: dict) -> str:
+    """All-control forgetting with its paired interval against zero-shot, when the results have one."""
+    if s.get("forgetting_lo") is None:
+        return _points(s["forgetting"])
+    return f"{_points(s['forgetting'])} [{_points(s['forgetting_lo'])}, {_points(s['forgetting_hi'])}]"
 
 
 def grid(path: Path = HERE / "cpu-whisper-base" / "results.json") -> str:
@@ -52,8 +63,9 @@ def grid(path: Path = HERE / "cpu-whisper-base" / "results.json") -> str:
     d = json.loads(path.read_text())
     out = [f"{d['runs_finished']} of {d['runs_total']} runs finished; seeds averaged per utterance.", "",
            "| language | train data | method | seeds | test WER [95 % CI] | trainable | English forgetting "
-           "| all-control forgetting | DAMA minus method, paired [95 % CI] |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           "| all-control forgetting [95 % CI] | DAMA minus method, paired [95 % CI] "
+           "| DAMA minus method on the control clips |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for lang in d["languages"]:
         for hours in d["hours"]:
             rows = [s for s in d["summary"] if (s["language"], s["hours"]) == (lang, hours)]
@@ -63,9 +75,11 @@ def grid(path: Path = HERE / "cpu-whisper-base" / "results.json") -> str:
             for s in rows:
                 m = s["method"]
                 vs = "–" if m == "dama" else _vs(d["comparisons"], lang, hours, "dama", m)
+                vs_fg = "–" if m in ("dama", "zero-shot") else _vs(d["comparisons"], lang, hours, "dama", m,
+                                                                   on="forgetting")
                 out.append(f"| {lang} | {hours} | {NAMES.get(m, m)} | {s['seeds']} | {_wer_ci(s, s['wer'] == best)} | "
                            f"{_params(s['trainable_params'])} | {_points(s['forgetting_en'])} | "
-                           f"{_points(s['forgetting'])} | {vs} |")
+                           f"{_forgetting(s)} | {vs} | {vs_fg} |")
     return "\n".join(out)
 
 
@@ -73,7 +87,7 @@ def ablation(path: Path = HERE / "cpu-whisper-base-ablation" / "results.json") -
     """DAMA's parts and schedule switched one at a time, against LoRA on the same utterances."""
     d = json.loads(path.read_text())
     out = ["| language | run | lr | epochs | val WER | test WER [95 % CI] | English forgetting "
-           "| all-control forgetting | minus LoRA r=64, paired [95 % CI] |",
+           "| all-control forgetting [95 % CI] | minus LoRA r=64, paired [95 % CI] |",
            "|---|---|---|---|---|---|---|---|---|"]
     for lang in d["languages"]:
         rows = [s for s in d["summary"] if s["language"] == lang and s["method"] != "zero-shot"]
@@ -83,7 +97,7 @@ def ablation(path: Path = HERE / "cpu-whisper-base-ablation" / "results.json") -
             vs = "–" if m == "lora" else _vs(d["comparisons"], lang, s["hours"], m, "lora")
             val = f"**{s['val_wer']:.3f}**" if s["val_wer"] == best_val else f"{s['val_wer']:.3f}"
             out.append(f"| {lang} | `{m}` | {s['lr']:g} | {s['epochs']:.0f} | {val} | {_wer_ci(s, s['wer'] == best)} | "
-                       f"{_points(s['forgetting_en'])} | {_points(s['forgetting'])} | {vs} |")
+                       f"{_points(s['forgetting_en'])} | {_forgetting(s)} | {vs} |")
     return "\n".join(out)
 
 

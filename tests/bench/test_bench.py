@@ -3,6 +3,8 @@
 import json
 import os
 
+import pytest
+
 from dama.cli.main import main
 from tests.conftest import make_corpus, write_wav
 
@@ -70,6 +72,14 @@ def test_quick_bench_runs_restarts_and_reports(tmp_path, tiny6_ct2_dir, monkeypa
     assert data["ranks"] == [4, 2, 2, 2, 2, 4]  # segments at 0.3 L and 0.7 L of 6 layers
     comps = {c["b"]: c for c in data["comparisons"]}
     assert set(comps) == {"lora", "zero-shot"} and all(0 <= c["p_bootstrap"] <= 1 for c in comps.values())
+    # forgetting compared on the same control clips: DAMA minus LoRA, all clips and English alone
+    fg, fg_en = comps["lora"]["forgetting"], comps["lora"]["forgetting_en"]
+    assert fg["diff"] == pytest.approx(runs["dama"]["control_wer"] - runs["lora"]["control_wer"])
+    assert fg_en["diff"] == pytest.approx(runs["dama"]["control_wer_en"] - runs["lora"]["control_wer_en"])
+    assert fg["ci"][0] <= fg["diff"] <= fg["ci"][1] and 0 <= fg["p_bootstrap"] <= 1
+    dama_group = next(g for g in data["summary"] if g["method"] == "dama")
+    assert dama_group["forgetting_lo"] <= dama_group["forgetting"] <= dama_group["forgetting_hi"]
+    assert comps["zero-shot"]["forgetting"]["diff"] == pytest.approx(dama_group["forgetting"])
     report = (out / "report.md").read_text()
     assert "| 0.001h | dama | 1 |" in report and "## Where DAMA wins and loses" in report
     for png in ("wer_vs_hours", "wer_vs_params", "cost", "dama_ranks"):

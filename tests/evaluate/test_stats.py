@@ -72,6 +72,22 @@ def test_read_hyps_round_trip_and_errors(tmp_path):
         read_hyps(tmp_path / "missing.jsonl")
 
 
+def test_read_hyps_keeps_languages_and_selects_one(tmp_path):
+    p = tmp_path / "control.hyps.jsonl"
+    rows = [{"id": f"u{i}", "language": lang, "word_errors": i, "ref_words": 10, "char_errors": i, "ref_chars": 50}
+            for i, lang in enumerate(["en", "de", "en"])]
+    p.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    e = read_hyps(p)
+    assert e.languages == ["en", "de", "en"]
+    en = e.only("en")
+    assert en.ids == ["u0", "u2"] and en.wer == pytest.approx(0.1) and en.languages == ["en", "en"]
+    assert stack_seeds([e, e]).only("de").wer == pytest.approx(0.1)  # languages survive seed averaging
+    assert e.only("fr").ids == []
+    p.write_text(json.dumps({k: v for k, v in rows[0].items() if k != "language"}) + "\n")
+    with pytest.raises(DataError, match="no languages"):
+        read_hyps(p).only("en")
+
+
 def test_read_hyps_counts_errors_of_files_written_without_them(tmp_path):
     p = tmp_path / "old.hyps.jsonl"
     p.write_text(json.dumps({"id": "u1", "ref": "Ọmọ náà lọ!", "hyp": "ọmọ na lọ"}) + "\n")

@@ -67,11 +67,15 @@ def collect(cfg: BenchConfig) -> dict:
     """Read every finished run of the grid; add intervals, forgetting and paired tests."""
     rows, finished = [], [c for c in cells(cfg) if is_finished(cfg, c)]
     hyps: dict[tuple, list] = defaultdict(list)  # (language, hours, method) -> per-seed errors
+    control: dict[tuple, list] = defaultdict(list)  # the same, on the control clips
     machine = None
     for cell in finished:
         e = read_hyps(run_dir(cfg, cell) / "test.hyps.jsonl")
         rows.append(_run_row(cfg, cell, e))
         hyps[(cell.language.name, rows[-1]["hours"], cell.method)].append(e)
+        if (run_dir(cfg, cell) / "forgetting.hyps.jsonl").is_file():
+            control[(cell.language.name, rows[-1]["hours"], cell.method)].append(
+                read_hyps(run_dir(cfg, cell) / "forgetting.hyps.jsonl"))
         if machine is None:
             rc = _read(run_dir(cfg, cell) / "config.json") or {}
             machine = {k: rc.get(k) for k in ("device", "platform", "cpu_threads", "torch")}
@@ -80,6 +84,8 @@ def collect(cfg: BenchConfig) -> dict:
         z = Cell(lang, "zero-shot", None, cfg.seeds[0])
         if lang.name not in zero and is_finished(cfg, z) and not made_elsewise(cfg, z):
             zero[lang.name] = _run_row(cfg, z, read_hyps(run_dir(cfg, z) / "test.hyps.jsonl"))
+            if (run_dir(cfg, z) / "forgetting.hyps.jsonl").is_file():
+                control[(lang.name, "-", "zero-shot")] = [read_hyps(run_dir(cfg, z) / "forgetting.hyps.jsonl")]
     for r in rows:
         z = zero.get(r["language"])
         for delta, field in (("extra_params_merged", "params_at_inference"), ("forgetting", "control_wer"),
@@ -92,15 +98,20 @@ def collect(cfg: BenchConfig) -> dict:
         for hours in [c.hours_label for c in cells(cfg) if c.method != "zero-shot" and c.language == lang]:
             if any(g["language"] == lang.name and g["hours"] == hours for g in groups):
                 continue
-            stacked = {}
+            stacked, stacked_control = {}, {}
             for method in cfg.methods:
                 key = (lang.name, "-" if method == "zero-shot" else hours, method)
                 if not hyps.get(key):
                     continue
                 stacked[method] = s = stack_seeds(hyps[key])
+                if len(control.get(key, [])) == len(hyps[key]):
+                    stacked_control[method] = stack_seeds(control[key])
                 mine = [r for r in rows if (r["language"], r["hours"], r["method"]) == key]
                 lo, hi = bootstrap_ci(s, n_boot=cfg.n_boot)
                 clo, chi = bootstrap_ci(s, n_boot=cfg.n_boot, unit="char")
+                zc = control.get((lang.name, "-", "zero-shot"))
+                fg = {} if method == "zero-shot" else \
+                    _forgetting_tests(stacked_control.get(method), zc[0] if zc else None, cfg.n_boot)
                 groups.append({
                     "language": lang.name, "hours": hours, "method": method, "seeds": len(mine),
                     "train_hours": float(np.mean([r["train_hours"] for r in mine])),
@@ -110,10 +121,13 @@ def collect(cfg: BenchConfig) -> dict:
                         "trainable_params", "extra_params_merged", "peak_memory_mb", "epoch_seconds",
                         "first_epoch_seconds", "train_seconds", "forgetting", "forgetting_en", "control_wer_en",
                         "control_words_en", "val_wer", "lr", "epochs")},
+                    **{f"{k}_{end}": v for k, t in fg.items()  # forgetting_lo/_hi/_p, forgetting_en_lo/...
+                       for end, v in (("lo", t["ci"][0]), ("hi", t["ci"][1]), ("p", t["p_bootstrap"]))},
                 })
             for a, b in comparison_pairs(list(stacked), cfg.base_method):
                 pc = paired_compare(stacked[a], stacked[b], n_boot=cfg.n_boot)
-                comparisons.append({"language": lang.name, "hours": hours, "a": a, "b": b, **pc.to_dict()})
+                comparisons.append({"language": lang.name, "hours": hours, "a": a, "b": b, **pc.to_dict(),
+                                    **_forgetting_tests(stacked_control.get(a), stacked_control.get(b), cfg.n_boot)})
     return {"machine": machine, "model": cfg.model, "methods": cfg.methods,
             "variants": {name: v["method"] for name, v in cfg.variants.items()},
             "languages": [x.name for x in cfg.languages],
@@ -122,6 +136,17 @@ def collect(cfg: BenchConfig) -> dict:
             "runs_total": len(cells(cfg)), "runs_finished": len(rows),
             "ranks": next((r["ranks"] for r in rows if r["method"] == "dama"), None),
             "runs": rows, "summary": groups, "comparisons": comparisons}
+
+
+def _forgetting_tests(a: UtteranceErrors | None, b: UtteranceErrors | None, n_boot: int) -> dict:
+    """Paired tests of control WER, a minus b, on all control clips and on English alone: against
+    zero-shot that is a's forgetting with its interval; between two methods, which forgets more."""
+    if a is None or b is None or a.ids != b.ids:
+        return {}
+    out = {"forgetting": paired_compare(a, b, n_boot=n_boot).to_dict()}
+    if a.languages and "en" in a.languages:
+        out["forgetting_en"] = paired_compare(a.only("en"), b.only("en"), n_boot=n_boot).to_dict()
+    return out
 
 
 def _mean(xs: list) -> float | None:
@@ -145,6 +170,11 @@ def write_results(cfg: BenchConfig, data: dict) -> tuple[Path, Path]:
 
 def _f(x, spec=".3f", none="–") -> str:
     return none if x is None else format(x, spec)
+
+
+def _pts(x: float) -> str:
+    """A WER difference in points."""
+    return f"{100 * x:+.1f}"
 
 
 def _params(x) -> str:
@@ -248,6 +278,15 @@ def verdicts(data: dict) -> list[str]:
             worse = [m for m, c in cmp.items() if c["diff"] > 0 and c["p_bootstrap"] < 0.05]
             s += (f". Significantly better than: {', '.join(better) or 'none'}; significantly worse than: "
                   f"{', '.join(worse) or 'none'} (paired bootstrap over utterances, p < 0.05).")
+            if d.get("forgetting_lo") is not None:
+                fg = {m: c["forgetting"] for m, c in cmp.items() if "forgetting" in c and m != "zero-shot"}
+                less = [m for m, c in fg.items() if c["diff"] < 0 and c["p_bootstrap"] < 0.05]
+                more = [m for m, c in fg.items() if c["diff"] > 0 and c["p_bootstrap"] < 0.05]
+                s += (f" Forgetting on the control clips: DAMA {_pts(d['forgetting'])} "
+                      f"[{_pts(d['forgetting_lo'])}, {_pts(d['forgetting_hi'])}] WER points against zero-shot"
+                      + "".join(f"; {m} {_pts(g[m]['forgetting'])}" for m in fg if g[m].get("forgetting") is not None)
+                      + f". DAMA forgets significantly less than: {', '.join(less) or 'none'}; significantly more "
+                      f"than: {', '.join(more) or 'none'} (paired bootstrap over the control clips, p < 0.05).")
             out.append(s)
     return out
 
@@ -296,10 +335,17 @@ def targets(data: dict) -> list[str]:
         if lo and lo["forgetting_en"] is not None:
             ok = x["forgetting_en"] <= lo["forgetting_en"]
             words = x.get("control_words_en")
+            c = next((c.get("forgetting_en") for c in data["comparisons"] if (c["a"], c["b"], c["language"],
+                      c["hours"]) == ("dama", "lora", x["language"], x["hours"])), None)
+            paired = "" if not c else (
+                f"; paired over the English clips DAMA − LoRA {_pts(c['diff'])} [{_pts(c['ci'][0])}, "
+                f"{_pts(c['ci'][1])}], p = {c['p_bootstrap']:.2f}: "
+                + ("a significant difference" if c["p_bootstrap"] < 0.05 else "not a significant difference"))
             out.append(f"DAMA English forgetting ≤ LoRA's ({x['language']}, {x['hours']}): "
                        f"{'reached' if ok else 'not reached'} (DAMA {100 * x['forgetting_en']:+.1f} vs LoRA "
                        f"{100 * lo['forgetting_en']:+.1f} WER points"
-                       + (f"; on {words:.0f} English words one word is {100 / words:.1f} points)" if words else ")"))
+                       + (f"; on {words:.0f} English words one word is {100 / words:.1f} points" if words else "")
+                       + paired + ")")
     return out
 
 
@@ -336,8 +382,9 @@ def write_report(cfg: BenchConfig, data: dict, command: str) -> Path:
     for lang in data["languages"]:
         lines += [f"## {lang}", "",
                   "| hours | method | seeds | test WER [95% CI] | CER [95% CI] | trainable | extra at inference | "
-                  "s/epoch | peak MB | forgetting en | forgetting all | DAMA − method (p) |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "s/epoch | peak MB | forgetting en | forgetting all [95% CI] | DAMA − method (p) | "
+                  "DAMA − method, control clips (p) |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for g in [x for x in data["summary"] if x["language"] == lang]:
             c = next((c for c in data["comparisons"] if c["a"] == "dama" and c["language"] == lang
                       and c["hours"] == g["hours"] and c["b"] == g["method"]), None)
@@ -347,8 +394,12 @@ def write_report(cfg: BenchConfig, data: dict, command: str) -> Path:
                 f"| {g['cer']:.3f} [{g['cer_lo']:.3f}, {g['cer_hi']:.3f}] | {_params(g['trainable_params'])} "
                 f"| {_params(g['extra_params_merged'])} | {_f(g['epoch_seconds'], '.1f')} "
                 f"| {_f(g['peak_memory_mb'], '.0f')} | {_f(g['forgetting_en'] and 100 * g['forgetting_en'], '+.1f')} "
-                f"| {_f(g['forgetting'] and 100 * g['forgetting'], '+.1f')} "
-                f"| {_f(c and 100 * c['diff'], '+.1f')} ({_f(c and c['p_bootstrap'], '.3f')}) |")
+                f"| {_f(g['forgetting'] and 100 * g['forgetting'], '+.1f')}"
+                + (f" [{_pts(g['forgetting_lo'])}, {_pts(g['forgetting_hi'])}]" if g.get("forgetting_lo") is not None
+                   else "")
+                + f" | {_f(c and 100 * c['diff'], '+.1f')} ({_f(c and c['p_bootstrap'], '.3f')}) "
+                f"| {_f(c and c.get('forgetting') and 100 * c['forgetting']['diff'], '+.1f')} "
+                f"({_f(c and c.get('forgetting') and c['forgetting']['p_bootstrap'], '.3f')}) |")
         lines.append("")
     lines += ["## Plots", "", *[f"![{p.stem}](plots/{p.name})" for p in made], "",
               "## Runs", "", "Every run, as in `results.csv`:", "",

@@ -29,6 +29,17 @@ class UtteranceErrors:
     ref_words: np.ndarray
     char_errors: np.ndarray
     ref_chars: np.ndarray
+    languages: list[str] | None = None  # per utterance, when the hyps file records it
+
+    def only(self, language: str) -> UtteranceErrors:
+        """The utterances of one language (a control set holds several)."""
+        if self.languages is None:
+            raise DataError("these per-utterance errors carry no languages")
+        keep = np.array([x == language for x in self.languages])
+        pick = lambda a: a[keep]  # noqa: E731
+        return UtteranceErrors([i for i, k in zip(self.ids, keep) if k], pick(self.word_errors),
+                               pick(self.ref_words), pick(self.char_errors), pick(self.ref_chars),
+                               [language] * int(keep.sum()))
 
     @property
     def wer(self) -> float:
@@ -74,8 +85,9 @@ def read_hyps(path: str | Path) -> UtteranceErrors:
             r.update(word_errors=e.word_errors, ref_words=e.ref_words, char_errors=e.char_errors,
                      ref_chars=e.ref_chars)
     col = lambda k: np.array([r[k] for r in rows], dtype=np.float64)  # noqa: E731
+    langs = [r.get("language") for r in rows]
     return UtteranceErrors([str(r["id"]) for r in rows], col("word_errors"), col("ref_words"),
-                           col("char_errors"), col("ref_chars"))
+                           col("char_errors"), col("ref_chars"), langs if all(langs) else None)
 
 
 def stack_seeds(runs: list[UtteranceErrors]) -> UtteranceErrors:
@@ -87,7 +99,8 @@ def stack_seeds(runs: list[UtteranceErrors]) -> UtteranceErrors:
         if r.ids != first.ids:
             raise DataError("runs to average were scored on different test utterances")
     mean = lambda k: np.mean([getattr(r, k) for r in runs], axis=0)  # noqa: E731
-    return UtteranceErrors(first.ids, mean("word_errors"), first.ref_words, mean("char_errors"), first.ref_chars)
+    return UtteranceErrors(first.ids, mean("word_errors"), first.ref_words, mean("char_errors"), first.ref_chars,
+                           first.languages)
 
 
 def _resamples(n: int, n_boot: int, seed: int) -> np.ndarray:
