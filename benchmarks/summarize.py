@@ -101,6 +101,82 @@ def ablation(path: Path = HERE / "cpu-whisper-base-ablation" / "results.json") -
     return "\n".join(out)
 
 
+def zero_shot() -> str:
+    """The untouched whisper-base on each test split and the control set, from benchmarks/zero-shot/."""
+    out = ["| data | utterances | audio | WER | CER | RTF |", "|---|---|---|---|---|---|"]
+    for name in ("swahili_test", "yoruba_test", "fleurs-control"):
+        r = json.loads((HERE / "zero-shot" / f"{name}.json").read_text())
+        if name == "fleurs-control":  # English alone first: the forgetting target is measured on it
+            rows = [json.loads(x) for x in (HERE / "zero-shot" / f"{name}.hyps.jsonl").read_text().splitlines() if x]
+            en = [x for x in rows if x["language"] == "en"]
+            e = r["by_language"]["en"]
+            out.append(f"| `fleurs-control:en` (within `fleurs-control`) | {len(en)} | "
+                       f"{sum(x['duration'] for x in en) / 3600:.2f} h | {e['wer']:.3f} | {e['cer']:.3f} | "
+                       f"{r['rtf']:.2f} |")
+            label = f"`fleurs-control` ({', '.join(sorted(r['by_language']))})"
+        else:
+            label = f"`{r['data']}`"
+        out.append(f"| {label} | {r['n']} | {r['audio_seconds'] / 3600:.2f} h | {r['wer']:.3f} | {r['cer']:.3f} | "
+                   f"{r['rtf']:.2f} |")
+    return "\n".join(out)
+
+
+def probe() -> str:
+    """Per decoder layer: LID accuracy, CKA across languages and gradient importance, from benchmarks/probe/."""
+    def layers(name: str) -> list[dict]:
+        return json.loads((HERE / "probe" / f"{name}.json").read_text())["stacks"]["decoder"]["layers"][1:]
+
+    real, synth = layers("whisper-base-prompt-swahili"), layers("whisper-base-udhr-synth")
+    n_real = len(json.loads((HERE / "probe" / "whisper-base-prompt-swahili.json").read_text())["languages"])
+    n_synth = len(json.loads((HERE / "probe" / "whisper-base-udhr-synth.json").read_text())["languages"])
+    row = lambda label, xs, spec: f"| {label} | " + " | ".join(format(x, spec) for x in xs) + " |"  # noqa: E731
+    return "\n".join([
+        "| decoder layer | " + " | ".join(str(x["layer"]) for x in real) + " |", "|---|" + "---|" * len(real),
+        row(f"LID accuracy, real clips ({n_real} languages, chance {real[0]['lid']['chance']:.2f})",
+            [x["lid"]["mean"] for x in real], ".2f"),
+        row(f"LID accuracy, synthetic parallel ({n_synth} languages, chance {synth[0]['lid']['chance']:.2f})",
+            [x["lid"]["mean"] for x in synth], ".2f"),
+        row("CKA across languages, synthetic parallel", [x["parallel_cka"] for x in synth], ".2f"),
+        *[row(f"gradient importance on {lang.capitalize()} train (Fisher per weight, ×10⁻⁵)",
+              [1e5 * x["fisher_per_param"] for x in layers(f"whisper-base-prompt-{lang}")], ".1f")
+          for lang in ("swahili", "yoruba")],
+    ])
+
+
+ALLOCATIONS = {"dama": "fixed 0.3/0.7 rule (`dama`)", "dama-probe-fisher": "from the Fisher profile",
+               "dama-probe-lid": "from the LID profile",
+               "dama-uniform-rank": "one rank (`--uniform-rank`; middle still SVD-tail + frozen A)"}
+
+
+def _ranks(r: list[int]) -> str:
+    return f"{r[0]} × {len(r)}" if len(set(r)) == 1 else ", ".join(map(str, r))
+
+
+def allocation(path: Path = HERE / "cpu-whisper-base-allocation" / "results.json") -> str:
+    """DAMA's ranks from the fixed rule, from each probe profile, and uniform: one column pair per language."""
+    d = json.loads(path.read_text())
+    langs = d["languages"]
+    head = "| allocation |" + "".join(f" {lang.capitalize()} ranks (layers 1–6) | trainable | {lang.capitalize()} WER "
+                                      "[95 % CI] | vs fixed |" for lang in langs)
+    out = [head, "|---|" + "---|---|---|---|" * len(langs)]
+    for m in d["methods"]:
+        row = f"| {ALLOCATIONS.get(m, m)} |"
+        for lang in langs:
+            run = next((r for r in d["runs"] if (r["language"], r["method"]) == (lang, m)), None)
+            s = next((x for x in d["summary"] if (x["language"], x["method"]) == (lang, m)), None)
+            if run is None or s is None:
+                row += " – | – | – | – |"
+                continue
+            best = min(x["wer"] for x in d["summary"] if x["language"] == lang)
+            c = next((c for c in d["comparisons"] if (c["language"], c["a"], c["b"]) == (lang, "dama", m)), None)
+            p = c and ("p < 0.001" if c["p_bootstrap"] < 0.001 else f"p = {c['p_bootstrap']:.2g}")
+            vs = "–" if c is None else f"{_points(-c['diff'])} ({p})"  # the allocation minus the fixed rule
+            row += (f" {_ranks(run['ranks'])} | {_params(run['trainable_params'])} | "
+                    f"{_wer_ci(s, s['wer'] == best)} | {vs} |")
+        out.append(row)
+    return "\n".join(out)
+
+
 def _lora_vs(run: Path, lora: Path, lora_errors: UtteranceErrors | None) -> str:
     """This run minus the LoRA run on the same test utterances (paired bootstrap), in WER points."""
     if lora_errors is None or run == lora:
@@ -186,8 +262,9 @@ def deploy_speed(path: Path = HERE / "results" / "deploy_speed_cpu.json", timing
 
 
 BLOCKS: dict[str, Callable[[], str]] = {
-    "grid": grid, "ablation": ablation, "whole-split": whole_split, "train-speed": train_speed,
-    "deploy-speed": deploy_speed,
+    "zero-shot": zero_shot, "probe": probe, "grid": grid, "ablation": ablation, "allocation": allocation,
+    "whole-split": whole_split,
+    "train-speed": train_speed, "deploy-speed": deploy_speed,
 }
 if (HERE / "results" / "deploy_int8_cpu.json").is_file():  # the int8 WER cost on a whole test split
     BLOCKS["deploy-int8"] = lambda: deploy_speed(HERE / "results" / "deploy_int8_cpu.json", timing=False)
