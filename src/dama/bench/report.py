@@ -144,7 +144,7 @@ def _forgetting_tests(a: UtteranceErrors | None, b: UtteranceErrors | None, n_bo
     if a is None or b is None or a.ids != b.ids:
         return {}
     out = {"forgetting": paired_compare(a, b, n_boot=n_boot).to_dict()}
-    if a.languages and "en" in a.languages:
+    if a.languages and b.languages and "en" in a.languages:
         out["forgetting_en"] = paired_compare(a.only("en"), b.only("en"), n_boot=n_boot).to_dict()
     return out
 
