@@ -261,6 +261,20 @@ def deploy_speed(path: Path = HERE / "results" / "deploy_speed_cpu.json", timing
     return "\n".join(out)
 
 
+def method_speed(path: Path = HERE / "results" / "method_speed_cpu.json") -> str:
+    """Every adapter method's training cost, measured side by side by benchmarks/method_speed.py."""
+    d = json.loads(path.read_text())
+    st, ref = d["setup"], d["setup"]["reference"]
+    out = [f"{st['data']}, {st['hours']:g} h, {st['epochs']} epochs, batch {st['batch_size']}; "
+           f"{d['machine']['cpu']}, {d['machine']['cpus']} cores:", "",
+           f"| method | trainable | s per epoch (after the first) | vs {NAMES.get(ref, ref)} | peak RSS (MB) |",
+           "|---|---|---|---|---|"]
+    for m, r in d["methods"].items():
+        out.append(f"| {NAMES.get(m, m)} | {_params(r['trainable_params'])} | {r['epoch_seconds_after_first']:.1f} | "
+                   f"{r['epoch_time_vs_reference']:.2f}x | {r['peak_memory_mb']:.0f} |")
+    return "\n".join(out)
+
+
 BLOCKS: dict[str, Callable[[], str]] = {
     "zero-shot": zero_shot, "probe": probe, "grid": grid, "ablation": ablation, "allocation": allocation,
     "whole-split": whole_split,
@@ -268,6 +282,8 @@ BLOCKS: dict[str, Callable[[], str]] = {
 }
 if (HERE / "results" / "deploy_int8_cpu.json").is_file():  # the int8 WER cost on a whole test split
     BLOCKS["deploy-int8"] = lambda: deploy_speed(HERE / "results" / "deploy_int8_cpu.json", timing=False)
+if (HERE / "results" / "method_speed_cpu.json").is_file():
+    BLOCKS["method-speed"] = method_speed
 _BLOCK = re.compile(r"(<!-- summarize\.py:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /summarize\.py:(?P=name) -->)",
                     re.S)
 
