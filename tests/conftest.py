@@ -146,3 +146,14 @@ def whisper_base_ct2_dir(tmp_path_factory) -> Path:
             wheels = [_find_wheel(folder, r) for r in mirror.wheels]
             return assemble_ct2_dir(wheels, tmp_path_factory.mktemp("wb-ct2"))
     pytest.skip("whisper-base wheels are not in the cache")
+
+
+def load_benchmark(name: str):
+    """A script of benchmarks/ (not a package) imported as a module, for tests of its functions."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

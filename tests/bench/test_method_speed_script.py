@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_corpus
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import load_benchmark, make_corpus
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("method_speed", ROOT / "benchmarks" / "method_speed.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("method_speed")
 
 
 def test_method_speed_measures_each_method_side_by_side(tmp_path, tiny6_ct2_dir):
