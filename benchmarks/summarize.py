@@ -83,6 +83,13 @@ def grid(path: Path = HERE / "cpu-whisper-base" / "results.json") -> str:
     return "\n".join(out)
 
 
+def grid_targets(path: Path = HERE / "cpu-whisper-base" / "results.json") -> str:
+    """The issue's targets as the report checks them, from the grid's results file."""
+    from dama.bench.report import targets
+
+    return "\n".join(f"- {t}" for t in targets(json.loads(path.read_text())))
+
+
 def ablation(path: Path = HERE / "cpu-whisper-base-ablation" / "results.json") -> str:
     """DAMA's parts and schedule switched one at a time, against LoRA on the same utterances."""
     d = json.loads(path.read_text())
@@ -276,7 +283,8 @@ def method_speed(path: Path = HERE / "results" / "method_speed_cpu.json") -> str
 
 
 BLOCKS: dict[str, Callable[[], str]] = {
-    "zero-shot": zero_shot, "probe": probe, "grid": grid, "ablation": ablation, "allocation": allocation,
+    "zero-shot": zero_shot, "probe": probe, "grid": grid, "grid-targets": grid_targets, "ablation": ablation,
+    "allocation": allocation,
     "whole-split": whole_split,
     "train-speed": train_speed, "deploy-speed": deploy_speed,
 }
