@@ -130,12 +130,15 @@ def zero_shot() -> str:
 
 def probe() -> str:
     """Per decoder layer: LID accuracy, CKA across languages and gradient importance, from benchmarks/probe/."""
-    def layers(name: str) -> list[dict]:
-        return json.loads((HERE / "probe" / f"{name}.json").read_text())["stacks"]["decoder"]["layers"][1:]
+    def read(name: str) -> dict:
+        return json.loads((HERE / "probe" / f"{name}.json").read_text())
 
-    real, synth = layers("whisper-base-prompt-swahili"), layers("whisper-base-udhr-synth")
-    n_real = len(json.loads((HERE / "probe" / "whisper-base-prompt-swahili.json").read_text())["languages"])
-    n_synth = len(json.loads((HERE / "probe" / "whisper-base-udhr-synth.json").read_text())["languages"])
+    def layers(d: dict) -> list[dict]:
+        return d["stacks"]["decoder"]["layers"][1:]  # layer 0 is the embeddings
+
+    real_d, synth_d = read("whisper-base-prompt-swahili"), read("whisper-base-udhr-synth")
+    real, synth = layers(real_d), layers(synth_d)
+    n_real, n_synth = len(real_d["languages"]), len(synth_d["languages"])
     row = lambda label, xs, spec: f"| {label} | " + " | ".join(format(x, spec) for x in xs) + " |"  # noqa: E731
     return "\n".join([
         "| decoder layer | " + " | ".join(str(x["layer"]) for x in real) + " |", "|---|" + "---|" * len(real),
@@ -145,7 +148,7 @@ def probe() -> str:
             [x["lid"]["mean"] for x in synth], ".2f"),
         row("CKA across languages, synthetic parallel", [x["parallel_cka"] for x in synth], ".2f"),
         *[row(f"gradient importance on {lang.capitalize()} train (Fisher per weight, ×10⁻⁵)",
-              [1e5 * x["fisher_per_param"] for x in layers(f"whisper-base-prompt-{lang}")], ".1f")
+              [1e5 * x["fisher_per_param"] for x in layers(read(f"whisper-base-prompt-{lang}"))], ".1f")
           for lang in ("swahili", "yoruba")],
     ])
 
