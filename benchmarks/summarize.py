@@ -60,8 +60,11 @@ def _forgetting(s: dict) -> str:
 
 def grid(path: Path = HERE / "cpu-whisper-base" / "results.json") -> str:
     """The main grid, every finished method per language and amount of training data."""
+    from dama.bench.report import seeds_cell
+
     d = json.loads(path.read_text())
-    out = [f"{d['runs_finished']} of {d['runs_total']} runs finished; seeds averaged per utterance.", "",
+    out = [f"{d['runs_finished']} of {d['runs_total']} runs finished; seeds averaged per utterance "
+           "(with several, each seed's own WER is in brackets).", "",
            "| language | train data | method | seeds | test WER [95 % CI] | trainable | English forgetting "
            "| all-control forgetting [95 % CI] | DAMA minus method, paired [95 % CI] "
            "| DAMA minus method on the control clips |",
@@ -77,9 +80,9 @@ def grid(path: Path = HERE / "cpu-whisper-base" / "results.json") -> str:
                 vs = "–" if m == "dama" else _vs(d["comparisons"], lang, hours, "dama", m)
                 vs_fg = "–" if m in ("dama", "zero-shot") else _vs(d["comparisons"], lang, hours, "dama", m,
                                                                    on="forgetting")
-                out.append(f"| {lang} | {hours} | {NAMES.get(m, m)} | {s['seeds']} | {_wer_ci(s, s['wer'] == best)} | "
-                           f"{_params(s['trainable_params'])} | {_points(s['forgetting_en'])} | "
-                           f"{_forgetting(s)} | {vs} | {vs_fg} |")
+                out.append(f"| {lang} | {hours} | {NAMES.get(m, m)} | {seeds_cell(s)} "
+                           f"| {_wer_ci(s, s['wer'] == best)} | {_params(s['trainable_params'])} "
+                           f"| {_points(s['forgetting_en'])} | {_forgetting(s)} | {vs} | {vs_fg} |")
     return "\n".join(out)
 
 

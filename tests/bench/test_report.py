@@ -1,5 +1,7 @@
 """The report's verdicts and target checks, on a hand-made summary."""
 
+import pytest
+
 from dama.bench.report import comparison_pairs, targets, verdicts
 
 
@@ -75,3 +77,48 @@ def test_variants_are_tested_against_the_baselines_and_leave_dama_verdicts_alone
     d["comparisons"].append({"language": "sw", "hours": "0.5h", "a": "dama-lr", "b": "lora", "diff": -0.2,
                              "p_bootstrap": 0.001})
     assert verdicts(d) == before  # only DAMA's own comparisons speak for DAMA
+
+
+def fake_run(cfg, name: str, word_errors: list[int], ref_words: int = 10) -> None:
+    """A finished run folder as `dama train` leaves it: results.json and per-utterance hypotheses."""
+    import json
+
+    from dama.bench.grid import cells, run_dir
+
+    d = run_dir(cfg, next(c for c in cells(cfg) if c.name == name))
+    d.mkdir(parents=True)
+    rows = [{"id": f"u{i}", "word_errors": e, "ref_words": ref_words, "char_errors": e, "ref_chars": 5 * ref_words}
+            for i, e in enumerate(word_errors)]
+    (d / "test.hyps.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    wer = sum(word_errors) / (ref_words * len(word_errors))
+    (d / "results.json").write_text(json.dumps({
+        "wer": wer, "cer": sum(word_errors) / (5 * ref_words * len(word_errors)), "trainable_params": 100,
+        "peak_memory_mb": 1.0, "train_seconds": 3.0, "epoch_seconds": [1.0, 1.0, 1.0], "train_hours": 0.5}))
+
+
+def test_several_seeds_are_averaged_per_utterance_and_each_seeds_gap_is_reported(tmp_path):
+    from dama.bench.config import load_config
+    from dama.bench.report import collect, seeds_cell
+
+    (tmp_path / "bench.yaml").write_text(
+        "out: g\nmethods: [zero-shot, dama, lora]\nhours: [0.5]\nseeds: [0, 1]\ncontrol: null\nn_boot: 200\n"
+        "languages: {sw: {train: \"swahili:train\"}}\n")
+    cfg = load_config(tmp_path / "bench.yaml")
+    fake_run(cfg, "sw-zero-shot", [9] * 20)
+    fake_run(cfg, "sw-0.5h-dama-s0", [4] * 20)  # WER 0.40
+    fake_run(cfg, "sw-0.5h-dama-s1", [6] * 20)  # 0.60
+    fake_run(cfg, "sw-0.5h-lora-s0", [5] * 20)  # 0.50: DAMA ahead by 10 points
+    fake_run(cfg, "sw-0.5h-lora-s1", [5] * 20)  # 0.50: DAMA behind by 10 points
+    d = collect(cfg)
+    g = {x["method"]: x for x in d["summary"]}
+    assert g["dama"]["seeds"] == 2 and g["dama"]["wer"] == pytest.approx(0.5)  # per utterance: (4 + 6) / 2
+    assert g["dama"]["wer_by_seed"] == {"0": pytest.approx(0.4), "1": pytest.approx(0.6)}
+    assert g["zero-shot"]["wer_by_seed"] == {}
+    assert seeds_cell(g["dama"]) == "2 (0.400, 0.600)" and seeds_cell(g["zero-shot"]) == "1"
+    c = {x["b"]: x for x in d["comparisons"]}
+    assert c["lora"]["diff"] == pytest.approx(0.0)  # averaged, the two seeds cancel out
+    assert c["lora"]["diff_by_seed"] == {"0": pytest.approx(-0.1), "1": pytest.approx(0.1)}
+    assert c["zero-shot"]["diff_by_seed"] == {}
+    v = verdicts(d)[0]
+    assert "Seed by seed (DAMA minus method, WER points): lora -10.0 (seed 0), +10.0 (seed 1)" in v
+    assert "The seeds disagree in sign against: lora." in v

@@ -117,6 +117,7 @@ def collect(cfg: BenchConfig) -> dict:
                     "language": lang.name, "hours": hours, "method": method, "seeds": len(mine),
                     "train_hours": float(np.mean([r["train_hours"] for r in mine])),
                     "wer": s.wer, "wer_lo": lo, "wer_hi": hi, "wer_seed_std": float(np.std([r["wer"] for r in mine])),
+                    "wer_by_seed": {str(r["seed"]): r["wer"] for r in mine if r["seed"] != "-"},
                     "cer": s.cer, "cer_lo": clo, "cer_hi": chi,
                     **{k: _mean([r[k] for r in mine]) for k in (
                         "trainable_params", "extra_params_merged", "peak_memory_mb", "epoch_seconds",
@@ -126,9 +127,13 @@ def collect(cfg: BenchConfig) -> dict:
                     **{f"{k}_{end}": v for k, t in fg.items()  # forgetting_lo/_hi/_p, forgetting_en_lo/...
                        for end, v in (("lo", t["ci"][0]), ("hi", t["ci"][1]), ("p", t["p_bootstrap"]))},
                 })
+            by_seed = {g["method"]: g["wer_by_seed"] for g in groups if g["language"] == lang.name
+                       and g["hours"] in (hours, "-")}
             for a, b in comparison_pairs(list(stacked), cfg.base_method):
                 pc = paired_compare(stacked[a], stacked[b], n_boot=cfg.n_boot)
+                sa, sb = by_seed.get(a, {}), by_seed.get(b, {})  # training noise: does each seed agree?
                 comparisons.append({"language": lang.name, "hours": hours, "a": a, "b": b, **pc.to_dict(),
+                                    "diff_by_seed": {k: sa[k] - sb[k] for k in sa if k in sb},
                                     **_forgetting_tests(stacked_control.get(a), stacked_control.get(b), cfg.n_boot)})
     return {"machine": machine, "model": cfg.model, "methods": cfg.methods,
             "variants": {name: v["method"] for name, v in cfg.variants.items()},
@@ -186,6 +191,14 @@ def _f(x, spec=".3f", none="–") -> str:
 def _pts(x: float) -> str:
     """A WER difference in points."""
     return f"{100 * x:+.1f}"
+
+
+def seeds_cell(g: dict) -> str:
+    """How many seeds a row averages and, with several, each seed's own test WER."""
+    w = g.get("wer_by_seed") or {}
+    if len(w) < 2:
+        return str(g["seeds"])
+    return f"{g['seeds']} ({', '.join(format(w[k], '.3f') for k in sorted(w, key=int))})"
 
 
 def _params(x) -> str:
@@ -289,6 +302,13 @@ def verdicts(data: dict) -> list[str]:
             worse = [m for m, c in cmp.items() if c["diff"] > 0 and c["p_bootstrap"] < 0.05]
             s += (f". Significantly better than: {', '.join(better) or 'none'}; significantly worse than: "
                   f"{', '.join(worse) or 'none'} (paired bootstrap over utterances, p < 0.05).")
+            seeded = {m: c["diff_by_seed"] for m, c in cmp.items() if len(c.get("diff_by_seed") or {}) > 1}
+            if seeded:  # the bootstrap covers test utterances, not training noise: show each seed's gap
+                split = [m for m, v in seeded.items() if len({x > 0 for x in v.values() if x != 0}) > 1]
+                s += (" Seed by seed (DAMA minus method, WER points): "
+                      + "; ".join(f"{m} " + ", ".join(f"{_pts(x)} (seed {k})" for k, x in sorted(v.items()))
+                                  for m, v in seeded.items())
+                      + f". The seeds disagree in sign against: {', '.join(split) or 'none'}.")
             if d.get("forgetting_lo") is not None:
                 fg = {m: c["forgetting"] for m, c in cmp.items() if "forgetting" in c and m != "zero-shot"}
                 less = [m for m, c in fg.items() if c["diff"] < 0 and c["p_bootstrap"] < 0.05]
@@ -405,7 +425,7 @@ def write_report(cfg: BenchConfig, data: dict, command: str) -> Path:
             c = next((c for c in data["comparisons"] if c["a"] == "dama" and c["language"] == lang
                       and c["hours"] == g["hours"] and c["b"] == g["method"]), None)
             lines.append(
-                f"| {g['hours']} | {g['method']} | {g['seeds']} "
+                f"| {g['hours']} | {g['method']} | {seeds_cell(g)} "
                 f"| {g['wer']:.3f} [{g['wer_lo']:.3f}, {g['wer_hi']:.3f}] "
                 f"| {g['cer']:.3f} [{g['cer_lo']:.3f}, {g['cer_hi']:.3f}] | {_params(g['trainable_params'])} "
                 f"| {_params(g['extra_params_merged'])} | {_f(g['epoch_seconds'], '.1f')} "
@@ -432,4 +452,4 @@ def write_report(cfg: BenchConfig, data: dict, command: str) -> Path:
     return path
 
 
-__all__ = ["collect", "plots", "targets", "verdicts", "write_report", "write_results"]
+__all__ = ["collect", "plots", "seeds_cell", "targets", "verdicts", "write_report", "write_results"]
