@@ -175,6 +175,63 @@ def test_encoder_cache_is_reused_and_exact(tiny6_ct2_dir, corpus, tmp_path):
     assert len(files) == 4 and not any(f.startswith(".") for f in files)  # 2 shards + key lists, no temp files
 
 
+def test_cache_prune_keeps_what_the_named_data_needs(tiny6_ct2_dir, corpus, tmp_path, capsys):
+    import os
+    import time
+
+    from dama.cli.main import main
+    from dama.train.cache import EncoderCache, cache_info
+
+    w = load_whisper(tiny6_ct2_dir)
+    val, test = load_data("swahili:val", corpus), load_data("swahili:test", corpus)
+    EncoderCache.build(w, val, tmp_path / "c", log=lambda *_: None, show_progress=False)
+    EncoderCache.build(w, test, tmp_path / "c", log=lambda *_: None, show_progress=False)
+    train = load_data("swahili:train", corpus)
+    EncoderCache.build(w, train, tmp_path / "c", log=lambda *_: None, show_progress=False)
+    (folder,) = (tmp_path / "c").glob("enc-*")
+    stale = folder / ".shard-dead.npy"  # left by a build killed two days ago
+    stale.write_bytes(b"x" * 10)
+    os.utime(stale, (time.time() - 2 * 86400,) * 2)
+    (info,) = cache_info(tmp_path / "c")
+    assert info["shards"] == 3 and info["clips"] == len(val) + len(test) + len(train) and info["partial"] == 1
+
+    args = ["cache", "prune", str(tmp_path / "c"), "--keep", "swahili:val", "--data-root", str(corpus)]
+    assert main([*args, "--dry-run"]) == 0
+    assert "would remove 3 file(s)" in capsys.readouterr().out and cache_info(tmp_path / "c") == [info]
+    assert main([*args, "--json", str(tmp_path / "p.json")]) == 0
+    out = json.loads((tmp_path / "p.json").read_text())
+    assert out["kept_shards"] == 1 and len(out["removed"]) == 3 and out["freed_bytes"] > 0
+    (after,) = cache_info(tmp_path / "c")
+    assert after["shards"] == 1 and after["clips"] == len(val) and after["partial"] == 0
+    msgs = []  # what was kept still serves its clips; what went is encoded again on demand
+    EncoderCache.build(w, val, tmp_path / "c", log=msgs.append, show_progress=False)
+    assert "hit" in msgs[-1]
+    EncoderCache.build(w, test, tmp_path / "c", log=msgs.append, show_progress=False)
+    assert f"of {len(test)} clips (0 already cached)" in msgs[-1]
+    assert main(["cache", "info", str(tmp_path / "nowhere")]) == 2
+    assert "no encoder cache here" in capsys.readouterr().err
+
+
+def test_cache_prune_drops_shards_whose_clips_an_earlier_shard_serves(tmp_path):
+    """Two builds racing over the same clips write the same keys twice; only the first copy is read."""
+    import numpy as np
+
+    from dama.data.manifest import Utterance
+    from dama.train.cache import _read_index, clip_key, prune_cache
+    from tests.conftest import write_wav
+
+    utts = [Utterance(f"u{i}", write_wav(tmp_path / f"u{i}.wav", 0.5, freq=200 + 50 * i), "x") for i in range(3)]
+    k = [clip_key(u) for u in utts]
+    folder = tmp_path / "c" / "enc-0123"
+    folder.mkdir(parents=True)
+    for name, keys in (("a", k[:2]), ("b", k[1:2]), ("c", k[2:])):
+        np.save(folder / f"shard-{name}.npy", np.zeros((len(keys), 2, 2), np.float16))
+        (folder / f"shard-{name}.keys.json").write_text(json.dumps(keys))
+    out = prune_cache(tmp_path / "c", utts[:2])
+    assert [p.rsplit("/", 1)[1] for p in out["removed"]] == ["shard-b.npy", "shard-c.npy"]
+    assert set(_read_index(folder)) == set(k[:2])
+
+
 def test_encoder_cache_follows_audio_content_not_path_or_mtime(corpus, tmp_path):
     """A copy of the data elsewhere, or with new timestamps, hits the cache; changed audio misses."""
     import os

@@ -372,6 +372,35 @@ def cmd_languages(args) -> dict:
     return WHISPER_LANGUAGES
 
 
+def cmd_cache_info(args) -> dict:
+    from dama.train.cache import cache_info
+
+    rows = cache_info(args.dir)
+    for r in rows:
+        print(f"{r['folder']}: {r['clips']} clips in {r['shards']} shards, {r['bytes'] / 2**30:.2f} GiB"
+              + (f", {r['partial']} partial file(s) from interrupted builds" if r["partial"] else ""))
+    if not rows:
+        print(f"{args.dir}: no encoder folders (enc-*)")
+    out = {"folders": rows}
+    _write_json(args.json, out)
+    return out
+
+
+def cmd_cache_prune(args) -> dict:
+    from dama.data.spec import load_data
+    from dama.train.cache import prune_cache
+
+    keep = [u for spec in args.keep for u in load_data(spec, args.data_root)]
+    out = prune_cache(args.dir, keep, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for path in out["removed"]:
+        print(f"{verb} {path}")
+    print(f"{verb} {len(out['removed'])} file(s), {out['freed_bytes'] / 2**30:.2f} GiB; kept {out['kept_shards']} "
+          f"shard(s) serving the {out['clips_to_keep']} clips of {', '.join(args.keep)}")
+    _write_json(args.json, out)
+    return out
+
+
 def cmd_bench(args) -> dict:
     import shlex
 
@@ -587,6 +616,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--json", metavar="PATH")
     p.set_defaults(func=cmd_data_synth)
+
+    cache = sub.add_parser("cache", help="inspect and prune an encoder-output cache")
+    csub = cache.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
+    p = csub.add_parser("info", help="clips, shards and disk use of each encoder folder")
+    p.add_argument("dir", help="the cache folder (a run's ../.encoder-cache, a bench's runs/.encoder-cache)")
+    p.add_argument("--json", metavar="PATH")
+    p.set_defaults(func=cmd_cache_info)
+    p = csub.add_parser("prune", help="delete what none of the named data sets needs")
+    p.add_argument("dir", help="the cache folder")
+    p.add_argument("--keep", required=True, nargs="+", metavar="DATA",
+                   help="data specs whose clips stay cached (e.g. swahili:train+val+test fleurs-control)")
+    p.add_argument("--data-root")
+    p.add_argument("--dry-run", action="store_true", help="list what would go, delete nothing")
+    p.add_argument("--json", metavar="PATH")
+    p.set_defaults(func=cmd_cache_prune)
 
     p = sub.add_parser("languages", help="list Whisper's language codes")
     p.add_argument("--json", metavar="PATH")

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from dama.data.audio import SAMPLE_RATE, load_audio
 from dama.data.manifest import Manifest, Utterance
+from dama.errors import DataError
 from dama.models.load import Whisper
 
 
@@ -137,3 +138,72 @@ class EncoderCache:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+# ---- housekeeping: what a cache holds, and dropping what no data set needs any more ----------------
+
+def _shards(folder: Path) -> list[tuple[Path, Path]]:
+    """(array, key list) pairs in the order `_read_index` reads them (the first holder of a key serves it)."""
+    out = []
+    for keys_file in sorted(folder.glob("shard-*.keys.json")):
+        npy = keys_file.with_name(keys_file.name.replace(".keys.json", ".npy"))
+        if npy.is_file():
+            out.append((npy, keys_file))
+    return out
+
+
+def _encoder_folders(root: Path) -> list[Path]:
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: no encoder cache here (folder not found). `dama train` keeps one in "
+                        "<--out>/../.encoder-cache unless --cache-dir; `dama bench` in <out>/runs/.encoder-cache")
+    folders = sorted(p for p in root.glob("enc-*") if p.is_dir())
+    if not folders and root.name.startswith("enc-"):
+        folders = [root]
+    return folders
+
+
+def cache_info(root: str | Path) -> list[dict]:
+    """Per encoder folder: shards, clips (distinct), bytes on disk, and leftovers of interrupted builds."""
+    rows = []
+    for folder in _encoder_folders(Path(root)):
+        shards = _shards(folder)
+        keys: set[str] = set()
+        for _, kf in shards:
+            keys.update(json.loads(kf.read_text()))
+        rows.append({"folder": str(folder), "shards": len(shards), "clips": len(keys),
+                     "bytes": sum(f.stat().st_size for f in folder.iterdir() if f.is_file()),
+                     "partial": len(list(folder.glob(".shard-*")))})
+    return rows
+
+
+def prune_cache(root: str | Path, keep: list[Utterance], dry_run: bool = False,
+                stale_after_s: float = 86400.0) -> dict:
+    """Delete the shards that serve none of ``keep``'s clips (nothing else reads them: clips are keyed by
+    their audio's bytes, so edited, deleted or re-keyed audio leaves dead shards behind), and leftovers of
+    builds interrupted more than ``stale_after_s`` ago. A shard holding any clip to keep stays whole."""
+    import time
+
+    live = {clip_key(u) for u in keep if Path(u.audio).is_file()}  # a missing file has nothing to keep
+    removed, kept, freed = [], 0, 0
+    for folder in _encoder_folders(Path(root)):
+        served: set[str] = set()
+        for npy, kf in _shards(folder):
+            keys = set(json.loads(kf.read_text())) - served
+            served |= keys
+            if keys & live:
+                kept += 1
+                continue
+            freed += npy.stat().st_size + kf.stat().st_size
+            removed.append(str(npy))
+            if not dry_run:
+                kf.unlink()  # the key list first: a half-deleted shard never looks valid
+                npy.unlink()
+        for tmp in folder.glob(".shard-*"):
+            if time.time() - tmp.stat().st_mtime > stale_after_s:
+                freed += tmp.stat().st_size
+                removed.append(str(tmp))
+                if not dry_run:
+                    tmp.unlink()
+    return {"removed": removed, "kept_shards": kept, "freed_bytes": freed, "dry_run": dry_run,
+            "clips_to_keep": len(live)}
