@@ -177,26 +177,38 @@ def test_only_picks_runs_by_pattern_in_the_order_given(tmp_path, capsys):
     assert len(lines) == 2 and "yo-0.5h-lora-s0" in lines[0] and "--method zero-shot" in lines[1]
 
 
-def test_estimate_uses_finished_runs_of_the_same_language_amount_and_epochs(tmp_path):
+def test_estimate_uses_finished_runs_of_the_same_method_scaled_to_the_cell(tmp_path):
     import json
 
     from dama.bench.grid import estimate_seconds, run_dir
+    from tests.conftest import make_corpus
 
-    cfg = load_config(write(tmp_path, """
+    root = make_corpus(tmp_path / "data", n_train=20, n_test=3)
+    cfg = load_config(write(tmp_path, f"""
 out: res
-methods: [zero-shot, dama, lora, dama-long]
-variants: {dama-long: {method: dama, epochs: 10}}
-languages: {sw: {train: "swahili:train"}, yo: {train: "yoruba:train"}}
-hours: [0.5]
+data_root: {root}
+methods: [zero-shot, dama, lora, full, dama-long]
+variants: {{dama-long: {{method: dama, epochs: 10}}}}
+languages: {{sw: {{train: "swahili:train"}}, yo: {{train: "yoruba:train"}}}}
+hours: [0.5, all]
 seeds: [0, 1]
 """))
     by = {c.name: c for c in cells(cfg)}
-    for name, secs in (("sw-0.5h-dama-s0", 100.0), ("sw-0.5h-lora-s0", 300.0), ("sw-zero-shot", 50.0)):
+    # 0.5 h of sw is 10 clips here (20 clips per hour); the whole split has 20. Test split: 3 clips.
+    for name, train, total in (("sw-0.5h-dama-s0", 60.0, 100.0), ("sw-0.5h-lora-s0", 200.0, 300.0),
+                               ("sw-zero-shot", 0.0, 50.0)):
         run_dir(cfg, by[name]).mkdir(parents=True)
-        (run_dir(cfg, by[name]) / "results.json").write_text(json.dumps({"total_seconds": secs}))
+        (run_dir(cfg, by[name]) / "results.json").write_text(json.dumps({
+            "total_seconds": total, "train_seconds": train, "n": 3,
+            **({"train_utterances": 10, "train_hours": 0.5} if train else {})}))
     finished = [by[n] for n in ("sw-0.5h-dama-s0", "sw-0.5h-lora-s0", "sw-zero-shot")]
-    todo = [by["sw-0.5h-dama-s1"], by["sw-0.5h-lora-s1"], by["sw-0.5h-dama-long-s0"], by["yo-0.5h-dama-s0"],
-            by["yo-zero-shot"]]
-    # sw 5-epoch runs: median of 100 and 300 each; 10 epochs, Yoruba and Yoruba zero-shot have no peer
-    assert estimate_seconds(cfg, todo, finished) == (400.0, 2)
+
+    def est(*names):
+        return estimate_seconds(cfg, [by[n] for n in names], finished)
+
+    assert est("sw-0.5h-dama-s1", "sw-0.5h-lora-s1") == (400.0, 2)  # the same cell, another seed
+    assert est("sw-0.5h-dama-long-s0") == (60.0 * 2 + 40.0, 1)  # twice the epochs, the same testing
+    assert est("sw-all-dama-s0") == (60.0 * 2 + 40.0, 1)  # twice the clips
+    # no full fine-tuning finished: an adapter's time would be far off, so no estimate; Yoruba: no test size
+    assert est("sw-0.5h-full-s0", "yo-0.5h-dama-s0", "yo-zero-shot") == (0.0, 0)
     assert estimate_seconds(cfg, [], finished) == (0.0, 0)

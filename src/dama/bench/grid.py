@@ -207,8 +207,9 @@ def run_grid(cfg: BenchConfig, log=print, dry_run: bool = False, only: list[str]
             log("  " + " ".join(train_command(cfg, c)))
         secs, known = estimate_seconds(cfg, todo, [c for c in grid if c.name in done])
         if todo:
-            log(f"estimate: about {secs / 3600:.1f} h for {known} of {len(todo)} runs on this machine (median "
-                "finished run of the same language, amount and epochs, training and test; forgetting not counted)"
+            log(f"estimate: about {secs / 3600:.1f} h for {known} of {len(todo)} runs on this machine (finished runs "
+                "of the same method: training scaled by clips and epochs, testing by test clips; forgetting "
+                "not counted)"
                 + (f"; {len(todo) - known} have no such finished run yet" if known < len(todo) else ""))
         return []
     cfg.out.mkdir(parents=True, exist_ok=True)
@@ -231,22 +232,61 @@ def _epochs(cfg: BenchConfig, cell: Cell) -> int:
     return int(cfg.options(cell.method).get("epochs", 5))
 
 
+def _train_clips(cfg: BenchConfig, lang, cache: dict) -> int | None:
+    """Clips in a language's whole train split (reads its transcripts, not its audio); None if unreadable."""
+    if lang.name not in cache:
+        try:
+            from dama.data.spec import load_data
+
+            cache[lang.name] = len(load_data(lang.train, cfg.data_root))
+        except DamaError:
+            cache[lang.name] = None
+    return cache[lang.name]
+
+
 def estimate_seconds(cfg: BenchConfig, todo: list[Cell], finished: list[Cell]) -> tuple[float, int]:
-    """How long ``todo`` should take, from the finished runs like each of them: same language, amount
-    and number of epochs (zero-shot from zero-shot). Returns (seconds, how many cells had such a peer)."""
+    """How long ``todo`` should take, from finished runs. A cell with finished peers (same language, method,
+    amount and epochs) takes their median; otherwise runs of the same method elsewhere are scaled: their
+    training time by training clips x epochs, their evaluation time by test clips. Full fine-tuning is
+    several times an adapter's cost, so methods are never mixed. Returns (seconds, cells estimated)."""
     import statistics
 
-    def key(c: Cell) -> tuple:
-        return (c.language.name, "zero-shot") if c.method == "zero-shot" else (
-            c.language.name, c.hours_label, _epochs(cfg, c))
-
-    took: dict[tuple, list[float]] = {}
+    runs = []
     for c in finished:
         res = json.loads((run_dir(cfg, c) / "results.json").read_text())
         if res.get("total_seconds"):
-            took.setdefault(key(c), []).append(res["total_seconds"])
-    known = [statistics.median(took[key(c)]) for c in todo if key(c) in took]
-    return float(sum(known)), len(known)
+            runs.append((c, res))
+    per_hour = {c.language.name: r["train_utterances"] / r["train_hours"] for c, r in runs
+                if r.get("train_utterances") and r.get("train_hours")}
+    n_test = {c.language.name: r["n"] for c, r in runs if r.get("n")}
+    whole: dict[str, int | None] = {}
+
+    def clips(c: Cell) -> float | None:  # training clips the cell will see
+        if c.hours is None:
+            return _train_clips(cfg, c.language, whole)
+        return c.hours * per_hour[c.language.name] if c.language.name in per_hour else None
+
+    total, known = 0.0, 0
+    for c in todo:
+        method = cfg.base_method(c.method)
+        same = [r["total_seconds"] for p, r in runs if p.language.name == c.language.name and p.method == c.method
+                and p.hours == c.hours and _epochs(cfg, p) == _epochs(cfg, c)]
+        if not same and c.language.name in n_test:
+            for p, r in runs:
+                if cfg.base_method(p.method) != method or not r.get("n"):
+                    continue
+                train = r.get("train_seconds") or 0.0
+                scale = 1.0
+                if method != "zero-shot":
+                    n = clips(c)
+                    if n is None or not r.get("train_utterances"):
+                        continue
+                    scale = n / r["train_utterances"] * _epochs(cfg, c) / max(_epochs(cfg, p), 1)
+                same.append(train * scale + (r["total_seconds"] - train) * n_test[c.language.name] / r["n"])
+        if same:
+            total += statistics.median(same)
+            known += 1
+    return total, known
 
 
 def check_launcher(cfg: BenchConfig) -> None:
