@@ -86,9 +86,17 @@ def test_resume_after_interruption_matches_uninterrupted(tiny6_ct2_dir, corpus, 
         run_training(str(tiny6_ct2_dir), make_method("lora", r=4), tr, va, None, tmp_path / "b",
                      _cfg(tmp_path, save_every=1, stop_after_steps=4), log=lambda *a: None)
     assert (tmp_path / "b" / "checkpoint.pt").is_file() and not (tmp_path / "b" / "results.json").exists()
+    # what the interrupted process used is part of the run: pretend it peaked far higher and ran long
+    ck = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
+    assert ck["state"]["peak_memory_mb"] > 0 and ck["state"]["elapsed_seconds"] > 0
+    ck["state"].update(peak_memory_mb=1e6, elapsed_seconds=1000.0)
+    torch.save(ck, tmp_path / "b" / "checkpoint.pt")
     resumed = run_training(str(tiny6_ct2_dir), make_method("lora", r=4), tr, va, None, tmp_path / "b",
                            _cfg(tmp_path, save_every=1), resume=True, log=lambda *a: None)
     assert resumed["steps"] == full["steps"] == 6
+    assert resumed["peak_memory_mb"] == 1e6 and resumed["resumed_seconds"] == 1000.0
+    assert 1000.0 < resumed["total_seconds"] < 1000.0 + full["total_seconds"] * 5
+    assert full["resumed_seconds"] == 0.0 and full["peak_memory_mb"] < 1e6
     from safetensors.torch import load_file
 
     a = load_file(tmp_path / "a" / "adapter" / "adapter_model.safetensors")

@@ -216,7 +216,7 @@ def run_training(
             if zs is not None:
                 results["zero_shot"] = zs
                 results["wer_reduction_rel"] = 1 - results["wer"] / zs["wer"] if zs["wer"] else 0.0
-        results["total_seconds"] = time.perf_counter() - t0
+        results["total_seconds"] = time.perf_counter() - t0 + results.get("resumed_seconds", 0.0)
         if (run_dir / "metrics.jsonl").is_file():
             plot_metrics(run_dir)
         (run_dir / RESULTS).write_text(json.dumps(results, indent=2, default=str))

@@ -94,6 +94,11 @@ class RunState:
     bad_epochs: int = 0
     epoch_seconds: list[float] = field(default_factory=list)
     train_seconds: float = 0.0
+    # across interruptions: the highest peak memory of any process of this run so far, and the wall
+    # time earlier processes spent in training up to their last checkpoint (a resumed run's results
+    # would otherwise report only its last process: after a kill during testing, no training at all)
+    peak_memory_mb: float = 0.0
+    elapsed_seconds: float = 0.0
 
 
 class _Inputs:
@@ -243,6 +248,7 @@ def train(
     from accelerate import Accelerator
 
     cfg = cfg or TrainConfig()
+    t_start = time.perf_counter()
     if cfg.low_memory:
         limit_heap_fragmentation()
     run_dir = Path(run_dir)
@@ -319,6 +325,13 @@ def train(
                 setattr(alloc, k, v)
         state = RunState(**ck["state"])
         best = ck["best"]
+    before = state.elapsed_seconds
+
+    def checkpoint() -> None:
+        state.peak_memory_mb = max(state.peak_memory_mb, peak_memory_mb(device))
+        state.elapsed_seconds = before + time.perf_counter() - t_start
+        save_checkpoint(ckpt_path, adapted, opt, sched, state, best)
+
         log(f"resuming {run_dir} at epoch {state.epoch + 1}, step {state.step}")
     adapted.frozen.enforce(model)
     head = None if adapted.model_loss else fused_lm_head(model)
@@ -378,9 +391,9 @@ def train(
                 log_metric(kind="step", epoch=epoch + 1, step=state.step, loss=loss.item(),
                            lr=sched.get_last_lr()[0])
                 if accelerator.sync_gradients and cfg.save_every and state.step % cfg.save_every == 0:
-                    save_checkpoint(ckpt_path, adapted, opt, sched, state, best)
+                    checkpoint()
                 if cfg.stop_after_steps and state.step >= cfg.stop_after_steps:
-                    save_checkpoint(ckpt_path, adapted, opt, sched, state, best)
+                    checkpoint()
                     raise KeyboardInterrupt(f"stopped after {state.step} steps (stop_after_steps)")
             bar.close()
             secs = time.perf_counter() - t0
@@ -400,7 +413,7 @@ def train(
                 else:
                     state.bad_epochs += 1
             log_metric(**row)
-            save_checkpoint(ckpt_path, adapted, opt, sched, state, best)
+            checkpoint()
             if cfg.patience and state.bad_epochs >= cfg.patience:
                 log(f"early stop: no val improvement for {state.bad_epochs} epoch(s)")
                 break
@@ -414,8 +427,9 @@ def train(
     summary = {
         "trainable_params": count_trainable(adapted.model, adapted.frozen),
         "total_params": sum(p.numel() for p in adapted.model.parameters()),
-        "peak_memory_mb": peak_memory_mb(device),
+        "peak_memory_mb": max(state.peak_memory_mb, peak_memory_mb(device)),
         "train_seconds": state.train_seconds,
+        "resumed_seconds": before,  # spent by earlier processes of this run (0 if it never stopped)
         "epoch_seconds": state.epoch_seconds,
         "steps": state.step,
         "best_epoch": state.best_epoch,
