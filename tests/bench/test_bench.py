@@ -40,8 +40,9 @@ def test_quick_bench_runs_restarts_and_reports(tmp_path, tiny6_ct2_dir, monkeypa
     out = tmp_path / "res-quick"
     # a bad lora option: that run fails, the others finish, the exit status says so
     assert main(["bench", "--config", write_config(tmp_path, tiny6_ct2_dir, lora_rank=0), "--quick"]) == 2
-    err = capsys.readouterr().err
-    assert "1 run(s) failed: swahili-0.001h-lora-s0" in err
+    printed = capsys.readouterr()
+    assert "1 run(s) failed: swahili-0.001h-lora-s0" in printed.err
+    assert "[1/3] swahili-zero-shot finished in" in printed.out and " min left" in printed.out
     assert (out / "runs" / "swahili-0.001h-dama-s0" / "results.json").is_file()
     assert not (out / "runs" / "swahili-0.001h-lora-s0").exists()
     assert "rank" in (out / "logs" / "swahili-0.001h-lora-s0.log").read_text()

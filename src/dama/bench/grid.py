@@ -214,15 +214,16 @@ def run_grid(cfg: BenchConfig, log=print, dry_run: bool = False, only: list[str]
         return []
     cfg.out.mkdir(parents=True, exist_ok=True)
     failed = []
-    t_start = time.perf_counter()
     for i, cell in enumerate(todo, 1):
         t = time.perf_counter()
         log(f"[{i}/{len(todo)}] {cell.name} ...")
         if run_cell(cfg, cell, log):
-            done = time.perf_counter() - t_start
-            eta = done / i * (len(todo) - i)
-            log(f"[{i}/{len(todo)}] {cell.name} finished in {time.perf_counter() - t:.0f} s "
-                f"(about {eta / 60:.0f} min left)")
+            msg = f"[{i}/{len(todo)}] {cell.name} finished in {time.perf_counter() - t:.0f} s"
+            if i < len(todo):  # the time left, per method from what has finished (as --dry-run estimates)
+                left, known = estimate_seconds(cfg, todo[i:], [c for c in grid if is_finished(cfg, c)])
+                unknown = len(todo) - i - known
+                msg += f" (about {left / 60:.0f} min left" + (f"; {unknown} not estimable yet)" if unknown else ")")
+            log(msg)
         else:
             failed.append(cell)
     return failed
