@@ -23,18 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from dama.machine import cpu_name
+
 METHODS = ("dama", "lora", "dora", "lora-fa", "adalora", "pissa")  # `full` on request: its epochs are much longer
 GRID_CACHE = Path(__file__).parent / "cpu-whisper-base" / "runs" / ".encoder-cache"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def build_cache(args) -> None:

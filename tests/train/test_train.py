@@ -45,7 +45,11 @@ def test_run_directory_is_complete_and_adapter_loads_in_plain_peft(tiny6_ct2_dir
     for k in ("trainable_params", "total_params", "peak_memory_mb", "train_seconds", "wer", "cer"):
         assert isinstance(res[k], (int, float)), k
     assert res["ranks"] == [32, 8, 8, 8, 8, 32] and res["steps"] == 6 and len(res["epoch_seconds"]) == 2
-    assert json.loads((run / "config.json").read_text())["train"]["lr"] == 1e-3  # resolved, not None
+    config = json.loads((run / "config.json").read_text())
+    assert config["train"]["lr"] == 1e-3  # resolved, not None
+    from dama.machine import cpu_name
+
+    assert config["device"] == "cpu" and config["device_name"] == cpu_name() != ""  # what the numbers ran on
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert sum(r["kind"] == "step" for r in rows) == 6 and all("val_wer" in r for r in rows if r["kind"] == "epoch")
     # plain PEFT, without dama: same weights, same ranks

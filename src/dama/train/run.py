@@ -26,6 +26,7 @@ from dama.adapt import MethodConfig
 from dama.adapt.base import Adapted
 from dama.data.manifest import Manifest
 from dama.errors import DamaError, ModelError
+from dama.machine import device_name
 from dama.memory import peak_memory_mb
 from dama.models.load import Whisper, load_whisper, model_fingerprint
 from dama.models.new_language import add_language_token
@@ -188,8 +189,8 @@ def run_training(
             # the rate used, not just "default": a later change of a method's default_lr stays visible
             "train": {**cfg.__dict__, "lr": None if method.name == "zero-shot" else cfg.learning_rate(method)},
             "language": language,
-            "data": data_specs or {}, "device": str(w.device), "torch": torch.__version__,
-            "platform": platform.platform(), "cpu_threads": torch.get_num_threads(),
+            "data": data_specs or {}, "device": str(w.device), "device_name": device_name(w.device),
+            "torch": torch.__version__, "platform": platform.platform(), "cpu_threads": torch.get_num_threads(),
             "new_language": new_language, "base_fingerprint": base_fingerprint,
             "languages": sorted({language} if language else {u.language for u in train_m if u.language}),
         }
