@@ -306,7 +306,7 @@ def verdicts(data: dict) -> list[str]:
             if seeded:  # the bootstrap covers test utterances, not training noise: show each seed's gap
                 split = [m for m, v in seeded.items() if len({x > 0 for x in v.values() if x != 0}) > 1]
                 s += (" Seed by seed (DAMA minus method, WER points): "
-                      + "; ".join(f"{m} " + ", ".join(f"{_pts(x)} (seed {k})" for k, x in sorted(v.items()))
+                      + "; ".join(f"{m} " + ", ".join(f"{_pts(v[k])} (seed {k})" for k in sorted(v, key=int))
                                   for m, v in seeded.items())
                       + f". The seeds disagree in sign against: {', '.join(split) or 'none'}.")
             if d.get("forgetting_lo") is not None:
