@@ -77,9 +77,10 @@ def collect(cfg: BenchConfig) -> dict:
         if (run_dir(cfg, cell) / "forgetting.hyps.jsonl").is_file():
             control[(cell.language.name, rows[-1]["hours"], cell.method)].append(
                 read_hyps(run_dir(cfg, cell) / "forgetting.hyps.jsonl"))
-        if machine is None:
+        if machine is None or not machine["device_name"]:  # runs made before device names were recorded
             rc = _read(run_dir(cfg, cell) / "config.json") or {}
-            machine = {k: rc.get(k) for k in ("device", "device_name", "platform", "cpu_threads", "torch")}
+            machine = {k: (machine or {}).get(k) or rc.get(k)
+                       for k in ("device", "device_name", "platform", "cpu_threads", "torch")}
     zero = {r["language"]: r for r in rows if r["method"] == "zero-shot"}
     for lang in cfg.languages:  # a grid without zero-shot (an ablation) measures forgetting against a shared one
         z = Cell(lang, "zero-shot", None, cfg.seeds[0])
