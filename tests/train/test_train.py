@@ -84,8 +84,10 @@ def test_middle_A_stays_frozen_through_training(tiny6_ct2_dir, corpus, tmp_path)
 
 def test_resume_after_interruption_matches_uninterrupted(tiny6_ct2_dir, corpus, tmp_path):
     tr, va, _ = _data(corpus)
+    full_log = []
     full = run_training(str(tiny6_ct2_dir), make_method("lora", r=4), tr, va, None, tmp_path / "a",
-                        _cfg(tmp_path, save_every=1), log=lambda *a: None)
+                        _cfg(tmp_path, save_every=1), log=full_log.append)
+    assert not any(str(m).startswith("resuming") for m in full_log)
     with pytest.raises(KeyboardInterrupt):
         run_training(str(tiny6_ct2_dir), make_method("lora", r=4), tr, va, None, tmp_path / "b",
                      _cfg(tmp_path, save_every=1, stop_after_steps=4), log=lambda *a: None)
@@ -95,8 +97,11 @@ def test_resume_after_interruption_matches_uninterrupted(tiny6_ct2_dir, corpus, 
     assert ck["state"]["peak_memory_mb"] > 0 and ck["state"]["elapsed_seconds"] > 0
     ck["state"].update(peak_memory_mb=1e6, elapsed_seconds=1000.0)
     torch.save(ck, tmp_path / "b" / "checkpoint.pt")
+    resumed_log = []
     resumed = run_training(str(tiny6_ct2_dir), make_method("lora", r=4), tr, va, None, tmp_path / "b",
-                           _cfg(tmp_path, save_every=1), resume=True, log=lambda *a: None)
+                           _cfg(tmp_path, save_every=1), resume=True, log=resumed_log.append)
+    said = [m for m in resumed_log if str(m).startswith("resuming")]
+    assert said == [f"resuming {tmp_path / 'b'} at epoch 2, step 4"]  # once, where it resumed
     assert resumed["steps"] == full["steps"] == 6
     assert resumed["peak_memory_mb"] == 1e6 and resumed["resumed_seconds"] == 1000.0
     assert 1000.0 < resumed["total_seconds"] < 1000.0 + full["total_seconds"] * 5

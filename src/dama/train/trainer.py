@@ -325,6 +325,7 @@ def train(
                 setattr(alloc, k, v)
         state = RunState(**ck["state"])
         best = ck["best"]
+        log(f"resuming {run_dir} at epoch {state.epoch + 1}, step {state.step}")
     before = state.elapsed_seconds
 
     def checkpoint() -> None:
@@ -332,7 +333,6 @@ def train(
         state.elapsed_seconds = before + time.perf_counter() - t_start
         save_checkpoint(ckpt_path, adapted, opt, sched, state, best)
 
-        log(f"resuming {run_dir} at epoch {state.epoch + 1}, step {state.step}")
     adapted.frozen.enforce(model)
     head = None if adapted.model_loss else fused_lm_head(model)
 
