@@ -59,12 +59,19 @@ def clip_key(u: Utterance) -> str:
     return key
 
 
-def _read_index(folder: Path) -> dict[str, tuple[Path, int]]:
-    index: dict[str, tuple[Path, int]] = {}
+def _shards(folder: Path) -> list[tuple[Path, Path]]:
+    """Complete shards, (array, key list), in reading order: the first shard holding a key serves it."""
+    out = []
     for keys_file in sorted(folder.glob("shard-*.keys.json")):
         npy = keys_file.with_name(keys_file.name.replace(".keys.json", ".npy"))
-        if not npy.is_file():
-            continue
+        if npy.is_file():
+            out.append((npy, keys_file))
+    return out
+
+
+def _read_index(folder: Path) -> dict[str, tuple[Path, int]]:
+    index: dict[str, tuple[Path, int]] = {}
+    for npy, keys_file in _shards(folder):
         for row, k in enumerate(json.loads(keys_file.read_text())):
             index.setdefault(k, (npy, row))
     return index
@@ -141,16 +148,6 @@ class EncoderCache:
 
 
 # ---- housekeeping: what a cache holds, and dropping what no data set needs any more ----------------
-
-def _shards(folder: Path) -> list[tuple[Path, Path]]:
-    """(array, key list) pairs in the order `_read_index` reads them (the first holder of a key serves it)."""
-    out = []
-    for keys_file in sorted(folder.glob("shard-*.keys.json")):
-        npy = keys_file.with_name(keys_file.name.replace(".keys.json", ".npy"))
-        if npy.is_file():
-            out.append((npy, keys_file))
-    return out
-
 
 def _encoder_folders(root: Path) -> list[Path]:
     root = Path(root)
