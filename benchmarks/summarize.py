@@ -4,6 +4,9 @@
     python benchmarks/summarize.py --write README.md  # rewrite the README's generated blocks
     python benchmarks/summarize.py --check README.md  # exit 1 if the README has drifted (a test runs this)
 
+--check also looks at the prose around the tables: a decimal that no committed result file holds
+(nor a report made from one, nor a table) is an error unless UNFILED says where it comes from.
+
 A generated block in the README sits between ``<!-- summarize.py:NAME -->`` and
 ``<!-- /summarize.py:NAME -->``; nothing between those markers is typed by hand, so a table
 in the README cannot disagree with the results it quotes.
@@ -12,6 +15,7 @@ in the README cannot disagree with the results it quotes.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import sys
@@ -60,10 +64,10 @@ def _forgetting(s: dict) -> str:
 
 def grid(path: Path = HERE / "cpu-whisper-base" / "results.json") -> str:
     """The main grid, every finished method per language and amount of training data."""
-    from dama.bench.report import seeds_cell
+    from dama.bench.report import seeds_cell, time_left
 
     d = json.loads(path.read_text())
-    out = [f"{d['runs_finished']} of {d['runs_total']} runs finished; seeds averaged per utterance "
+    out = [f"{d['runs_finished']} of {d['runs_total']} runs finished{time_left(d)}; seeds averaged per utterance "
            "(with several, each seed's own WER is in brackets).", "",
            "| language | train data | method | seeds | test WER [95 % CI] | trainable | English forgetting "
            "| all-control forgetting [95 % CI] | DAMA minus method, paired [95 % CI] "
@@ -318,6 +322,73 @@ def fill(text: str) -> tuple[str, list[str]]:
     return _BLOCK.sub(sub, text), changed
 
 
+# Decimals in the README's prose that no committed file holds, each with where it comes from. Anything
+# else the prose quotes must be found in a committed result file (or a table made from one).
+UNFILED = {
+    "3.11": "a Python version",
+    "4.87": "`dama cache prune` output, run once here (GiB freed)",
+    "6.27": "`dama cache info` output, run once here (GiB before pruning)",
+    "18.1": "`python benchmarks/profile_decode.py` output (s for 16 clips, 120 steps); it writes no file",
+}
+_NUMBER = re.compile(r"(?<![\w.])[−+-]?\d+\.\d+(?![\w.])")
+_NOT_RESULTS = {"step", "lr", "loss", "id", "suppress_tokens"}  # bookkeeping, not measurements
+
+
+def _as_quoted(key: str, x: float) -> set[str]:
+    """The ways prose may quote ``x``: 1-4 decimals; WER in points; MB in GB; parameters in millions."""
+    x = abs(x)
+    out = {f"{x:.{d}f}" for d in (1, 2, 3, 4)} | {f"{100 * x:.1f}"}
+    if key.endswith("_mb"):
+        out |= {f"{x / 1000:.{d}f}" for d in (1, 2)}
+    if "params" in key:
+        out |= {f"{x / 1e6:.{d}f}" for d in (1, 2)}
+    return out
+
+
+@functools.cache
+def filed_numbers(root: Path = HERE) -> frozenset[str]:
+    """Every decimal the committed result files under ``root`` hold, as the prose may quote it, and every
+    decimal printed in their reports."""
+    found: set[str] = set()
+
+    def walk(o: object, key: str = "") -> None:
+        if isinstance(o, dict):
+            for k, v in o.items():
+                if k not in _NOT_RESULTS:
+                    walk(v, k)
+        elif isinstance(o, list):
+            for v in o:
+                walk(v, key)
+        elif isinstance(o, int | float) and not isinstance(o, bool):
+            found.update(_as_quoted(key, o))
+
+    for path in root.rglob("*.json"):
+        if "adapter" not in path.parts and path.name != "config.json":
+            walk(json.loads(path.read_text()))
+    for path in root.rglob("metrics.jsonl"):  # epoch lines: validation WER, epoch time
+        for line in path.read_text().splitlines():
+            rec = json.loads(line)
+            if rec.get("kind") != "step":
+                walk(rec)
+    for path in root.rglob("report.md"):
+        found.update(n.replace("−", "-").lstrip("+-") for n in _NUMBER.findall(path.read_text()))
+    return frozenset(found)
+
+
+def untraced(text: str, filed: frozenset[str]) -> list[tuple[int, str]]:
+    """(line, number) for each decimal in ``text`` outside generated blocks that no committed file holds."""
+    generated = {n.replace("−", "-").lstrip("+-") for m in _BLOCK.finditer(text) for n in _NUMBER.findall(m[0])}
+    known = filed | generated | set(UNFILED)
+    spans = [m.span() for m in _BLOCK.finditer(text)]
+    out = []
+    for m in _NUMBER.finditer(text):
+        if any(a <= m.start() < b for a, b in spans):
+            continue
+        if m[0].replace("−", "-").lstrip("+-") not in known:
+            out.append((text.count("\n", 0, m.start()) + 1, m[0]))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     mode = ap.add_mutually_exclusive_group()
@@ -339,7 +410,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{path}: out of date: {', '.join(changed)} — run `python benchmarks/summarize.py --write {path}`",
               file=sys.stderr)
         return 1
-    return 0
+    loose = untraced(text, filed_numbers())
+    for line, number in loose:
+        print(f"{path}:{line}: {number} is in no committed result file nor a generated table: quote it from "
+              "one, or add it to UNFILED in benchmarks/summarize.py with where it comes from", file=sys.stderr)
+    return 1 if loose else 0
 
 
 if __name__ == "__main__":

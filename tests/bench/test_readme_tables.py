@@ -43,3 +43,28 @@ def test_unknown_block_is_an_error(tmp_path):
     readme.write_text("<!-- summarize.py:nope -->\nx\n<!-- /summarize.py:nope -->\n")
     with pytest.raises(SystemExit, match="unknown generated block 'nope'"):
         s.main(["--check", str(readme)])
+
+
+def test_prose_numbers_must_come_from_a_committed_file(tmp_path):
+    import json
+
+    s = load_summarize()
+    root = tmp_path / "benchmarks"
+    (root / "run").mkdir(parents=True)
+    (root / "run" / "results.json").write_text(json.dumps(
+        {"wer": 0.1234, "forgetting": -0.033, "peak_memory_mb": 2554.0, "trainable_params": 1170000,
+         "step": 7.25}))  # a step count is bookkeeping, not a result
+    (root / "run" / "report.md").write_text("DAMA minus LoRA +7.8 [+6.3, +9.3]\n")
+    text = ("WER 0.123 (0.1234), forgetting −3.3, 2.55 GB, 1.17 M parameters, Python 3.11,\n"
+            "LoRA +7.8 [+6.3, +9.3], but 0.124 and 7.25 and 98.76 are made up\n"
+            "<!-- summarize.py:grid -->\n| 55.55 |\n<!-- /summarize.py:grid -->\n"
+            "and 55.55 is in a generated table\n")
+    assert s.untraced(text, s.filed_numbers(root)) == [(2, "0.124"), (2, "7.25"), (2, "98.76")]
+
+
+def test_check_catches_a_number_typed_into_the_prose(tmp_path, capsys):
+    s = load_summarize()
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\nDAMA wins by 98.76 points\n")
+    assert s.main(["--check", str(readme)]) == 1
+    assert f"{readme}:2: 98.76 is in no committed result file" in capsys.readouterr().err

@@ -93,7 +93,8 @@ def fake_run(cfg, name: str, word_errors: list[int], ref_words: int = 10) -> Non
     wer = sum(word_errors) / (ref_words * len(word_errors))
     (d / "results.json").write_text(json.dumps({
         "wer": wer, "cer": sum(word_errors) / (5 * ref_words * len(word_errors)), "trainable_params": 100,
-        "peak_memory_mb": 1.0, "train_seconds": 3.0, "epoch_seconds": [1.0, 1.0, 1.0], "train_hours": 0.5}))
+        "peak_memory_mb": 1.0, "train_seconds": 3.0, "epoch_seconds": [1.0, 1.0, 1.0], "train_hours": 0.5,
+        "train_utterances": 10, "n": len(word_errors), "total_seconds": 3600.0 * (2 if "lora" in name else 1)}))
 
 
 def test_several_seeds_are_averaged_per_utterance_and_each_seeds_gap_is_reported(tmp_path):
@@ -122,3 +123,22 @@ def test_several_seeds_are_averaged_per_utterance_and_each_seeds_gap_is_reported
     v = verdicts(d)[0]
     assert "Seed by seed (DAMA minus method, WER points): lora -10.0 (seed 0), +10.0 (seed 1)" in v
     assert "The seeds disagree in sign against: lora." in v
+
+
+def test_results_and_report_carry_the_estimate_for_the_runs_left(tmp_path):
+    from dama.bench.config import load_config
+    from dama.bench.report import collect, time_left
+
+    (tmp_path / "bench.yaml").write_text(
+        "out: g\nmethods: [zero-shot, dama, lora]\nhours: [0.5]\nseeds: [0, 1]\ncontrol: null\nn_boot: 100\n"
+        "languages: {sw: {train: \"swahili:train\"}}\n")
+    cfg = load_config(tmp_path / "bench.yaml")
+    fake_run(cfg, "sw-zero-shot", [9] * 20)
+    fake_run(cfg, "sw-0.5h-dama-s0", [4] * 20)  # an hour
+    fake_run(cfg, "sw-0.5h-lora-s0", [5] * 20)  # two hours
+    d = collect(cfg)
+    assert d["estimate_left"] == {"hours": 3.0, "runs": 2}  # dama-s1 and lora-s1, like their seed-0 runs
+    assert time_left(d) == "; `--dry-run` estimates about 3.0 h for the 2 left"
+    fake_run(cfg, "sw-0.5h-dama-s1", [4] * 20)
+    fake_run(cfg, "sw-0.5h-lora-s1", [5] * 20)
+    assert time_left(collect(cfg)) == ""  # nothing left
