@@ -97,15 +97,22 @@ def fake_run(cfg, name: str, word_errors: list[int], ref_words: int = 10) -> Non
         "train_utterances": 10, "n": len(word_errors), "total_seconds": 3600.0 * (2 if "lora" in name else 1)}))
 
 
-def test_several_seeds_are_averaged_per_utterance_and_each_seeds_gap_is_reported(tmp_path):
+def two_seed_grid(tmp_path, n_boot: int):
+    """Swahili at 0.5 h: zero-shot (already run), DAMA and LoRA, seeds 0 and 1, no control set."""
     from dama.bench.config import load_config
-    from dama.bench.report import collect, seeds_cell
 
     (tmp_path / "bench.yaml").write_text(
-        "out: g\nmethods: [zero-shot, dama, lora]\nhours: [0.5]\nseeds: [0, 1]\ncontrol: null\nn_boot: 200\n"
-        "languages: {sw: {train: \"swahili:train\"}}\n")
+        "out: g\nmethods: [zero-shot, dama, lora]\nhours: [0.5]\nseeds: [0, 1]\ncontrol: null\n"
+        f"n_boot: {n_boot}\nlanguages: {{sw: {{train: swahili:train}}}}\n")
     cfg = load_config(tmp_path / "bench.yaml")
     fake_run(cfg, "sw-zero-shot", [9] * 20)
+    return cfg
+
+
+def test_several_seeds_are_averaged_per_utterance_and_each_seeds_gap_is_reported(tmp_path):
+    from dama.bench.report import collect, seeds_cell
+
+    cfg = two_seed_grid(tmp_path, n_boot=200)
     fake_run(cfg, "sw-0.5h-dama-s0", [4] * 20)  # WER 0.40
     fake_run(cfg, "sw-0.5h-dama-s1", [6] * 20)  # 0.60
     fake_run(cfg, "sw-0.5h-lora-s0", [5] * 20)  # 0.50: DAMA ahead by 10 points
@@ -126,14 +133,9 @@ def test_several_seeds_are_averaged_per_utterance_and_each_seeds_gap_is_reported
 
 
 def test_results_and_report_carry_the_estimate_for_the_runs_left(tmp_path):
-    from dama.bench.config import load_config
     from dama.bench.report import collect, time_left
 
-    (tmp_path / "bench.yaml").write_text(
-        "out: g\nmethods: [zero-shot, dama, lora]\nhours: [0.5]\nseeds: [0, 1]\ncontrol: null\nn_boot: 100\n"
-        "languages: {sw: {train: \"swahili:train\"}}\n")
-    cfg = load_config(tmp_path / "bench.yaml")
-    fake_run(cfg, "sw-zero-shot", [9] * 20)
+    cfg = two_seed_grid(tmp_path, n_boot=100)
     fake_run(cfg, "sw-0.5h-dama-s0", [4] * 20)  # an hour
     fake_run(cfg, "sw-0.5h-lora-s0", [5] * 20)  # two hours
     d = collect(cfg)
