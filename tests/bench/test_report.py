@@ -32,6 +32,20 @@ def test_dama_best_is_reported_with_significance():
     assert any("no adapter method has a WER interval overlapping DAMA's" in x for x in t)
 
 
+
+def test_a_cell_where_only_dama_has_finished_claims_no_win():
+    d = data(0.45, 0.50)
+    d["summary"] += [group("zero-shot", 0.90, 0, None, 0.0, hours="all"),
+                     group("dama", 0.40, 1.2e6, 70.0, 0.01, hours="all")]
+    d["comparisons"].append({"language": "sw", "hours": "all", "a": "dama", "b": "zero-shot", "diff": -0.5,
+                             "p_bootstrap": 0.0})
+    v = verdicts(d)
+    assert v[1].startswith("**sw, all: DAMA 0.400; no other adapted model has finished here yet**")
+    assert "lowest" not in v[1]
+    t = targets(d)
+    assert any("(sw, 0.5h)" in x and "time per epoch" in x for x in t)
+    assert not any("(sw, all)" in x and "time per epoch" in x for x in t)  # no adapter timed there yet
+
 def test_dama_behind_is_said_with_the_gap():
     v = verdicts(data(0.50, 0.45))
     assert "lora has the lowest WER (0.450); DAMA 0.500 is 5.0 points behind, paired bootstrap p = 0.010" in v[0]

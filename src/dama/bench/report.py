@@ -295,7 +295,9 @@ def verdicts(data: dict) -> list[str]:
             d = g["dama"]
             cmp = {c["b"]: c for c in data["comparisons"]
                    if c["a"] == "dama" and c["language"] == lang and c["hours"] == hours}
-            if best["method"] == "dama":
+            if not [m for m in g if m not in ("dama", "zero-shot")]:  # nothing to win against yet
+                s = f"**{lang}, {hours}: DAMA {d['wer']:.3f}; no other adapted model has finished here yet**"
+            elif best["method"] == "dama":
                 s = f"**{lang}, {hours}: DAMA has the lowest WER ({d['wer']:.3f})**"
             else:
                 c = cmp.get(best["method"])
@@ -346,13 +348,12 @@ def targets(data: dict) -> list[str]:
             out.append(f"DAMA ≤ 30% of LoRA r=64's trainable parameters: {'reached' if r <= 0.3 else 'not reached'} "
                        f"({r:.1%})")
     for x in groups:
-        if x["method"] != "dama" or not x["epoch_seconds"] or not any(
-                y["method"] not in ("dama", "zero-shot", "full") for y in groups):
+        adapters = [y for y in groups if y["language"] == x["language"] and y["hours"] == x["hours"]
+                    and y["method"] not in ("dama", "zero-shot", "full") and y["epoch_seconds"]]
+        if x["method"] != "dama" or not x["epoch_seconds"] or not adapters:  # no adapter timed here yet
             continue
         # equal quality: adapter methods whose WER interval overlaps DAMA's; is DAMA the fastest of them?
-        peers = [y for y in groups if y["language"] == x["language"] and y["hours"] == x["hours"]
-                 and y["method"] not in ("dama", "zero-shot", "full") and y["epoch_seconds"]
-                 and y["wer_lo"] <= x["wer_hi"] and y["wer_hi"] >= x["wer_lo"]]
+        peers = [y for y in adapters if y["wer_lo"] <= x["wer_hi"] and y["wer_hi"] >= x["wer_lo"]]
         if peers:
             fastest = min(peers, key=lambda y: y["epoch_seconds"])
             margin = _timing_margin(x, fastest)
