@@ -334,6 +334,11 @@ _NUMBER = re.compile(r"(?<![\w.])[−+-]?\d+\.\d+(?![\w.])")
 _NOT_RESULTS = {"step", "lr", "loss", "id", "suppress_tokens"}  # bookkeeping, not measurements
 
 
+def _bare(number: str) -> str:
+    """A quoted decimal without its sign (real minus or ASCII), as the sets below hold it."""
+    return number.replace("−", "-").lstrip("+-")
+
+
 def _as_quoted(key: str, x: float) -> set[str]:
     """The ways prose may quote ``x``: 1-4 decimals; WER in points; MB in GB; parameters in millions."""
     x = abs(x)
@@ -371,20 +376,19 @@ def filed_numbers(root: Path = HERE) -> frozenset[str]:
             if rec.get("kind") != "step":
                 walk(rec)
     for path in root.rglob("report.md"):
-        found.update(n.replace("−", "-").lstrip("+-") for n in _NUMBER.findall(path.read_text()))
+        found.update(_bare(n) for n in _NUMBER.findall(path.read_text()))
     return frozenset(found)
 
 
 def untraced(text: str, filed: frozenset[str]) -> list[tuple[int, str]]:
     """(line, number) for each decimal in ``text`` outside generated blocks that no committed file holds."""
-    generated = {n.replace("−", "-").lstrip("+-") for m in _BLOCK.finditer(text) for n in _NUMBER.findall(m[0])}
-    known = filed | generated | set(UNFILED)
-    spans = [m.span() for m in _BLOCK.finditer(text)]
+    blocks = list(_BLOCK.finditer(text))
+    known = filed | set(UNFILED) | {_bare(n) for b in blocks for n in _NUMBER.findall(b[0])}
     out = []
     for m in _NUMBER.finditer(text):
-        if any(a <= m.start() < b for a, b in spans):
+        if any(b.start() <= m.start() < b.end() for b in blocks):
             continue
-        if m[0].replace("−", "-").lstrip("+-") not in known:
+        if _bare(m[0]) not in known:
             out.append((text.count("\n", 0, m.start()) + 1, m[0]))
     return out
 

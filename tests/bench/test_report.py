@@ -32,7 +32,6 @@ def test_dama_best_is_reported_with_significance():
     assert any("no adapter method has a WER interval overlapping DAMA's" in x for x in t)
 
 
-
 def test_a_cell_where_only_dama_has_finished_claims_no_win():
     d = data(0.45, 0.50)
     d["summary"] += [group("zero-shot", 0.90, 0, None, 0.0, hours="all"),
@@ -45,6 +44,7 @@ def test_a_cell_where_only_dama_has_finished_claims_no_win():
     t = targets(d)
     assert any("(sw, 0.5h)" in x and "time per epoch" in x for x in t)
     assert not any("(sw, all)" in x and "time per epoch" in x for x in t)  # no adapter timed there yet
+
 
 def test_dama_behind_is_said_with_the_gap():
     v = verdicts(data(0.50, 0.45))

@@ -136,7 +136,8 @@ def collect(cfg: BenchConfig) -> dict:
                 comparisons.append({"language": lang.name, "hours": hours, "a": a, "b": b, **pc.to_dict(),
                                     "diff_by_seed": {k: sa[k] - sb[k] for k in sa if k in sb},
                                     **_forgetting_tests(stacked_control.get(a), stacked_control.get(b), cfg.n_boot)})
-    left = [c for c in cells(cfg) if c.name not in {f.name for f in finished}]
+    done = {c.name for c in finished}
+    left = [c for c in cells(cfg) if c.name not in done]
     secs, known = estimate_seconds(cfg, left, finished)
     return {"machine": machine, "model": cfg.model, "methods": cfg.methods,
             "variants": {name: v["method"] for name, v in cfg.variants.items()},
