@@ -85,11 +85,11 @@ def test_quick_bench_runs_restarts_and_reports(tmp_path, tiny6_ct2_dir, monkeypa
     assert "| 0.001h | dama | 1 |" in report and "## Where DAMA wins and loses" in report
     from dama.machine import cpu_name
 
-    assert f"Machine: cpu ({cpu_name()}) · " in report  # labelled with the hardware the numbers came from
+    assert f"Machine: cpu ({cpu_name()}), " in report  # labelled with the hardware the numbers came from
     for png in ("wer_vs_hours", "wer_vs_params", "cost", "dama_ranks"):
         assert (out / "plots" / f"{png}.png").stat().st_size > 1000
     csv_lines = (out / "results.csv").read_text().splitlines()
-    assert len(csv_lines) == 4 and csv_lines[0].startswith("run,language,method")
+    assert len(csv_lines) == 4 and csv_lines[0].startswith("run,machine,language,method")
 
     # the report regenerates from the run folders alone
     (out / "report.md").unlink()

@@ -63,6 +63,42 @@ def test_dama_behind_is_said_with_the_gap():
     assert any("equal quality" in x and "not reached (DAMA 50.0 s vs dora 40.0 s, ±1.6 s" in x for x in targets(d))
 
 
+def test_times_per_epoch_are_compared_only_on_one_machine():
+    d = data(0.50, 0.45, dora_wer=0.49)
+    by = {g["method"]: g for g in d["summary"]}
+    for method, machine in (("dama", "cpu (AMD)"), ("dora", "cpu (Intel)"), ("lora", "cpu (AMD)")):
+        by[method]["machines"] = [machine]
+    t = [x for x in targets(d) if "time per epoch" in x]
+    assert len(t) == 1 and "not comparable yet (DAMA was timed on cpu (AMD); dora on cpu (Intel))" in t[0]
+    by["lora"]["wer_hi"] = 0.49  # now lora (same machine, 60 s) is DAMA's equal-quality peer, dora still not
+    t = [x for x in targets(d) if "time per epoch" in x][0]
+    assert "reached (DAMA 50.0 s vs lora 60.0 s" in t and "dora timed on another machine, not compared)" in t
+    by["dama"]["machines"] = ["cpu (AMD)", "cpu (Intel)"]  # seeds timed on two machines: comparable to nothing
+    assert "not comparable yet" in [x for x in targets(d) if "time per epoch" in x][0]
+
+
+def test_a_grid_across_machines_names_each_runs_machine(tmp_path):
+    from dama.bench.report import collect, write_report
+
+    cfg = two_seed_grid(tmp_path, n_boot=100)
+    amd = {"device_name": "AMD EPYC", "platform": "Linux-a"}
+    fake_run(cfg, "sw-0.5h-dama-s0", [4] * 20, machine=amd)
+    fake_run(cfg, "sw-0.5h-lora-s0", [5] * 20, machine={"platform": "Linux-a"})  # before names were recorded
+    fake_run(cfg, "sw-0.5h-dama-s1", [4] * 20, machine={"device_name": "Intel Xeon", "platform": "Linux-b"})
+    d = collect(cfg)
+    run = {r["run"]: r["machine"] for r in d["runs"]}
+    assert run["sw-0.5h-lora-s0"] == run["sw-0.5h-dama-s0"] == "cpu (AMD EPYC), 2 threads"  # same platform string
+    assert run["sw-0.5h-dama-s1"] == "cpu (Intel Xeon), 2 threads" and run["sw-zero-shot"] == "not recorded"
+    assert [(m["label"], m["runs"]) for m in d["machines"]] == [
+        ("cpu (AMD EPYC), 2 threads", 2), ("cpu (Intel Xeon), 2 threads", 1), ("not recorded", 1)]
+    g = {x["method"]: x for x in d["summary"]}
+    assert g["dama"]["machines"] == ["cpu (AMD EPYC), 2 threads", "cpu (Intel Xeon), 2 threads"]
+    report = write_report(cfg, d, "dama bench").read_text()
+    assert "A = cpu (AMD EPYC), 2 threads · Linux-a · torch 2.13.0 (2 runs); B = cpu (Intel Xeon)" in report
+    assert "| sw-0.5h-dama-s1 | 0.500 | 0.400 | 0.080 | 100 | 1.0 (B) |" in report
+    assert "| 1.0 (A+B) |" in report  # DAMA's row averages two machines' epochs, and says so
+
+
 def test_dama_variants_are_not_competitors_in_the_targets():
     d = data(0.50, 0.55)
     d["summary"].append(group("dama-probe", 0.45, 1.0e6, 30.0, 0.0))
@@ -93,8 +129,9 @@ def test_variants_are_tested_against_the_baselines_and_leave_dama_verdicts_alone
     assert verdicts(d) == before  # only DAMA's own comparisons speak for DAMA
 
 
-def fake_run(cfg, name: str, word_errors: list[int], ref_words: int = 10) -> None:
-    """A finished run folder as `dama train` leaves it: results.json and per-utterance hypotheses."""
+def fake_run(cfg, name: str, word_errors: list[int], ref_words: int = 10, machine: dict | None = None) -> None:
+    """A finished run folder as `dama train` leaves it: results.json, per-utterance hypotheses and,
+    with ``machine``, the config.json fields naming the machine."""
     import json
 
     from dama.bench.grid import cells, run_dir
@@ -109,6 +146,8 @@ def fake_run(cfg, name: str, word_errors: list[int], ref_words: int = 10) -> Non
         "wer": wer, "cer": sum(word_errors) / (5 * ref_words * len(word_errors)), "trainable_params": 100,
         "peak_memory_mb": 1.0, "train_seconds": 3.0, "epoch_seconds": [1.0, 1.0, 1.0], "train_hours": 0.5,
         "train_utterances": 10, "n": len(word_errors), "total_seconds": 3600.0 * (2 if "lora" in name else 1)}))
+    if machine is not None:
+        (d / "config.json").write_text(json.dumps({"device": "cpu", "cpu_threads": 2, "torch": "2.13.0", **machine}))
 
 
 def two_seed_grid(tmp_path, n_boot: int):

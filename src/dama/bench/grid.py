@@ -207,9 +207,9 @@ def run_grid(cfg: BenchConfig, log=print, dry_run: bool = False, only: list[str]
             log("  " + " ".join(train_command(cfg, c)))
         secs, known = estimate_seconds(cfg, todo, [c for c in grid if c.name in done])
         if todo:
-            log(f"estimate: about {secs / 3600:.1f} h for {known} of {len(todo)} runs on this machine (finished runs "
-                "of the same method: training scaled by clips and epochs, testing by test clips; forgetting "
-                "not counted)"
+            log(f"estimate: about {secs / 3600:.1f} h for {known} of {len(todo)} runs at the speed of the finished "
+                "runs of the same method, on whichever machines they ran: training scaled by clips and epochs, "
+                "testing by test clips; forgetting not counted)"
                 + (f"; {len(todo) - known} have no such finished run yet" if known < len(todo) else ""))
         return []
     cfg.out.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ from dama.bench.grid import Cell, cells, estimate_seconds, is_finished, made_els
 from dama.evaluate.stats import UtteranceErrors, bootstrap_ci, paired_compare, read_hyps, stack_seeds
 
 RUN_COLUMNS = [
-    "run", "language", "method", "hours", "seed", "train_hours", "wer", "cer", "wer_lo", "wer_hi",
+    "run", "machine", "language", "method", "hours", "seed", "train_hours", "wer", "cer", "wer_lo", "wer_hi",
     "trainable_params", "extra_params_merged", "peak_memory_mb", "train_seconds", "first_epoch_seconds",
     "epoch_seconds", "epochs", "best_epoch", "val_wer", "lr", "control_wer", "control_wer_en", "forgetting",
     "forgetting_en",
@@ -29,8 +29,33 @@ def _read(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _run_row(cfg: BenchConfig, cell: Cell, e: UtteranceErrors) -> dict:
-    """One run's row; ``e`` is its per-utterance test errors."""
+MACHINE_KEYS = ("device", "device_name", "platform", "cpu_threads", "torch")
+
+
+def machine_label(m: dict) -> str:
+    """How a run's machine is named in the report, e.g. "cpu (AMD EPYC), 2 threads"."""
+    if not m.get("device"):
+        return "not recorded"
+    return (f"{m.get('device')} ({m.get('device_name') or 'name not recorded'})"
+            + (f", {m['cpu_threads']} threads" if m.get("device") == "cpu" and m.get("cpu_threads") else ""))
+
+
+def run_machines(cfg: BenchConfig, finished: list[Cell]) -> dict[str, dict]:
+    """Each finished run's machine, from its config.json: a grid made across sessions can span machines,
+    and their times per epoch are not comparable. A run made before device names were recorded takes the
+    name of a named run with the same platform string (the same machine image), if there is one."""
+    conf = {c.name: _read(run_dir(cfg, c) / "config.json") or {} for c in finished}
+    named = {rc.get("platform"): rc["device_name"] for rc in conf.values() if rc.get("device_name")}
+    out = {}
+    for name, rc in conf.items():
+        m = {k: rc.get(k) for k in MACHINE_KEYS}
+        m["device_name"] = m["device_name"] or named.get(m["platform"])
+        out[name] = {**m, "label": machine_label(m)}
+    return out
+
+
+def _run_row(cfg: BenchConfig, cell: Cell, e: UtteranceErrors, machine: str | None = None) -> dict:
+    """One run's row; ``e`` is its per-utterance test errors, ``machine`` its machine's label."""
     d = run_dir(cfg, cell)
     res = _read(d / "results.json")
     fg = _read(d / "forgetting.json") or {}
@@ -38,7 +63,7 @@ def _run_row(cfg: BenchConfig, cell: Cell, e: UtteranceErrors) -> dict:
     lo, hi = bootstrap_ci(e, n_boot=cfg.n_boot)
     by_lang = fg.get("by_language", {})
     return {
-        "run": cell.name, "language": cell.language.name, "method": cell.method,
+        "run": cell.name, "machine": machine, "language": cell.language.name, "method": cell.method,
         "hours": cell.hours_label if cell.method != "zero-shot" else "-",
         "seed": cell.seed if cell.method != "zero-shot" else "-",
         "train_hours": res.get("train_hours", 0.0), "wer": res["wer"], "cer": res["cer"], "wer_lo": lo, "wer_hi": hi,
@@ -69,18 +94,14 @@ def collect(cfg: BenchConfig) -> dict:
     rows, finished = [], [c for c in cells(cfg) if is_finished(cfg, c)]
     hyps: dict[tuple, list] = defaultdict(list)  # (language, hours, method) -> per-seed errors
     control: dict[tuple, list] = defaultdict(list)  # the same, on the control clips
-    machine = None
+    machines = run_machines(cfg, finished)
     for cell in finished:
         e = read_hyps(run_dir(cfg, cell) / "test.hyps.jsonl")
-        rows.append(_run_row(cfg, cell, e))
+        rows.append(_run_row(cfg, cell, e, machines[cell.name]["label"]))
         hyps[(cell.language.name, rows[-1]["hours"], cell.method)].append(e)
         if (run_dir(cfg, cell) / "forgetting.hyps.jsonl").is_file():
             control[(cell.language.name, rows[-1]["hours"], cell.method)].append(
                 read_hyps(run_dir(cfg, cell) / "forgetting.hyps.jsonl"))
-        if machine is None or not machine["device_name"]:  # runs made before device names were recorded
-            rc = _read(run_dir(cfg, cell) / "config.json") or {}
-            machine = {k: (machine or {}).get(k) or rc.get(k)
-                       for k in ("device", "device_name", "platform", "cpu_threads", "torch")}
     zero = {r["language"]: r for r in rows if r["method"] == "zero-shot"}
     for lang in cfg.languages:  # a grid without zero-shot (an ablation) measures forgetting against a shared one
         z = Cell(lang, "zero-shot", None, cfg.seeds[0])
@@ -116,6 +137,7 @@ def collect(cfg: BenchConfig) -> dict:
                     _forgetting_tests(stacked_control.get(method), zc[0] if zc else None, cfg.n_boot)
                 groups.append({
                     "language": lang.name, "hours": hours, "method": method, "seeds": len(mine),
+                    "machines": sorted({r["machine"] for r in mine if r["machine"]}),
                     "train_hours": float(np.mean([r["train_hours"] for r in mine])),
                     "wer": s.wer, "wer_lo": lo, "wer_hi": hi, "wer_seed_std": float(np.std([r["wer"] for r in mine])),
                     "wer_by_seed": {str(r["seed"]): r["wer"] for r in mine if r["seed"] != "-"},
@@ -139,7 +161,11 @@ def collect(cfg: BenchConfig) -> dict:
     done = {c.name for c in finished}
     left = [c for c in cells(cfg) if c.name not in done]
     secs, known = estimate_seconds(cfg, left, finished)
-    return {"machine": machine, "model": cfg.model, "methods": cfg.methods,
+    by_label: dict[str, dict] = {}
+    for r in rows:
+        by_label.setdefault(r["machine"], {**machines[r["run"]], "runs": 0})["runs"] += 1
+    return {"machines": sorted(by_label.values(), key=lambda m: (-m["runs"], m["label"])),  # most runs first
+            "model": cfg.model, "methods": cfg.methods,
             "variants": {name: v["method"] for name, v in cfg.variants.items()},
             "languages": [x.name for x in cfg.languages],
             "hours": [("all" if h is None else f"{h:g}h") for h in cfg.hours], "seeds": cfg.seeds,
@@ -159,6 +185,16 @@ def _forgetting_tests(a: UtteranceErrors | None, b: UtteranceErrors | None, n_bo
     if a.languages and b.languages and "en" in a.languages:
         out["forgetting_en"] = paired_compare(a.only("en"), b.only("en"), n_boot=n_boot).to_dict()
     return out
+
+
+def _same_machine(a: dict, b: dict) -> bool:
+    """Whether two summary rows were timed on one machine (each row's runs on a single machine)."""
+    ma, mb = a.get("machines"), b.get("machines")
+    return ma == mb and (ma is None or len(ma) <= 1)
+
+
+def _machines_of(g: dict) -> str:
+    return " and ".join(g.get("machines") or []) or "an unrecorded machine"
 
 
 def _timing_margin(a: dict, b: dict) -> float | None:
@@ -260,8 +296,19 @@ def plots(data: dict, out: Path) -> list[Path]:
     if cost:
         fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
         names = list(cost)
-        ax[0].bar(names, [np.mean([x["epoch_seconds"] for x in cost[m]]) for m in names])
+        # one bar per machine: times per epoch from different machines are not one quantity
+        labels = [m["label"] for m in data.get("machines") or []] or [None]
+        singles = [lab for lab in labels if any(x.get("machines") == [lab] for g in cost.values() for x in g)]
+        labels = singles if len(labels) > 1 else [None]
+        width = 0.8 / len(labels)
+        for i, lab in enumerate(labels):
+            ys = [np.mean([x["epoch_seconds"] for x in cost[m] if lab is None or x.get("machines") == [lab]] or [0])
+                  for m in names]
+            ax[0].bar(np.arange(len(names)) + (i - (len(labels) - 1) / 2) * width, ys, width, label=lab)
+        ax[0].set_xticks(range(len(names)), names)
         ax[0].set(ylabel="s per epoch (after the first)", title="time per epoch")
+        if labels != [None]:
+            ax[0].legend(fontsize=7)
         ax[1].bar(names, [max(x["peak_memory_mb"] for x in cost[m]) for m in names], color="tab:orange")
         ax[1].set(ylabel="MB", title="peak memory")
         for a in ax:
@@ -354,7 +401,15 @@ def targets(data: dict) -> list[str]:
         if x["method"] != "dama" or not x["epoch_seconds"] or not adapters:  # no adapter timed here yet
             continue
         # equal quality: adapter methods whose WER interval overlaps DAMA's; is DAMA the fastest of them?
+        # Times per epoch compare only on one and the same machine.
         peers = [y for y in adapters if y["wer_lo"] <= x["wer_hi"] and y["wer_hi"] >= x["wer_lo"]]
+        elsewhere = [y for y in peers if not _same_machine(x, y)]
+        peers = [y for y in peers if _same_machine(x, y)]
+        if elsewhere and not peers:
+            out.append(f"DAMA time per epoch lowest among adapters of equal quality ({x['language']}, "
+                       f"{x['hours']}): not comparable yet (DAMA was timed on {_machines_of(x)}; "
+                       f"{', '.join(y['method'] for y in elsewhere)} on {_machines_of(elsewhere[0])})")
+            continue
         if peers:
             fastest = min(peers, key=lambda y: y["epoch_seconds"])
             margin = _timing_margin(x, fastest)
@@ -365,7 +420,9 @@ def targets(data: dict) -> list[str]:
             out.append(f"DAMA time per epoch lowest among adapters of equal quality ({x['language']}, {x['hours']}): "
                        f"{verdict} (DAMA {x['epoch_seconds']:.1f} s vs {fastest['method']} "
                        f"{fastest['epoch_seconds']:.1f} s{noise}; grid runs are timed one at a time, some beside "
-                       "other work: benchmarks/method_speed.py times the methods side by side)")
+                       "other work: benchmarks/method_speed.py times the methods side by side"
+                       + (f"; {', '.join(y['method'] for y in elsewhere)} timed on another machine, not compared"
+                          if elsewhere else "") + ")")
         else:
             out.append(f"DAMA time per epoch lowest among adapters of equal quality ({x['language']}, "
                        f"{x['hours']}): no adapter method has a WER interval overlapping DAMA's")
@@ -392,7 +449,7 @@ def targets(data: dict) -> list[str]:
 
 
 def time_left(data: dict) -> str:
-    """The time the unfinished runs should take, as `--dry-run` estimates it on the machine of the finished ones."""
+    """The time the unfinished runs should take, as `--dry-run` estimates it from the finished ones' times."""
     est, left = data.get("estimate_left") or {}, data["runs_total"] - data["runs_finished"]
     if not left or not est.get("runs"):
         return ""
@@ -400,16 +457,38 @@ def time_left(data: dict) -> str:
     return f"; `--dry-run` estimates about {est['hours']:.1f} h for{part} the {left} left"
 
 
+def machine_tags(data: dict) -> dict[str, str]:
+    """A letter per machine when the grid's runs span several (A = the one with most runs), else none."""
+    ms = data.get("machines") or []
+    return {m["label"]: chr(ord("A") + i) for i, m in enumerate(ms)} if len(ms) > 1 else {}
+
+
+def _machines_line(data: dict) -> str:
+    ms, tags = data.get("machines") or [], machine_tags(data)
+
+    def one(m: dict) -> str:
+        return f"{m['label']} · {m.get('platform')} · torch {m.get('torch')}"
+
+    if not tags:
+        return f"Machine: {one(ms[0])}." if ms else "Machine: none yet."
+    return ("Machines (times per epoch compare only within one; each s/epoch below carries its machine's "
+            "letter): " + "; ".join(f"{tags[m['label']]} = {one(m)} ({m['runs']} run{'s' * (m['runs'] > 1)})"
+                                    for m in ms) + ".")
+
+
+def _tagged(x: float | None, machines: list[str] | None, tags: dict[str, str]) -> str:
+    """A time per epoch, with its machine's letter when the grid spans several."""
+    t = "+".join(tags[m] for m in machines or [] if m in tags)
+    return _f(x, ".1f") + (f" ({t})" if x is not None and t else "")
+
+
 def write_report(cfg: BenchConfig, data: dict, command: str) -> Path:
     made = plots(data, cfg.out / "plots")
-    m = data["machine"] or {}
+    tags = machine_tags(data)
     lines = [
         f"# Benchmark: {data['model']} adapted to {', '.join(data['languages'])}", "",
         f"Generated by `dama bench` from `results.json` ({data['runs_finished']} of {data['runs_total']} runs "
-        f"finished{time_left(data)}). Machine: {m.get('device')}"
-        + (f" ({m['device_name']})" if m.get("device_name") else "")
-        + f" · {m.get('platform')} · {m.get('cpu_threads')} torch threads · "
-        f"torch {m.get('torch')}.", "",
+        f"finished{time_left(data)}). {_machines_line(data)}", "",
         f"Reproduce: `{command}`", "",
         "WER/CER: corpus-level on the test split, with 95% bootstrap intervals over utterances "
         f"({data['n_boot']} resamples; several seeds are averaged per utterance first). "
@@ -445,7 +524,7 @@ def write_report(cfg: BenchConfig, data: dict, command: str) -> Path:
                 f"| {g['hours']} | {g['method']} | {seeds_cell(g)} "
                 f"| {g['wer']:.3f} [{g['wer_lo']:.3f}, {g['wer_hi']:.3f}] "
                 f"| {g['cer']:.3f} [{g['cer_lo']:.3f}, {g['cer_hi']:.3f}] | {_params(g['trainable_params'])} "
-                f"| {_params(g['extra_params_merged'])} | {_f(g['epoch_seconds'], '.1f')} "
+                f"| {_params(g['extra_params_merged'])} | {_tagged(g['epoch_seconds'], g.get('machines'), tags)} "
                 f"| {_f(g['peak_memory_mb'], '.0f')} | {_f(g['forgetting_en'] and 100 * g['forgetting_en'], '+.1f')} "
                 f"| {_f(g['forgetting'] and 100 * g['forgetting'], '+.1f')}"
                 + (f" [{_pts(g['forgetting_lo'])}, {_pts(g['forgetting_hi'])}]" if g.get("forgetting_lo") is not None
@@ -460,7 +539,7 @@ def write_report(cfg: BenchConfig, data: dict, command: str) -> Path:
               "|---|---|---|---|---|---|---|---|---|"]
     for r in data["runs"]:
         lines.append(f"| {r['run']} | {r['train_hours']:.3f} | {r['wer']:.3f} | {r['cer']:.3f} "
-                     f"| {_params(r['trainable_params'])} | {_f(r['epoch_seconds'], '.1f')} "
+                     f"| {_params(r['trainable_params'])} | {_tagged(r['epoch_seconds'], [r['machine']], tags)} "
                      f"| {_f(r['peak_memory_mb'], '.0f')} "
                      f"| {_f(r['forgetting_en'] and 100 * r['forgetting_en'], '+.1f')} "
                      f"| {_f(r['forgetting'] and 100 * r['forgetting'], '+.1f')} |")
