@@ -147,6 +147,10 @@ def collect(cfg: BenchConfig) -> dict:
                         "first_epoch_seconds", "train_seconds", "forgetting", "forgetting_en", "control_wer_en",
                         "control_words_en", "val_wer", "lr", "epochs")},
                     "later_epoch_seconds": [x for r in mine for x in r["later_epoch_seconds"]],
+                    "timing": {m: {"epoch_seconds": _mean([r["epoch_seconds"] for r in mine if r["machine"] == m]),
+                                   "later_epoch_seconds": [x for r in mine if r["machine"] == m
+                                                           for x in r["later_epoch_seconds"]]}
+                               for m in sorted({r["machine"] for r in mine if r["epoch_seconds"]})},
                     **{f"{k}_{end}": v for k, t in fg.items()  # forgetting_lo/_hi/_p, forgetting_en_lo/...
                        for end, v in (("lo", t["ci"][0]), ("hi", t["ci"][1]), ("p", t["p_bootstrap"]))},
                 })
@@ -187,20 +191,19 @@ def _forgetting_tests(a: UtteranceErrors | None, b: UtteranceErrors | None, n_bo
     return out
 
 
-def _same_machine(a: dict, b: dict) -> bool:
-    """Whether two summary rows were timed on one machine (each row's runs on a single machine)."""
-    ma, mb = a.get("machines"), b.get("machines")
-    return ma == mb and (ma is None or len(ma) <= 1)
+def _timings(g: dict) -> dict[str | None, tuple[float, list[float]]]:
+    """A summary row's time per epoch on each machine its runs were timed on: {machine: (mean s, the
+    later epochs)}. Rows without ``timing`` (made by hand) count as timed on one unnamed machine."""
+    if "timing" in g:
+        return {m: (t["epoch_seconds"], t["later_epoch_seconds"]) for m, t in g["timing"].items()}
+    ms = g.get("machines") or [None]
+    return {ms[0]: (g["epoch_seconds"], g.get("later_epoch_seconds") or [])} \
+        if len(ms) == 1 and g.get("epoch_seconds") else {}
 
 
-def _machines_of(g: dict) -> str:
-    return " and ".join(g.get("machines") or []) or "an unrecorded machine"
-
-
-def _timing_margin(a: dict, b: dict) -> float | None:
+def _timing_margin(xa: list[float], xb: list[float]) -> float | None:
     """About a 95 % margin for the difference of two mean epoch times, from how much the epochs
     within each method's runs differ (None with fewer than two later epochs on a side)."""
-    xa, xb = a.get("later_epoch_seconds") or [], b.get("later_epoch_seconds") or []
     if len(xa) < 2 or len(xb) < 2:
         return None
     return 2 * float(np.sqrt(np.var(xa, ddof=1) / len(xa) + np.var(xb, ddof=1) / len(xb)))
@@ -401,27 +404,29 @@ def targets(data: dict) -> list[str]:
         if x["method"] != "dama" or not x["epoch_seconds"] or not adapters:  # no adapter timed here yet
             continue
         # equal quality: adapter methods whose WER interval overlaps DAMA's; is DAMA the fastest of them?
-        # Times per epoch compare only on one and the same machine.
+        # Times per epoch compare only on one machine: the one where DAMA and the most of them were timed.
         peers = [y for y in adapters if y["wer_lo"] <= x["wer_hi"] and y["wer_hi"] >= x["wer_lo"]]
-        elsewhere = [y for y in peers if not _same_machine(x, y)]
-        peers = [y for y in peers if _same_machine(x, y)]
-        if elsewhere and not peers:
-            out.append(f"DAMA time per epoch lowest among adapters of equal quality ({x['language']}, "
-                       f"{x['hours']}): not comparable yet (DAMA was timed on {_machines_of(x)}; "
-                       f"{', '.join(y['method'] for y in elsewhere)} on {_machines_of(elsewhere[0])})")
+        tx = _timings(x)
+        on = max(tx, key=lambda m: sum(m in _timings(y) for y in peers), default=None)
+        elsewhere = [y for y in peers if on not in _timings(y)]
+        timed = [y for y in peers if on in _timings(y)]
+        head = f"DAMA time per epoch lowest among adapters of equal quality ({x['language']}, {x['hours']}): "
+        if elsewhere and not timed:
+            out.append(head + f"not comparable yet (DAMA was timed on {' and '.join(map(str, tx))}; "
+                       f"{', '.join(y['method'] for y in elsewhere)} only on other machines)")
             continue
         if peers:
-            fastest = min(peers, key=lambda y: y["epoch_seconds"])
-            margin = _timing_margin(x, fastest)
-            diff = fastest["epoch_seconds"] - x["epoch_seconds"]
-            verdict = ("within timing noise" if margin is not None and abs(diff) <= margin
-                       else "reached" if diff >= 0 else "not reached")
+            fastest = min(timed, key=lambda y: _timings(y)[on][0])
+            (sx, lx), (sf, lf) = tx[on], _timings(fastest)[on]
+            margin = _timing_margin(lx, lf)
+            verdict = ("within timing noise" if margin is not None and abs(sf - sx) <= margin
+                       else "reached" if sf >= sx else "not reached")
             noise = "" if margin is None else f", ±{margin:.1f} s from the spread of epochs within runs"
-            out.append(f"DAMA time per epoch lowest among adapters of equal quality ({x['language']}, {x['hours']}): "
-                       f"{verdict} (DAMA {x['epoch_seconds']:.1f} s vs {fastest['method']} "
-                       f"{fastest['epoch_seconds']:.1f} s{noise}; grid runs are timed one at a time, some beside "
-                       "other work: benchmarks/method_speed.py times the methods side by side"
-                       + (f"; {', '.join(y['method'] for y in elsewhere)} timed on another machine, not compared"
+            out.append(head + f"{verdict} (DAMA {sx:.1f} s vs {fastest['method']} {sf:.1f} s{noise}"
+                       + (f"; timed on {on}" if on else "")
+                       + "; grid runs are timed one at a time, some beside other work: benchmarks/method_speed.py "
+                       "times the methods side by side"
+                       + (f"; {', '.join(y['method'] for y in elsewhere)} timed on other machines only, not compared"
                           if elsewhere else "") + ")")
         else:
             out.append(f"DAMA time per epoch lowest among adapters of equal quality ({x['language']}, "
