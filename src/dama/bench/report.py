@@ -300,17 +300,14 @@ def plots(data: dict, out: Path) -> list[Path]:
         fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
         names = list(cost)
         # one bar per machine: times per epoch from different machines are not one quantity
-        labels = [m["label"] for m in data.get("machines") or []] or [None]
-        singles = [lab for lab in labels if any(x.get("machines") == [lab] for g in cost.values() for x in g)]
-        labels = singles if len(labels) > 1 else [None]
-        width = 0.8 / len(labels)
+        labels = list(dict.fromkeys(lab for g in cost.values() for x in g for lab in _timings(x)))
+        width = 0.8 / max(len(labels), 1)
         for i, lab in enumerate(labels):
-            ys = [np.mean([x["epoch_seconds"] for x in cost[m] if lab is None or x.get("machines") == [lab]] or [0])
-                  for m in names]
+            ys = [np.mean([_timings(x)[lab][0] for x in cost[m] if lab in _timings(x)] or [0]) for m in names]
             ax[0].bar(np.arange(len(names)) + (i - (len(labels) - 1) / 2) * width, ys, width, label=lab)
         ax[0].set_xticks(range(len(names)), names)
         ax[0].set(ylabel="s per epoch (after the first)", title="time per epoch")
-        if labels != [None]:
+        if len(labels) > 1:
             ax[0].legend(fontsize=7)
         ax[1].bar(names, [max(x["peak_memory_mb"] for x in cost[m]) for m in names], color="tab:orange")
         ax[1].set(ylabel="MB", title="peak memory")
