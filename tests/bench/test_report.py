@@ -204,3 +204,30 @@ def test_results_and_report_carry_the_estimate_for_the_runs_left(tmp_path):
     fake_run(cfg, "sw-0.5h-dama-s1", [4] * 20)
     fake_run(cfg, "sw-0.5h-lora-s1", [5] * 20)
     assert time_left(collect(cfg)) == ""  # nothing left
+
+
+def test_methods_with_different_seeds_finished_are_compared_over_the_seeds_both_have(tmp_path):
+    from dama.bench.report import collect, seed_note
+
+    cfg = two_seed_grid(tmp_path, n_boot=100)
+    fake_run(cfg, "sw-0.5h-dama-s0", [4] * 20)  # WER 0.40
+    fake_run(cfg, "sw-0.5h-dama-s1", [8] * 20)  # 0.80: both seeds average 0.60
+    fake_run(cfg, "sw-0.5h-lora-s1", [5] * 20)  # 0.50, seed 1 only
+    d = collect(cfg)
+    assert {x["b"] for x in d["comparisons"]} == {"zero-shot", "lora"}
+    c = next(x for x in d["comparisons"] if x["b"] == "lora")
+    assert c["diff"] == pytest.approx(0.3) and c["seeds"] == ["1"] and not c["all_seeds"]  # 0.80 - 0.50, not 0.10
+    assert seed_note(c) == "seed 1"
+    z = next(x for x in d["comparisons"] if x["b"] == "zero-shot")
+    assert z["diff"] == pytest.approx(0.6 - 0.9) and z["all_seeds"] and seed_note(z) == ""
+    v = verdicts(d)[0]
+    assert "DAMA 0.600 over 2 seeds; over seed 1, which both have finished, DAMA is 30.0 points behind" in v
+
+
+def test_methods_with_no_seed_in_common_are_not_compared(tmp_path):
+    from dama.bench.report import collect
+
+    cfg = two_seed_grid(tmp_path, n_boot=100)
+    fake_run(cfg, "sw-0.5h-dama-s0", [4] * 20)
+    fake_run(cfg, "sw-0.5h-lora-s1", [5] * 20)
+    assert {x["b"] for x in collect(cfg)["comparisons"]} == {"zero-shot"}

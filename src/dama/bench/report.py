@@ -92,23 +92,23 @@ def comparison_pairs(methods: list[str], base_method) -> list[tuple[str, str]]:
 def collect(cfg: BenchConfig) -> dict:
     """Read every finished run of the grid; add intervals, forgetting and paired tests."""
     rows, finished = [], [c for c in cells(cfg) if is_finished(cfg, c)]
-    hyps: dict[tuple, list] = defaultdict(list)  # (language, hours, method) -> per-seed errors
-    control: dict[tuple, list] = defaultdict(list)  # the same, on the control clips
+    hyps: dict[tuple, dict] = defaultdict(dict)  # (language, hours, method) -> {seed: errors}
+    control: dict[tuple, dict] = defaultdict(dict)  # the same, on the control clips
     machines = run_machines(cfg, finished)
     for cell in finished:
         e = read_hyps(run_dir(cfg, cell) / "test.hyps.jsonl")
         rows.append(_run_row(cfg, cell, e, machines[cell.name]["label"]))
-        hyps[(cell.language.name, rows[-1]["hours"], cell.method)].append(e)
+        key, seed = (cell.language.name, rows[-1]["hours"], cell.method), rows[-1]["seed"]
+        hyps[key][seed] = e
         if (run_dir(cfg, cell) / "forgetting.hyps.jsonl").is_file():
-            control[(cell.language.name, rows[-1]["hours"], cell.method)].append(
-                read_hyps(run_dir(cfg, cell) / "forgetting.hyps.jsonl"))
+            control[key][seed] = read_hyps(run_dir(cfg, cell) / "forgetting.hyps.jsonl")
     zero = {r["language"]: r for r in rows if r["method"] == "zero-shot"}
     for lang in cfg.languages:  # a grid without zero-shot (an ablation) measures forgetting against a shared one
         z = Cell(lang, "zero-shot", None, cfg.seeds[0])
         if lang.name not in zero and is_finished(cfg, z) and not made_elsewise(cfg, z):
             zero[lang.name] = _run_row(cfg, z, read_hyps(run_dir(cfg, z) / "test.hyps.jsonl"))
             if (run_dir(cfg, z) / "forgetting.hyps.jsonl").is_file():
-                control[(lang.name, "-", "zero-shot")] = [read_hyps(run_dir(cfg, z) / "forgetting.hyps.jsonl")]
+                control[(lang.name, "-", "zero-shot")] = {"-": read_hyps(run_dir(cfg, z) / "forgetting.hyps.jsonl")}
     for r in rows:
         z = zero.get(r["language"])
         for delta, field in (("extra_params_merged", "params_at_inference"), ("forgetting", "control_wer"),
@@ -126,15 +126,15 @@ def collect(cfg: BenchConfig) -> dict:
                 key = (lang.name, "-" if method == "zero-shot" else hours, method)
                 if not hyps.get(key):
                     continue
-                stacked[method] = s = stack_seeds(hyps[key])
-                if len(control.get(key, [])) == len(hyps[key]):
-                    stacked_control[method] = stack_seeds(control[key])
+                stacked[method] = s = stack_seeds(list(hyps[key].values()))
+                if set(control.get(key, {})) == set(hyps[key]):
+                    stacked_control[method] = stack_seeds(list(control[key].values()))
                 mine = [r for r in rows if (r["language"], r["hours"], r["method"]) == key]
                 lo, hi = bootstrap_ci(s, n_boot=cfg.n_boot)
                 clo, chi = bootstrap_ci(s, n_boot=cfg.n_boot, unit="char")
                 zc = control.get((lang.name, "-", "zero-shot"))
                 fg = {} if method == "zero-shot" else \
-                    _forgetting_tests(stacked_control.get(method), zc[0] if zc else None, cfg.n_boot)
+                    _forgetting_tests(stacked_control.get(method), zc and zc["-"], cfg.n_boot)
                 groups.append({
                     "language": lang.name, "hours": hours, "method": method, "seeds": len(mine),
                     "machines": sorted({r["machine"] for r in mine if r["machine"]}),
@@ -157,11 +157,19 @@ def collect(cfg: BenchConfig) -> dict:
             by_seed = {g["method"]: g["wer_by_seed"] for g in groups if g["language"] == lang.name
                        and g["hours"] in (hours, "-")}
             for a, b in comparison_pairs(list(stacked), cfg.base_method):
-                pc = paired_compare(stacked[a], stacked[b], n_boot=cfg.n_boot)
+                key_a, key_b = [(lang.name, "-" if m == "zero-shot" else hours, m) for m in (a, b)]
+                ka, kb = _common_seeds(hyps[key_a], hyps[key_b])
+                if not ka:  # no seed finished by both yet
+                    continue
+                pc = paired_compare(_stack(hyps[key_a], ka), _stack(hyps[key_b], kb), n_boot=cfg.n_boot)
                 sa, sb = by_seed.get(a, {}), by_seed.get(b, {})  # training noise: does each seed agree?
+                seeds = [str(k) for k in (kb if "-" in ka else ka) if k != "-"]
                 comparisons.append({"language": lang.name, "hours": hours, "a": a, "b": b, **pc.to_dict(),
+                                    "seeds": seeds, "all_seeds": len(ka) == len(hyps[key_a])
+                                    and len(kb) == len(hyps[key_b]),
                                     "diff_by_seed": {k: sa[k] - sb[k] for k in sa if k in sb},
-                                    **_forgetting_tests(stacked_control.get(a), stacked_control.get(b), cfg.n_boot)})
+                                    **_forgetting_tests(_stack(control.get(key_a, {}), ka),
+                                                        _stack(control.get(key_b, {}), kb), cfg.n_boot)})
     done = {c.name for c in finished}
     left = [c for c in cells(cfg) if c.name not in done]
     secs, known = estimate_seconds(cfg, left, finished)
@@ -189,6 +197,20 @@ def _forgetting_tests(a: UtteranceErrors | None, b: UtteranceErrors | None, n_bo
     if a.languages and b.languages and "en" in a.languages:
         out["forgetting_en"] = paired_compare(a.only("en"), b.only("en"), n_boot=n_boot).to_dict()
     return out
+
+
+def _common_seeds(ha: dict, hb: dict) -> tuple[list, list]:
+    """The seeds to compare two methods over: those both have finished, so that a method with a second
+    seed is not set against one with only the first; a seedless run (zero-shot) goes with any."""
+    if "-" in ha or "-" in hb:
+        return list(ha), list(hb)
+    both = [k for k in ha if k in hb]
+    return both, both
+
+
+def _stack(runs: dict, seeds: list) -> UtteranceErrors | None:
+    """The runs of these seeds averaged per utterance; None unless every one of them is there."""
+    return stack_seeds([runs[k] for k in seeds]) if seeds and all(k in runs for k in seeds) else None
 
 
 def _timings(g: dict) -> dict[str | None, tuple[float, list[float]]]:
@@ -243,6 +265,13 @@ def seeds_cell(g: dict) -> str:
     if len(w) < 2:
         return str(g["seeds"])
     return f"{g['seeds']} ({', '.join(format(w[k], '.3f') for k in sorted(w, key=int))})"
+
+
+def seed_note(c: dict) -> str:
+    """The seeds a comparison was made over, e.g. "seed 0" ("" when it used every seed of both)."""
+    if c.get("all_seeds", True) or not c.get("seeds"):
+        return ""
+    return f"seed{'s' * (len(c['seeds']) > 1)} {', '.join(c['seeds'])}"
 
 
 def _params(x) -> str:
@@ -349,9 +378,13 @@ def verdicts(data: dict) -> list[str]:
                 s = f"**{lang}, {hours}: DAMA has the lowest WER ({d['wer']:.3f})**"
             else:
                 c = cmp.get(best["method"])
-                sig = f", paired bootstrap p = {c['p_bootstrap']:.3f}" if c else ""
-                s = (f"**{lang}, {hours}: {best['method']} has the lowest WER ({best['wer']:.3f}); DAMA "
-                     f"{d['wer']:.3f} is {100 * (d['wer'] - best['wer']):.1f} points behind{sig}**")
+                s = f"**{lang}, {hours}: {best['method']} has the lowest WER ({best['wer']:.3f}); DAMA {d['wer']:.3f} "
+                if c and not c.get("all_seeds", True):  # the two rows average different seeds: compare shared ones
+                    s += (f"over {d['seeds']} seeds; over {seed_note(c)}, which both have finished, DAMA is "
+                          f"{100 * c['diff']:.1f} points behind, paired bootstrap p = {c['p_bootstrap']:.3f}**")
+                else:
+                    s += (f"is {100 * (d['wer'] - best['wer']):.1f} points behind"
+                          + (f", paired bootstrap p = {c['p_bootstrap']:.3f}**" if c else "**"))
             better = [m for m, c in cmp.items() if c["diff"] < 0 and c["p_bootstrap"] < 0.05]
             worse = [m for m, c in cmp.items() if c["diff"] > 0 and c["p_bootstrap"] < 0.05]
             s += (f". Significantly better than: {', '.join(better) or 'none'}; significantly worse than: "
@@ -531,7 +564,8 @@ def write_report(cfg: BenchConfig, data: dict, command: str) -> Path:
                 f"| {_f(g['forgetting'] and 100 * g['forgetting'], '+.1f')}"
                 + (f" [{_pts(g['forgetting_lo'])}, {_pts(g['forgetting_hi'])}]" if g.get("forgetting_lo") is not None
                    else "")
-                + f" | {_f(c and 100 * c['diff'], '+.1f')} ({_f(c and c['p_bootstrap'], '.3f')}) "
+                + f" | {_f(c and 100 * c['diff'], '+.1f')} ({_f(c and c['p_bootstrap'], '.3f')}"
+                + (f"; {seed_note(c)}" if c and seed_note(c) else "") + ") "
                 f"| {_f(c and c.get('forgetting') and 100 * c['forgetting']['diff'], '+.1f')} "
                 f"({_f(c and c.get('forgetting') and c['forgetting']['p_bootstrap'], '.3f')}) |")
         lines.append("")
@@ -550,4 +584,4 @@ def write_report(cfg: BenchConfig, data: dict, command: str) -> Path:
     return path
 
 
-__all__ = ["collect", "plots", "seeds_cell", "targets", "verdicts", "write_report", "write_results"]
+__all__ = ["collect", "plots", "seed_note", "seeds_cell", "targets", "verdicts", "write_report", "write_results"]
