@@ -212,3 +212,34 @@ seeds: [0, 1]
     # no full fine-tuning finished: an adapter's time would be far off, so no estimate; Yoruba: no test size
     assert est("sw-0.5h-full-s0", "yo-0.5h-dama-s0", "yo-zero-shot") == (0.0, 0)
     assert estimate_seconds(cfg, [], finished) == (0.0, 0)
+
+
+def test_estimate_prefers_runs_made_on_this_machine(tmp_path):
+    import json
+
+    from dama.bench.grid import estimate_seconds, run_dir
+
+    cfg = load_config(write(tmp_path, """
+out: res
+methods: [dama, lora]
+languages: {sw: {train: "swahili:train"}}
+hours: [0.5, 1.0]
+seeds: [0, 1]
+"""))
+    by = {c.name: c for c in cells(cfg)}
+    for name, train, total, machine in (("sw-0.5h-dama-s0", 60.0, 100.0, "Slow CPU"),
+                                        ("sw-0.5h-dama-s1", 6.0, 10.0, "Fast CPU"),
+                                        ("sw-0.5h-lora-s0", 200.0, 300.0, "Slow CPU")):
+        run_dir(cfg, by[name]).mkdir(parents=True)
+        (run_dir(cfg, by[name]) / "results.json").write_text(json.dumps({
+            "total_seconds": total, "train_seconds": train, "n": 3, "train_utterances": 10, "train_hours": 0.5}))
+        (run_dir(cfg, by[name]) / "config.json").write_text(json.dumps({"device_name": machine}))
+    finished = [by[n] for n in ("sw-0.5h-dama-s0", "sw-0.5h-dama-s1", "sw-0.5h-lora-s0")]
+
+    def est(name, here):
+        return estimate_seconds(cfg, [by[name]], finished, here=here)
+
+    assert est("sw-1h-dama-s0", "Fast CPU") == (6.0 * 2 + 4.0, 1)  # this machine's run, twice the clips
+    assert est("sw-1h-dama-s0", "Slow CPU") == (60.0 * 2 + 40.0, 1)
+    assert est("sw-1h-dama-s0", "Third CPU") == ((160.0 + 16.0) / 2, 1)  # no run here: every machine's
+    assert est("sw-1h-lora-s0", "Fast CPU") == (200.0 * 2 + 100.0, 1)  # no LoRA run here: the other machine's

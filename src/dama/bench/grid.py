@@ -208,7 +208,7 @@ def run_grid(cfg: BenchConfig, log=print, dry_run: bool = False, only: list[str]
         secs, known = estimate_seconds(cfg, todo, [c for c in grid if c.name in done])
         if todo:
             log(f"estimate: about {secs / 3600:.1f} h for {known} of {len(todo)} runs at the speed of the finished "
-                "runs of the same method, on whichever machines they ran: training scaled by clips and epochs, "
+                "runs of the same method, this machine's where it has any: training scaled by clips and epochs, "
                 "testing by test clips; forgetting not counted)"
                 + (f"; {len(todo) - known} have no such finished run yet" if known < len(todo) else ""))
         return []
@@ -245,21 +245,36 @@ def _train_clips(cfg: BenchConfig, lang, cache: dict) -> int | None:
     return cache[lang.name]
 
 
-def estimate_seconds(cfg: BenchConfig, todo: list[Cell], finished: list[Cell]) -> tuple[float, int]:
+def _this_machine() -> str:
+    """The device name runs made here record (the GPU's, when one is used, else the CPU's)."""
+    import torch
+
+    from dama.machine import device_name
+
+    return device_name("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def estimate_seconds(cfg: BenchConfig, todo: list[Cell], finished: list[Cell],
+                     here: str | None = None) -> tuple[float, int]:
     """How long ``todo`` should take, from finished runs. A cell with finished peers (same language, method,
     amount and epochs) takes their median; otherwise runs of the same method elsewhere are scaled: their
     training time by training clips x epochs, their evaluation time by test clips. Full fine-tuning is
-    several times an adapter's cost, so methods are never mixed. Returns (seconds, cells estimated)."""
+    several times an adapter's cost, so methods are never mixed. Machines differ severalfold in speed, so
+    runs made on this machine (``here``, a device name; default the one this process runs on) are used
+    when there are any for the cell, the others only when there are none. Returns (seconds, cells estimated)."""
     import statistics
 
+    here = here or _this_machine()
     runs = []
     for c in finished:
         res = json.loads((run_dir(cfg, c) / "results.json").read_text())
+        conf = run_dir(cfg, c) / "config.json"
+        made_on = json.loads(conf.read_text()).get("device_name") if conf.is_file() else None
         if res.get("total_seconds"):
-            runs.append((c, res))
-    per_hour = {c.language.name: r["train_utterances"] / r["train_hours"] for c, r in runs
+            runs.append((c, res, made_on))
+    per_hour = {c.language.name: r["train_utterances"] / r["train_hours"] for c, r, _ in runs
                 if r.get("train_utterances") and r.get("train_hours")}
-    n_test = {c.language.name: r["n"] for c, r in runs if r.get("n")}
+    n_test = {c.language.name: r["n"] for c, r, _ in runs if r.get("n")}
     whole: dict[str, int | None] = {}
 
     def clips(c: Cell) -> float | None:  # training clips the cell will see
@@ -267,13 +282,12 @@ def estimate_seconds(cfg: BenchConfig, todo: list[Cell], finished: list[Cell]) -
             return _train_clips(cfg, c.language, whole)
         return c.hours * per_hour[c.language.name] if c.language.name in per_hour else None
 
-    total, known = 0.0, 0
-    for c in todo:
+    def guesses(c: Cell, pool: list) -> list[float]:
         method = cfg.base_method(c.method)
-        same = [r["total_seconds"] for p, r in runs if p.language.name == c.language.name and p.method == c.method
-                and p.hours == c.hours and _epochs(cfg, p) == _epochs(cfg, c)]
+        same = [r["total_seconds"] for p, r, _ in pool if p.language.name == c.language.name
+                and p.method == c.method and p.hours == c.hours and _epochs(cfg, p) == _epochs(cfg, c)]
         if not same and c.language.name in n_test:
-            for p, r in runs:
+            for p, r, _ in pool:
                 if cfg.base_method(p.method) != method or not r.get("n"):
                     continue
                 train = r.get("train_seconds") or 0.0
@@ -284,6 +298,12 @@ def estimate_seconds(cfg: BenchConfig, todo: list[Cell], finished: list[Cell]) -
                         continue
                     scale = n / r["train_utterances"] * _epochs(cfg, c) / max(_epochs(cfg, p), 1)
                 same.append(train * scale + (r["total_seconds"] - train) * n_test[c.language.name] / r["n"])
+        return same
+
+    local = [x for x in runs if x[2] == here]
+    total, known = 0.0, 0
+    for c in todo:
+        same = guesses(c, local) or guesses(c, runs)
         if same:
             total += statistics.median(same)
             known += 1
