@@ -121,20 +121,19 @@ def collect(cfg: BenchConfig) -> dict:
         for hours in [c.hours_label for c in cells(cfg) if c.method != "zero-shot" and c.language == lang]:
             if any(g["language"] == lang.name and g["hours"] == hours for g in groups):
                 continue
-            stacked, stacked_control = {}, {}
+            keys = {}  # method -> its key in hyps/control, for the methods finished here
             for method in cfg.methods:
                 key = (lang.name, "-" if method == "zero-shot" else hours, method)
                 if not hyps.get(key):
                     continue
-                stacked[method] = s = stack_seeds(list(hyps[key].values()))
-                if set(control.get(key, {})) == set(hyps[key]):
-                    stacked_control[method] = stack_seeds(list(control[key].values()))
+                keys[method] = key
+                s = stack_seeds(list(hyps[key].values()))
                 mine = [r for r in rows if (r["language"], r["hours"], r["method"]) == key]
                 lo, hi = bootstrap_ci(s, n_boot=cfg.n_boot)
                 clo, chi = bootstrap_ci(s, n_boot=cfg.n_boot, unit="char")
                 zc = control.get((lang.name, "-", "zero-shot"))
                 fg = {} if method == "zero-shot" else \
-                    _forgetting_tests(stacked_control.get(method), zc and zc["-"], cfg.n_boot)
+                    _forgetting_tests(_stack(control.get(key, {}), list(hyps[key])), zc and zc["-"], cfg.n_boot)
                 groups.append({
                     "language": lang.name, "hours": hours, "method": method, "seeds": len(mine),
                     "machines": sorted({r["machine"] for r in mine if r["machine"]}),
@@ -156,8 +155,8 @@ def collect(cfg: BenchConfig) -> dict:
                 })
             by_seed = {g["method"]: g["wer_by_seed"] for g in groups if g["language"] == lang.name
                        and g["hours"] in (hours, "-")}
-            for a, b in comparison_pairs(list(stacked), cfg.base_method):
-                key_a, key_b = [(lang.name, "-" if m == "zero-shot" else hours, m) for m in (a, b)]
+            for a, b in comparison_pairs(list(keys), cfg.base_method):
+                key_a, key_b = keys[a], keys[b]
                 ka, kb = _common_seeds(hyps[key_a], hyps[key_b])
                 if not ka:  # no seed finished by both yet
                     continue
