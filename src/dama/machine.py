@@ -19,6 +19,11 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def default_device() -> torch.device:
+    """Where dama runs when no device is given: the GPU if there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def device_name(device: torch.device | str) -> str:
     """The accelerator's name on CUDA (e.g. "NVIDIA H100 80GB HBM3"), else the CPU's."""
     device = torch.device(device)

@@ -245,15 +245,6 @@ def _train_clips(cfg: BenchConfig, lang, cache: dict) -> int | None:
     return cache[lang.name]
 
 
-def _this_machine() -> str:
-    """The device name runs made here record (the GPU's, when one is used, else the CPU's)."""
-    import torch
-
-    from dama.machine import device_name
-
-    return device_name("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def estimate_seconds(cfg: BenchConfig, todo: list[Cell], finished: list[Cell],
                      here: str | None = None) -> tuple[float, int]:
     """How long ``todo`` should take, from finished runs. A cell with finished peers (same language, method,
@@ -264,7 +255,10 @@ def estimate_seconds(cfg: BenchConfig, todo: list[Cell], finished: list[Cell],
     when there are any for the cell, the others only when there are none. Returns (seconds, cells estimated)."""
     import statistics
 
-    here = here or _this_machine()
+    if here is None:  # the name runs made here record
+        from dama.machine import default_device, device_name
+
+        here = device_name(default_device())
     runs = []
     for c in finished:
         res = json.loads((run_dir(cfg, c) / "results.json").read_text())

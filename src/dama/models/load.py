@@ -14,6 +14,7 @@ from transformers import (
 )
 
 from dama.errors import ModelError
+from dama.machine import default_device
 from dama.models.convert import is_ct2_dir, load_ct2_dir
 from dama.models.fetch import KNOWN_MODELS, fetch_model
 
@@ -56,7 +57,7 @@ class Whisper:
 
 def _resolve_device(device: str | None) -> torch.device:
     if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return default_device()
     return torch.device(device)
 
 
