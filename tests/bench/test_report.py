@@ -32,6 +32,20 @@ def test_dama_best_is_reported_with_significance():
     assert any("no adapter method has a WER interval overlapping DAMA's" in x for x in t)
 
 
+def test_forgetting_target_follows_the_paired_difference_over_common_seeds():
+    d = data(0.45, 0.50)
+    lora = next(c for c in d["comparisons"] if c["b"] == "lora")
+    next(g for g in d["summary"] if g["method"] == "lora")["forgetting_en"] = 0.005
+    # DAMA's average (two seeds) forgets more than LoRA's (seed 0 only), but over seed 0 DAMA forgets less
+    lora.update(seeds=["0"], all_seeds=False,
+                forgetting_en={"diff": -0.004, "ci": [-0.02, 0.01], "p_bootstrap": 0.6})
+    t = next(x for x in targets(d) if "forgetting ≤ LoRA's" in x)
+    assert ": reached (DAMA +1.0 vs LoRA +0.5" in t
+    assert "paired over the English clips of seed 0, which both have finished, DAMA − LoRA -0.4" in t
+    lora["forgetting_en"]["diff"] = 0.004
+    assert ": not reached" in next(x for x in targets(d) if "forgetting ≤ LoRA's" in x)
+
+
 def test_a_cell_where_only_dama_has_finished_claims_no_win():
     d = data(0.45, 0.50)
     d["summary"] += [group("zero-shot", 0.90, 0, None, 0.0, hours="all"),
