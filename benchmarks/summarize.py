@@ -46,17 +46,17 @@ def _params(n: float | None) -> str:
 def _vs(comparisons: list[dict], lang: str, hours: str, a: str, b: str, on: str | None = None) -> str:
     """a minus b on the same test utterances (paired bootstrap), from the results file; with
     ``on="forgetting"``, on the same control clips instead."""
-    from dama.bench.report import seed_note
+    from dama.bench.report import comparison, seed_note
 
-    for c in comparisons:
-        if (c["language"], c["hours"], c["a"], c["b"]) == (lang, hours, a, b):
-            note = seed_note(c)  # two rows averaging different seeds are compared over the seeds both have
-            c = c.get(on) if on else c
-            if not c:
-                return "–"
-            return (f"{_points(c['diff'])} [{_points(c['ci'][0])}, {_points(c['ci'][1])}] (p = {c['p_bootstrap']:.2f}"
-                    + (f"; {note}" if note else "") + ")")
-    return "–"
+    c = comparison(comparisons, lang, hours, a, b)
+    if not c:
+        return "–"
+    note = seed_note(c)  # two rows averaging different seeds are compared over the seeds both have
+    c = c.get(on) if on else c
+    if not c:
+        return "–"
+    return (f"{_points(c['diff'])} [{_points(c['ci'][0])}, {_points(c['ci'][1])}] (p = {c['p_bootstrap']:.2f}"
+            + (f"; {note}" if note else "") + ")")
 
 
 def _forgetting(s: dict) -> str:

@@ -266,6 +266,11 @@ def seeds_cell(g: dict) -> str:
     return f"{g['seeds']} ({', '.join(format(w[k], '.3f') for k in sorted(w, key=int))})"
 
 
+def comparison(comparisons: list[dict], lang: str, hours: str, a: str, b: str) -> dict | None:
+    """The paired comparison of a minus b in one cell of the grid; None when the two were not compared."""
+    return next((c for c in comparisons if (c["language"], c["hours"], c["a"], c["b"]) == (lang, hours, a, b)), None)
+
+
 def seed_note(c: dict) -> str:
     """The seeds a comparison was made over, e.g. "seed 0" ("" when it used every seed of both)."""
     if c.get("all_seeds", True) or not c.get("seeds"):
@@ -467,8 +472,7 @@ def targets(data: dict) -> list[str]:
                    and y["hours"] == x["hours"]), None)
         if lo and lo["forgetting_en"] is not None:
             words = x.get("control_words_en")
-            comp = next((c for c in data["comparisons"] if (c["a"], c["b"], c["language"], c["hours"])
-                         == ("dama", "lora", x["language"], x["hours"])), {})
+            comp = comparison(data["comparisons"], x["language"], x["hours"], "dama", "lora") or {}
             c, seeds = comp.get("forgetting_en"), seed_note(comp)
             # The averages may cover different seeds; the paired difference covers the seeds both finished.
             ok = c["diff"] <= 0 if c else x["forgetting_en"] <= lo["forgetting_en"]
@@ -555,8 +559,7 @@ def write_report(cfg: BenchConfig, data: dict, command: str) -> Path:
                   "DAMA − method, control clips (p) |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for g in [x for x in data["summary"] if x["language"] == lang]:
-            c = next((c for c in data["comparisons"] if c["a"] == "dama" and c["language"] == lang
-                      and c["hours"] == g["hours"] and c["b"] == g["method"]), None)
+            c = comparison(data["comparisons"], lang, g["hours"], "dama", g["method"])
             lines.append(
                 f"| {g['hours']} | {g['method']} | {seeds_cell(g)} "
                 f"| {g['wer']:.3f} [{g['wer_lo']:.3f}, {g['wer_hi']:.3f}] "
