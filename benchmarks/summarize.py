@@ -282,12 +282,19 @@ def deploy_speed(path: Path = HERE / "results" / "deploy_speed_cpu.json", timing
     return "\n".join(out)
 
 
-def method_speed(path: Path = HERE / "results" / "method_speed_cpu.json") -> str:
-    """Every adapter method's training cost, measured side by side by benchmarks/method_speed.py."""
+def method_speeds(paths: list[Path] | None = None) -> str:
+    """Every adapter method's training cost, measured side by side by benchmarks/method_speed.py: one
+    table per results file (one per machine; times from different machines are not one quantity)."""
+    paths = paths if paths is not None else METHOD_SPEED
+    return "\n\n".join(method_speed(p) for p in paths)
+
+
+def method_speed(path: Path) -> str:
+    """One method_speed.py results file as a table."""
     d = json.loads(path.read_text())
     st, ref = d["setup"], d["setup"]["reference"]
     out = [f"{st['data']}, {st['hours']:g} h, {st['epochs']} epochs, batch {st['batch_size']}; "
-           f"{d['machine']['cpu']}, {d['machine']['cpus']} cores:", "",
+           f"{d['machine']['cpu']}, {d['machine']['cpus']} cores (`{path.relative_to(HERE.parent)}`):", "",
            f"| method | trainable | s per epoch (after the first) | vs {NAMES.get(ref, ref)} | peak RSS (MB) |",
            "|---|---|---|---|---|"]
     for m, r in d["methods"].items():
@@ -304,8 +311,9 @@ BLOCKS: dict[str, Callable[[], str]] = {
 }
 if (HERE / "results" / "deploy_int8_cpu.json").is_file():  # the int8 WER cost on a whole test split
     BLOCKS["deploy-int8"] = lambda: deploy_speed(HERE / "results" / "deploy_int8_cpu.json", timing=False)
-if (HERE / "results" / "method_speed_cpu.json").is_file():
-    BLOCKS["method-speed"] = method_speed
+METHOD_SPEED = sorted((HERE / "results").glob("method_speed_*.json"))  # method_speed_cpu.json first
+if METHOD_SPEED:
+    BLOCKS["method-speed"] = method_speeds
 _BLOCK = re.compile(r"(<!-- summarize\.py:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /summarize\.py:(?P=name) -->)",
                     re.S)
 

@@ -68,3 +68,28 @@ def test_check_catches_a_number_typed_into_the_prose(tmp_path, capsys):
     readme.write_text("intro\nDAMA wins by 98.76 points\n")
     assert s.main(["--check", str(readme)]) == 1
     assert f"{readme}:2: 98.76 is in no committed result file" in capsys.readouterr().err
+
+
+def test_method_speed_gives_one_table_per_machine(tmp_path, monkeypatch):
+    """Times per epoch from two machines are two tables, each headed by its machine, never one column."""
+    import json
+
+    s = load_summarize()
+    monkeypatch.setattr(s, "HERE", tmp_path)
+    paths = []
+    for cpu, secs in (("AMD EPYC", 47.9), ("Intel Xeon", 30.2)):
+        run = {"trainable_params": 1_170_000, "epoch_seconds_after_first": secs, "epoch_time_vs_reference": 1.0,
+               "peak_memory_mb": 2554.0}
+        p = tmp_path / "results" / f"method_speed_{cpu.split()[1].lower()}.json"
+        p.parent.mkdir(exist_ok=True)
+        p.write_text(json.dumps({"machine": {"cpu": cpu, "cpus": 2},
+                                 "setup": {"data": "swahili:train", "hours": 0.5, "epochs": 3, "batch_size": 8,
+                                           "reference": "dama"},
+                                 "methods": {"dama": run}}))
+        paths.append(p)
+    text = s.method_speeds(paths)
+    cut = text.index("swahili:train", 1)  # the second table's heading
+    tables = [text[:cut], text[cut:]]
+    assert text.count("| method |") == 2
+    assert "AMD EPYC" in tables[0] and "| DAMA | 1.17 M | 47.9 | 1.00x | 2554 |" in tables[0]
+    assert "Intel Xeon" in tables[1] and "| 30.2 |" in tables[1] and "47.9" not in tables[1]
