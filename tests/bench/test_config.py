@@ -20,6 +20,7 @@ def test_committed_config_loads_and_expands():
     cfg = load_config(REPO / "benchmarks" / "bench.yaml")
     assert cfg.out == REPO / "benchmarks" / "cpu-whisper-base"
     assert cfg.hours == [0.5, None]
+    assert [p.name for p in cfg.speed] == ["method_speed_cpu.json", "method_speed_cpu_xeon.json"]
     grid = cells(cfg)
     # one zero-shot per language + 7 trained methods x 2 languages x 2 amounts x 2 seeds
     assert len(grid) == 2 + 7 * 2 * 2 * 2
@@ -243,3 +244,15 @@ seeds: [0, 1]
     assert est("sw-1h-dama-s0", "Slow CPU") == (60.0 * 2 + 40.0, 1)
     assert est("sw-1h-dama-s0", "Third CPU") == ((160.0 + 16.0) / 2, 1)  # no run here: every machine's
     assert est("sw-1h-lora-s0", "Fast CPU") == (200.0 * 2 + 100.0, 1)  # no LoRA run here: the other machine's
+
+
+def test_speed_files_resolve_beside_the_config_and_a_missing_one_is_named(tmp_path):
+    (tmp_path / "results").mkdir()
+    for name in ("method_speed_b.json", "method_speed_a.json"):
+        (tmp_path / "results" / name).write_text("{}")
+    base = "out: res\nmethods: [dama]\nlanguages: {sw: {train: 'swahili:train'}}\n"
+    cfg = load_config(write(tmp_path, base + "speed: [results/method_speed_*.json, results/none_*.json]\n"))
+    assert cfg.speed == [tmp_path / "results" / "method_speed_a.json", tmp_path / "results" / "method_speed_b.json"]
+    assert load_config(write(tmp_path, base)).speed == []
+    with pytest.raises(DamaError, match=r"speed: .*results/typo\.json not found"):
+        load_config(write(tmp_path, base + "speed: results/typo.json\n"))

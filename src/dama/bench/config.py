@@ -11,6 +11,7 @@
     seeds: [0, 1]
     control: fleurs-control          # forgetting: WER on languages the model already knew
     control_per_language: 0          # > 0: only the first N control clips of each language
+    speed: [results/method_speed_*.json]   # optional: methods timed side by side, for the time target
     train: {epochs: 5, batch_size: 8}   # any `dama train` option, as key: value
     method_args: {full: {lr: 1.0e-5}}   # per-method `dama train` options
     variants:                           # named variants of a method, listed in methods like one
@@ -76,6 +77,7 @@ class BenchConfig:
     n_boot: int = 2000
     variants: dict[str, dict] = field(default_factory=dict)  # name -> {method: BASE, option: value...}
     runs: Path | None = None  # run folders; another grid's, to share its finished runs (default OUT/runs)
+    speed: list[Path] = field(default_factory=list)  # side-by-side timings (benchmarks/method_speed.py)
 
     @property
     def runs_dir(self) -> Path:
@@ -209,7 +211,26 @@ def load_config(path: str | Path) -> BenchConfig:
             a = Path(opts["allocation"]).expanduser()
             opts["allocation"] = str(a if a.is_absolute() else (path.parent / a).resolve())
     raw["train"] = raw.get("train") or {}
+    raw["speed"] = _speed_files(path, raw.get("speed") or [])
     return BenchConfig(**raw)
+
+
+def _speed_files(config: Path, patterns) -> list[Path]:
+    """Side-by-side timing files: paths or globs relative to the config. A glob may match nothing yet
+    (the timing not run on this machine); a plain path that does not exist is a typo, and an error."""
+    import glob
+
+    out: list[Path] = []
+    for pat in patterns if isinstance(patterns, list) else [patterns]:
+        full = Path(str(pat)).expanduser()
+        full = full if full.is_absolute() else config.parent / full
+        if glob.has_magic(str(pat)):
+            out += [Path(p).resolve() for p in sorted(glob.glob(str(full)))]
+        elif full.is_file():
+            out.append(full.resolve())
+        else:
+            raise DamaError(f"{config}: speed: {full} not found (a results file of benchmarks/method_speed.py)")
+    return out
 
 
 __all__ = ["BenchConfig", "LanguageSpec", "QUICK_METHODS", "TRAIN_OPTIONS", "load_config", "per_language"]

@@ -15,6 +15,7 @@ import numpy as np
 
 from dama.bench.config import BenchConfig
 from dama.bench.grid import Cell, cells, estimate_seconds, is_finished, made_elsewise, run_dir
+from dama.errors import DamaError
 from dama.evaluate.stats import UtteranceErrors, bootstrap_ci, paired_compare, read_hyps, stack_seeds
 
 RUN_COLUMNS = [
@@ -184,7 +185,7 @@ def collect(cfg: BenchConfig) -> dict:
             "runs_total": len(cells(cfg)), "runs_finished": len(rows),
             "estimate_left": {"hours": round(secs / 3600, 1), "runs": known},  # as `--dry-run` estimates
             "ranks": next((r["ranks"] for r in rows if r["method"] == "dama"), None),
-            "runs": rows, "summary": groups, "comparisons": comparisons}
+            "runs": rows, "summary": groups, "comparisons": comparisons, "speed": read_speed(cfg.speed)}
 
 
 def _forgetting_tests(a: UtteranceErrors | None, b: UtteranceErrors | None, n_boot: int) -> dict:
@@ -432,6 +433,7 @@ def targets(data: dict) -> list[str]:
             r = p / lora[(lang, hours)]
             out.append(f"DAMA ≤ 30% of LoRA r=64's trainable parameters: {'reached' if r <= 0.3 else 'not reached'} "
                        f"({r:.1%})")
+    side: dict[str, list[str]] = {}  # a side-by-side outcome -> the cells it decides
     for x in groups:
         adapters = [y for y in groups if y["language"] == x["language"] and y["hours"] == x["hours"]
                     and y["method"] not in ("dama", "zero-shot", "full") and y["epoch_seconds"]]
@@ -452,10 +454,7 @@ def targets(data: dict) -> list[str]:
         if peers:
             fastest = min(timed, key=lambda y: _timings(y)[on][0])
             (sx, lx), (sf, lf) = tx[on], _timings(fastest)[on]
-            margin = _timing_margin(lx, lf)
-            verdict = ("within timing noise" if margin is not None and abs(sf - sx) <= margin
-                       else "reached" if sf >= sx else "not reached")
-            noise = "" if margin is None else f", ±{margin:.1f} s from the spread of epochs within runs"
+            verdict, noise = _time_verdict(sx, lx, sf, lf)
             out.append(head + f"{verdict} (DAMA {sx:.1f} s vs {fastest['method']} {sf:.1f} s{noise}"
                        + (f"; timed on {on}" if on else "")
                        + "; grid runs are timed one at a time, some beside other work: benchmarks/method_speed.py "
@@ -465,6 +464,11 @@ def targets(data: dict) -> list[str]:
         else:
             out.append(f"DAMA time per epoch lowest among adapters of equal quality ({x['language']}, "
                        f"{x['hours']}): no adapter method has a WER interval overlapping DAMA's")
+        for t in _side_by_side(data.get("speed") or [], [y["method"] for y in peers]):
+            side.setdefault(t, []).append(f"{x['language']}, {x['hours']}")
+    # one line per side-by-side outcome: a timing file is one measurement, whichever cells it decides
+    out += [f"DAMA time per epoch lowest among adapters of equal quality ({'; '.join(c)}): {t}"
+            for t, c in side.items()]
     for x in groups:
         if x["method"] != "dama" or x["forgetting_en"] is None:
             continue
@@ -486,6 +490,51 @@ def targets(data: dict) -> list[str]:
                        f"{100 * lo['forgetting_en']:+.1f} WER points"
                        + (f"; on {words:.0f} English words one word is {100 / words:.1f} points" if words else "")
                        + paired + ")")
+    return out
+
+
+def _time_verdict(sx: float, lx: list[float], sf: float, lf: list[float]) -> tuple[str, str]:
+    """DAMA's time per epoch (sx; later epochs lx) against the fastest peer's: the verdict and its noise."""
+    margin = _timing_margin(lx, lf)
+    verdict = ("within timing noise" if margin is not None and abs(sf - sx) <= margin
+               else "reached" if sf >= sx else "not reached")
+    return verdict, "" if margin is None else f", ±{margin:.1f} s from the spread of epochs within runs"
+
+
+def _side_by_side(speed: list[dict], peers: list[str]) -> list[str]:
+    """The time target judged from each side-by-side timing file that has DAMA and some of its
+    equal-quality peers: one machine, one data set, nothing else running between the methods."""
+    out = []
+    for s in speed:
+        t, timed = s["methods"], [m for m in peers if m in s["methods"]]
+        if "dama" not in t or not timed:
+            continue
+        f = min(timed, key=lambda m: t[m]["epoch_seconds"])
+        (sx, lx), (sf, lf) = ((t[m]["epoch_seconds"], t[m]["later_epoch_seconds"]) for m in ("dama", f))
+        verdict, noise = _time_verdict(sx, lx, sf, lf)
+        missing = [m for m in peers if m not in t]
+        out.append(f"{verdict} when timed side by side (DAMA {sx:.1f} s vs {f} {sf:.1f} s, {sf / sx:.2f}x{noise}; "
+                   f"{s['file']}: {s['machine']}, {s['data']} {s['hours']} h, the methods one after another"
+                   + (f"; {', '.join(missing)} not in it" if missing else "") + ")")
+    return out
+
+
+def read_speed(paths: list[Path]) -> list[dict]:
+    """Side-by-side timing files of benchmarks/method_speed.py, for the time target: the grid times its
+    runs one at a time, across sessions and machines, some beside other work."""
+    out = []
+    for p in paths:
+        try:
+            r = json.loads(Path(p).read_text())
+            methods = {m: {"epoch_seconds": float(v["epoch_seconds_after_first"]),
+                           "later_epoch_seconds": [float(e) for e in v["epoch_seconds"][1:]]}
+                       for m, v in r["methods"].items()}
+            machine = f"{r['machine']['cpu']}, {r['machine']['cpus']} cores"
+            data, hours = r["setup"]["data"], r["setup"]["hours"]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise DamaError(f"{p}: not a results file of benchmarks/method_speed.py "
+                            f"({type(e).__name__}: {e}); rerun it or drop the file from 'speed'") from None
+        out.append({"file": Path(p).name, "machine": machine, "data": data, "hours": hours, "methods": methods})
     return out
 
 
@@ -589,4 +638,5 @@ def write_report(cfg: BenchConfig, data: dict, command: str) -> Path:
     return path
 
 
-__all__ = ["collect", "plots", "seed_note", "seeds_cell", "targets", "verdicts", "write_report", "write_results"]
+__all__ = ["collect", "plots", "read_speed", "seed_note", "seeds_cell", "targets", "verdicts", "write_report",
+           "write_results"]
