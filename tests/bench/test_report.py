@@ -275,6 +275,8 @@ def test_side_by_side_timing_judges_the_time_target_beside_the_grid(tmp_path):
             "spread of epochs within runs; method_speed_x.json: Intel Xeon, 2 cores, swahili:train 0.5 h") in t[1]
     d["speed"] = read_speed([speed_file(f, dama=[20.0, 15.0, 15.2, 14.8], dora=[30.0, 15.1, 14.7, 15.2])])
     assert "within timing noise when timed side by side" in [x for x in targets(d) if "time per epoch" in x][1]
+    d["speed"][0]["hours"] = 0.0  # method_speed.py --hours 0: the whole train split, not "0 h"
+    assert "swahili:train the whole split, the methods" in [x for x in targets(d) if "time per epoch" in x][1]
 
 
 def test_a_file_that_is_not_a_speed_result_is_named(tmp_path):

@@ -513,8 +513,9 @@ def _side_by_side(speed: list[dict], peers: list[str]) -> list[str]:
         (sx, lx), (sf, lf) = ((t[m]["epoch_seconds"], t[m]["later_epoch_seconds"]) for m in ("dama", f))
         verdict, noise = _time_verdict(sx, lx, sf, lf)
         missing = [m for m in peers if m not in t]
+        amount = f"{s['hours']:g} h" if s["hours"] else "the whole split"  # method_speed.py: --hours 0 = all
         out.append(f"{verdict} when timed side by side (DAMA {sx:.1f} s vs {f} {sf:.1f} s, {sf / sx:.2f}x{noise}; "
-                   f"{s['file']}: {s['machine']}, {s['data']} {s['hours']} h, the methods one after another"
+                   f"{s['file']}: {s['machine']}, {s['data']} {amount}, the methods one after another"
                    + (f"; {', '.join(missing)} not in it" if missing else "") + ")")
     return out
 
