@@ -16,6 +16,8 @@ from pathlib import Path
 from dama.errors import DamaError
 
 DEFAULT_MODEL = "whisper-base"
+SAMPLE_RATE = 16_000
+TRANSCRIBE_BLOCK = 32  # audio files decoded into memory at a time by `dama transcribe`
 
 
 def _explicit_base(args) -> str | None:
@@ -25,9 +27,9 @@ def _explicit_base(args) -> str | None:
 
 def _write_json(path: str | None, obj: dict) -> None:
     if path:
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+        from dama.outputs import atomic_write_text
+
+        atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
 def _decode_opts(args):
@@ -82,7 +84,7 @@ def cmd_model_fetch(args) -> dict:
 def cmd_model_convert(args) -> dict:
     from dama.models.convert import convert_ct2_to_hf
 
-    path = convert_ct2_to_hf(args.ct2_dir, args.out, dtype=args.dtype)
+    path = convert_ct2_to_hf(args.ct2_dir, args.out, dtype=args.dtype, force=args.force)
     out = {"path": str(path)}
     _write_json(args.json, out)
     print(path)
@@ -110,18 +112,30 @@ def cmd_transcribe(args) -> dict:
         return _transcribe_multi(args)
     if not args.language:
         raise DamaError("transcribe needs --language CODE (e.g. sw, yo, en)")
+    for a in args.audio:  # a typo in the 100th file should not cost the first 99 decodes
+        if not Path(a).is_file():
+            raise DamaError(f"{a}: audio file not found")
     w = _load_model(args)
-    audios = [load_audio(a) for a in args.audio]
-    t = time.perf_counter()
-    texts = transcribe(w, audios, args.language, _decode_opts(args))
-    return _report_transcripts(args, args.audio, audios, texts, time.perf_counter() - t)
+    texts, audio_s, secs = [], 0.0, 0.0
+    for start in range(0, len(args.audio), TRANSCRIBE_BLOCK):
+        block = args.audio[start: start + TRANSCRIBE_BLOCK]
+        audios = [load_audio(a) for a in block]  # a block at a time: memory does not grow with the file count
+        audio_s += sum(len(a) for a in audios) / SAMPLE_RATE
+        t = time.perf_counter()
+        got = transcribe(w, audios, args.language, _decode_opts(args))
+        secs += time.perf_counter() - t
+        _print_transcripts(block, got)
+        texts += got
+    return _report_transcripts(args, args.audio, audio_s, texts, secs)
 
 
-def _report_transcripts(args, paths, audios, texts, secs, keys=None) -> dict:
+def _print_transcripts(paths, texts, keys=None) -> None:
     for i, (path, text) in enumerate(zip(paths, texts)):
-        print(f"{keys[i] + '=' if keys else ''}{path}\t{text}")
-    audio_s = sum(len(a) for a in audios) / 16000
-    out = {"n": len(texts), "rtf": secs / audio_s, "seconds": secs,
+        print(f"{keys[i] + '=' if keys else ''}{path}\t{text}", flush=True)
+
+
+def _report_transcripts(args, paths, audio_s, texts, secs, keys=None) -> dict:
+    out = {"n": len(texts), "rtf": secs / audio_s if audio_s else 0.0, "seconds": secs,
            "results": [{"audio": str(a), "text": x, **({"adapter": keys[i]} if keys else {})}
                        for i, (a, x) in enumerate(zip(paths, texts))]}
     _write_json(args.json, out)
@@ -152,12 +166,22 @@ def _transcribe_multi(args) -> dict:
             raise DamaError(f"{a}: with several --adapters, give each audio file as KEY=PATH (keys: {', '.join(runs)})")
     if not args.language_from_adapter and not args.language:
         raise DamaError("give --language CODE, or --language-from-adapter to use each adapter's training language")
+    for p in paths:
+        if not Path(p).is_file():
+            raise DamaError(f"{p}: audio file not found")
     multi = MultiAdapterWhisper(runs, base=_explicit_base(args), device=args.device)
-    audios = [load_audio(p) for p in paths]
-    langs = None if args.language_from_adapter else [args.language] * len(audios)
-    t = time.perf_counter()
-    texts = multi.transcribe(audios, keys, langs, _decode_opts(args))
-    return _report_transcripts(args, paths, audios, texts, time.perf_counter() - t, keys)
+    texts, audio_s, secs = [], 0.0, 0.0
+    for start in range(0, len(paths), TRANSCRIBE_BLOCK):
+        block, bkeys = paths[start: start + TRANSCRIBE_BLOCK], keys[start: start + TRANSCRIBE_BLOCK]
+        audios = [load_audio(p) for p in block]
+        audio_s += sum(len(a) for a in audios) / SAMPLE_RATE
+        langs = None if args.language_from_adapter else [args.language] * len(audios)
+        t = time.perf_counter()
+        got = multi.transcribe(audios, bkeys, langs, _decode_opts(args))
+        secs += time.perf_counter() - t
+        _print_transcripts(block, got, bkeys)
+        texts += got
+    return _report_transcripts(args, paths, audio_s, texts, secs, keys)
 
 
 def _split_spec(spec: str, split: str) -> str | None:
@@ -227,7 +251,7 @@ def cmd_train(args) -> dict:
         args.language = resolve_language(args.language)  # unknown code without a name: clear error
     method = make_method(args.method, **method_options(args))
     train_m = load_data(args.data, args.data_root, language=args.language)
-    if args.hours:
+    if args.hours is not None:  # --hours 0 is an error (select_hours says so), not "the whole split"
         train_m = train_m.subset(args.hours, args.seed if args.data_seed is None else args.data_seed)
     val_spec = None if args.val == "none" else (args.val or _split_spec(args.data, "val"))
     test_spec = None if args.test == "none" else (args.test or _split_spec(args.data, "test"))
@@ -340,7 +364,7 @@ def cmd_data_prepare(args) -> dict:
 
     m = load_data(args.data, args.data_root, language=args.language)
     m.raise_problems()
-    if args.hours:
+    if args.hours is not None:
         m = m.subset(args.hours, args.seed)
     m.fill_durations()
     m.write_jsonl(args.out)
@@ -506,6 +530,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ct2_dir")
     p.add_argument("out")
     p.add_argument("--dtype", choices=["float32", "float16"], default="float32")
+    p.add_argument("--force", action="store_true",
+                   help="replace a non-empty OUT, if it is a Whisper model folder (anything else is refused)")
     p.add_argument("--json", metavar="PATH")
     p.set_defaults(func=cmd_model_convert)
     p = msub.add_parser("list", help="models dama can fetch offline")
@@ -587,7 +613,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hf: transformers folder; ct2: CTranslate2 folder for faster-whisper (default: hf)")
     p.add_argument("--quantization", default="float32", help="ct2 weights: float32, float16 or int8")
     p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.add_argument("--force", action="store_true",
+                   help="replace --out if it is an earlier export (a run or any other folder is refused)")
     p.add_argument("--model", help="where the base model is, if not where the run found it")
     p.add_argument("--json", metavar="PATH")
     p.set_defaults(func=cmd_export)
@@ -676,17 +703,58 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+# what each command's --out is: checked before any work starts (a folder or a file)
+_OUT_KINDS = {"train": "dir", "export": "dir", "convert": "dir", "synth": "dir", "bench": "dir",
+              "prepare": "file", "probe": "file"}
+
+
+def check_outputs(args) -> None:
+    """Every location a command will write, checked before minutes of work are spent."""
+    from dama.outputs import check_writable, check_writable_dir
+
+    for name, what in (("json", "--json"), ("hyps", "--hyps")):
+        if getattr(args, name, None):
+            check_writable(getattr(args, name), what)
+    out = getattr(args, "out", None)
+    sub = getattr(args, "data_command", None) or getattr(args, "model_command", None)
+    kind = _OUT_KINDS.get(sub or args.command)
+    if out and kind == "dir":
+        check_writable_dir(out, "--out")
+    elif out and kind == "file":
+        check_writable(out, "--out")
+
+
+def expected_error_message(e: BaseException) -> str | None:
+    """The one-line message for a failure users can act on; None for a bug (keep the traceback)."""
+    from dama.outputs import describe_os_error
+
+    if isinstance(e, DamaError):
+        return str(e)
+    if isinstance(e, OSError):
+        return describe_os_error(e)
+    if isinstance(e, UnicodeDecodeError):
+        return (f"a file is not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8. "
+                "(`dama data check` names the file for data.)")
+    if isinstance(e, MemoryError):
+        return "out of memory: lower --batch-size, use --low-memory, or use a machine with more RAM"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[2:] if argv is None else argv[1:])
     try:
+        check_outputs(args)
         args.func(args)
-    except DamaError as e:
-        print(f"dama: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("dama: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        msg = expected_error_message(e)
+        if msg is None:
+            raise
+        print(f"dama: error: {msg}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -9,6 +9,7 @@ one error when a command needs clean data.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
 from dataclasses import asdict, dataclass
@@ -177,6 +178,21 @@ def _utterance_from_fields(rec: dict, base: Path, where: str, problems: list[Pro
     )
 
 
+def read_utf8(path: Path, what: str = "file") -> str:
+    """The text of ``path``; a file in another encoding is a DataError naming its line,
+    not a UnicodeDecodeError traceback (spreadsheets often save CSV as Latin-1 or UTF-16)."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read the {what} ({e.strerror})") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: the {what} is not UTF-8 text (byte {data[e.start]:#04x}); "
+                        "save it as UTF-8") from None
+
+
 def read_jsonl(path: str | Path) -> Manifest:
     """NeMo-style JSON lines: ``audio_filepath``, ``text``, optional ``duration``,
     ``language``, ``speaker``; relative paths are resolved against the manifest's folder."""
@@ -185,11 +201,17 @@ def read_jsonl(path: str | Path) -> Manifest:
         raise DataError(f"{path}: manifest not found")
     problems: list[Problem] = []
     items = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
+    with path.open("rb") as f:
+        for n, raw in enumerate(f, 1):
+            where = f"{path}:{n}"
+            try:
+                line = raw.decode("utf-8-sig" if n == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                problems.append(Problem(where, f"not UTF-8 text (byte {raw[e.start]:#04x} at column {e.start + 1}); "
+                                               "save the manifest as UTF-8"))
+                continue
             if not line.strip():
                 continue
-            where = f"{path}:{n}"
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
@@ -213,7 +235,8 @@ def read_table(path: str | Path, audio_dir: str | Path | None = None) -> Manifes
     base = Path(audio_dir) if audio_dir else path.parent
     problems: list[Problem] = []
     items = []
-    with path.open(encoding="utf-8", newline="") as f:
+    text = read_utf8(path, "manifest")
+    with io.StringIO(text, newline="") as f:
         reader = csv.DictReader(f, delimiter=delim, quoting=csv.QUOTE_NONE if delim == "\t" else csv.QUOTE_MINIMAL)
         cols = set(reader.fieldnames or [])
         if not cols & {"audio_filepath", "audio", "path"} or not cols & {"text", "sentence"}:

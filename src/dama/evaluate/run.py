@@ -11,11 +11,12 @@ from tqdm.auto import tqdm
 
 from dama.data.audio import load_audio
 from dama.data.manifest import Manifest, Problem
-from dama.errors import DataError
+from dama.errors import DamaError, DataError
 from dama.evaluate.metrics import ErrorCounts, utterance_errors
 from dama.evaluate.normalize import normalize_text
 from dama.models.load import Whisper
 from dama.models.transcribe import DecodeOptions, transcribe
+from dama.outputs import atomic_write_text
 
 LOAD_BLOCK = 64  # clips decoded into memory at a time
 
@@ -31,6 +32,29 @@ def manifest_languages(m: Manifest, language: str | None) -> list[str]:
     return langs
 
 
+def check_languages(w: Whisper, m: Manifest, langs: list[str]) -> None:
+    """Every language code must have a token in ``w``; an unknown one is named with the
+    manifest line it came from (not a bare 'no language token' from deep in decoding)."""
+    bad: dict[str, str] = {}
+    known: dict[str, bool] = {}
+    for u, lang in zip(m, langs):
+        if lang not in known:
+            try:
+                w.language_token_id(lang)
+                known[lang] = True
+            except DamaError:
+                known[lang] = False
+        if not known[lang]:
+            bad.setdefault(lang, u.where or str(u.audio))
+    if bad:
+        listed = "; ".join(f"{code!r} (<|{code}|>, first at {where})" for code, where in bad.items())
+        raise DataError(
+            f"{m.name}: unknown language code(s) {listed}: {w.name} has no token for them. Use a Whisper code "
+            "(`dama languages` lists them), --language CODE to override, or train a new token with "
+            "dama train --language CODE --language-name NAME."
+        )
+
+
 def evaluate(w: Whisper, m: Manifest, language: str | None = None, opts: DecodeOptions | None = None,
              hyps_path: str | Path | None = None, show_progress: bool = True) -> dict:
     """Transcribe every utterance of ``m`` and score it.
@@ -42,6 +66,7 @@ def evaluate(w: Whisper, m: Manifest, language: str | None = None, opts: DecodeO
         raise DataError(f"{m.name}: no utterances to evaluate")
     m.raise_problems()
     langs = manifest_languages(m, language)
+    check_languages(w, m, langs)
     opts = opts or DecodeOptions()
     hyps: list[str] = []
     audio_seconds = 0.0
@@ -99,12 +124,8 @@ def score_hyps(m: Manifest, langs: list[str], hyps: list[str], hyps_path: str | 
             "word_errors": e.word_errors, "ref_words": e.ref_words, "char_errors": e.char_errors,
             "ref_chars": e.ref_chars, "wer": round(e.wer, 4),
         })
-    if hyps_path:
-        p = Path(hyps_path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        with p.open("w", encoding="utf-8") as f:
-            for r in rows:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    if hyps_path:  # all at once: an interrupted run never leaves half a hypotheses file
+        atomic_write_text(hyps_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return {
         "wer": total.wer,
         "cer": total.cer,

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 
 from dama.data.manifest import Manifest, Problem
+from dama.errors import DataError
+from dama.evaluate.run import check_languages
 from dama.models.load import Whisper
 
 IGNORE = -100
@@ -25,6 +27,12 @@ def make_examples(w: Whisper, m: Manifest, languages: list[str], max_seconds: fl
     """Tokenise transcripts. Clips over 30 s (the encoder's window: audio and transcript
     would no longer match) and transcripts over the decoder's length are skipped and
     reported."""
+    check_languages(w, m, languages)
+    empty = [u.where or str(u.audio) for u in m if not u.text.strip()]
+    if empty:  # an empty target teaches the model to emit nothing: almost always a data error
+        shown = ", ".join(empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+        raise DataError(f"{m.name}: {len(empty)} training utterance(s) have an empty transcript ({shown}). "
+                        "Remove them or fill in their text (`dama data check` lists them all).")
     max_len = w.model.config.max_target_positions
     eot = w.generation_config.eos_token_id
     out, skipped = [], []

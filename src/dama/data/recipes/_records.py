@@ -11,7 +11,7 @@ import subprocess
 import unicodedata
 from pathlib import Path
 
-from dama.data.manifest import Manifest, Problem, Utterance
+from dama.data.manifest import Manifest, Problem, Utterance, read_utf8
 from dama.errors import DataError
 
 AUDIO_EXTS = (".wav", ".flac", ".opus", ".ogg", ".mp3")
@@ -22,7 +22,7 @@ def read_transcripts(path: Path) -> tuple[dict[str, tuple[str, str]], list[Probl
     if not path.is_file():
         raise DataError(f"{path}: transcript file not found. Point --data-root at the folder holding the corpus.")
     out, problems = {}, []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(read_utf8(path, "transcript file").splitlines(), 1):
         if not line.strip():
             continue
         where = f"{path}:{n}"
