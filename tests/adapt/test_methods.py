@@ -21,7 +21,7 @@ from dama.adapt.peft_compat import (
 )
 from dama.adapt.ranks import lora_param_count
 from dama.errors import DamaError
-from tests.conftest import tiny_config
+from dama.testing import tiny_config
 
 # (in, out) of the ten targets of one tiny decoder layer: d_model 64, ffn 128
 LAYER_SHAPES = [(64, 64)] * 8 + [(64, 128), (128, 64)]

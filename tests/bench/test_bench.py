@@ -6,7 +6,7 @@ import os
 import pytest
 
 from dama.cli.main import main
-from tests.conftest import make_corpus, write_wav
+from dama.testing import make_corpus, write_wav
 
 
 def write_config(tmp_path, model_dir, lora_rank: int) -> str:

@@ -182,7 +182,7 @@ def test_estimate_uses_finished_runs_of_the_same_method_scaled_to_the_cell(tmp_p
     import json
 
     from dama.bench.grid import estimate_seconds, run_dir
-    from tests.conftest import make_corpus
+    from dama.testing import make_corpus
 
     root = make_corpus(tmp_path / "data", n_train=20, n_test=3)
     cfg = load_config(write(tmp_path, f"""

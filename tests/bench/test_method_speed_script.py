@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from tests.conftest import load_benchmark, make_corpus
+from dama.testing import make_corpus
+from tests.conftest import load_benchmark
 
 
 def load_script():

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from dama.cli.main import build_parser, main
-from tests.conftest import write_wav
+from dama.testing import write_wav
 
 
 def test_help_lists_subcommands(capsys):

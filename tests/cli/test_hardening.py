@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from dama.cli.main import main
-from tests.conftest import make_corpus, write_wav
+from dama.testing import make_corpus, write_wav
 
 
 def _manifest(tmp_path: Path, rows: list[dict], name: str = "m.jsonl") -> Path:

@@ -11,7 +11,7 @@ import soundfile as sf
 from dama.data import check_manifest, load_audio, load_data, read_common_voice, read_jsonl, read_table
 from dama.data.manifest import Manifest, Utterance, select_hours
 from dama.errors import DataError
-from tests.conftest import write_wav
+from dama.testing import write_wav
 
 
 def test_jsonl_resolves_relative_paths_and_reports_bad_lines(tmp_path):

@@ -15,7 +15,8 @@ from dama.data.check import check_manifest
 from dama.data.recipes import NEW_LANGUAGES, RECIPES, new_language_of
 from dama.data.recipes.malagasy import DEVICES, device_of
 from dama.languages import WHISPER_LANGUAGES
-from tests.conftest import SHARED_DATA, _need_real_data, write_wav
+from dama.testing import write_wav
+from tests.conftest import SHARED_DATA, _need_real_data
 
 # corpus -> (language code, name of a new token or None, utterances per train/val/test as shipped)
 CORPORA = {

@@ -10,7 +10,7 @@ from dama.cli.main import main
 from dama.errors import DamaError
 from dama.probe import allocate, language_variance, lid_probe, linear_cka
 from dama.probe.plan import allocation_from_file
-from tests.conftest import write_wav
+from dama.testing import write_wav
 
 
 def blobs(sep: float, n: int = 12, d: int = 16, langs=("a", "b", "c"), seed: int = 0):
