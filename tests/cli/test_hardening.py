@@ -165,3 +165,28 @@ def test_transcribe_streams_many_files_and_checks_them_first(tiny_ct2_dir, tmp_p
     assert main(["transcribe", *paths, str(tmp_path / "gone.wav"), "--language", "sw",
                  "--model", str(tiny_ct2_dir)]) == 2
     assert "gone.wav: audio file not found" in capsys.readouterr().err and not loaded_at_once
+
+
+def test_cache_info_names_a_corrupt_shard_and_repair_rebuilds_it(tiny_ct2_dir, tmp_path, capsys):
+    p = _manifest(tmp_path, [{"audio_filepath": f"c{i}.wav", "text": "x" * (i + 1), "language": "sw"}
+                             for i in range(3)])
+    cache = tmp_path / "cache"
+    run = ["eval", "--model", str(tiny_ct2_dir), "--data", str(p), "--cache-dir", str(cache)]
+    assert main([*run, "--hyps", str(tmp_path / "h1.jsonl")]) == 0
+    assert main(["cache", "info", str(cache)]) == 0 and "healthy" in capsys.readouterr().out
+    shard = next(cache.rglob("*.npy"))
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2: len(data) // 2 + 32] = bytes(range(32))  # same size, different bytes
+    shard.write_bytes(bytes(data))
+    with pytest.raises(SystemExit) as e:
+        main(["cache", "info", str(cache)])
+    out = capsys.readouterr().out
+    assert e.value.code == 1 and f"problem: {shard}" in out and "--repair" in out
+    assert main(["cache", "info", str(cache), "--quick"]) == 0  # sizes and header intact: --quick can't see it
+    capsys.readouterr()
+    assert main(["cache", "info", str(cache), "--repair"]) == 0
+    out = capsys.readouterr().out
+    assert f"removed {shard}" in out and out.strip().endswith("checked)") and not shard.exists()
+    assert main([*run, "--hyps", str(tmp_path / "h2.jsonl")]) == 0  # re-encoded: the same transcripts
+    hyps = [[json.loads(x)["hyp"] for x in (tmp_path / f"h{k}.jsonl").read_text().splitlines()] for k in (1, 2)]
+    assert hyps[0] == hyps[1]

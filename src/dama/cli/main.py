@@ -247,6 +247,13 @@ def cmd_train(args) -> dict:
     from dama.train.trainer import TrainConfig
 
     _setup_torch(args)
+    if not args.language and not args.language_name:
+        from dama.data.recipes import new_language_of
+
+        if nl := new_language_of(args.data):  # kinyarwanda:train brings <|rw|> "Kinyarwanda" itself
+            args.language, args.language_name = nl
+            print(f"{args.data}: Whisper has no token for {nl[1]}; adding <|{nl[0]}|> (as --language {nl[0]} "
+                  f"--language-name {nl[1]!r})", file=sys.stderr)
     if args.language and not args.language_name:
         args.language = resolve_language(args.language)  # unknown code without a name: clear error
     method = make_method(args.method, **method_options(args))
@@ -397,16 +404,38 @@ def cmd_languages(args) -> dict:
 
 
 def cmd_cache_info(args) -> dict:
-    from dama.train.cache import cache_info
+    """Report (and with --repair drop) what is in a cache and what is wrong with it; exit 1 while
+    problems remain, so scripts can check a shared cache before trusting it."""
+    from dama.train.cache import cache_info, repair_cache
 
-    rows = cache_info(args.dir)
+    if not Path(args.dir).is_dir():
+        raise DamaError(f"{args.dir}: no such cache folder")
+    verify = not args.quick
+    repaired = repair_cache(args.dir, verify=verify) if args.repair else None
+    if repaired:
+        for path in repaired["removed"]:
+            print(f"removed {path}")
+        print(f"removed {len(repaired['removed'])} file(s), {repaired['freed_bytes'] / 2**20:.1f} MiB; "
+              "their clips are encoded again when next needed")
+    rows = cache_info(args.dir, verify=verify)
     for r in rows:
         print(f"{r['folder']}: {r['clips']} clips in {r['shards']} shards, {r['bytes'] / 2**30:.2f} GiB"
-              + (f", {r['partial']} partial file(s) from interrupted builds" if r["partial"] else ""))
+              + (f", {r['partial']} partial file(s) from interrupted builds" if r["partial"] else "")
+              + (f", {r['legacy_shards']} shard(s) without checksums (from an older dama)"
+                 if r.get("legacy_shards") else ""))
+        for p in r.get("problems", []):
+            print(f"  problem: {p}")
     if not rows:
         print(f"{args.dir}: no encoder folders (enc-*)")
-    out = {"folders": rows}
+    n = sum(len(r.get("problems", [])) for r in rows)
+    checked = "sizes, headers and key lists" if args.quick else "every byte"
+    print(f"healthy ({checked} checked)" if not n else
+          f"{n} problem(s): run `dama cache info {args.dir} --repair` to drop them "
+          "(their clips are encoded again when needed)")
+    out = {"folders": rows, "problems": n, "repaired": repaired}
     _write_json(args.json, out)
+    if n:
+        raise SystemExit(1)
     return out
 
 
@@ -648,6 +677,9 @@ def build_parser() -> argparse.ArgumentParser:
     csub = cache.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
     p = csub.add_parser("info", help="clips, shards and disk use of each encoder folder")
     p.add_argument("dir", help="the cache folder (a run's ../.encoder-cache, a bench's runs/.encoder-cache)")
+    p.add_argument("--quick", action="store_true",
+                   help="check sizes, headers and key lists only, not every row's checksum (~0.4 ms per MiB)")
+    p.add_argument("--repair", action="store_true", help="delete damaged shards (their clips are re-encoded)")
     p.add_argument("--json", metavar="PATH")
     p.set_defaults(func=cmd_cache_info)
     p = csub.add_parser("prune", help="delete what none of the named data sets needs")
