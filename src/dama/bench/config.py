@@ -24,6 +24,8 @@ of data, zero-shot/lora/dama only, and capped validation/test sets.
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -42,6 +44,18 @@ QUICK_METHODS = ("zero-shot", "lora", "dama")
 QUICK_TEST_UTTS = 40
 QUICK_VAL_UTTS = 10
 QUICK_CONTROL_PER_LANGUAGE = 5
+# Names that become part of a run folder's name (languages, methods, variants): a config is text anyone
+# can hand over, and the grid deletes unfinished run folders, so a name must not be able to leave the
+# runs folder ("../x"), name a hidden folder (".encoder-cache") or carry a separator or a space.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+
+
+def check_name(value, what: str) -> str:
+    """``value`` if it is safe as (part of) a folder name; else a DamaError naming ``what`` (the field)."""
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value) or ".." in value:
+        raise DamaError(f"bench: {what} {value!r} is not a usable name: names become run folder names, so use "
+                        "letters, digits and . _ + - only, starting with a letter or digit, without '..'")
+    return value
 
 
 @dataclass
@@ -54,6 +68,7 @@ class LanguageSpec:
     language_name: str | None = None  # for a language Whisper lacks
 
     def __post_init__(self):
+        check_name(self.name, "languages: the name")
         if not self.train:
             raise DamaError(f"bench language {self.name!r}: 'train' data spec is required")
 
@@ -91,6 +106,17 @@ class BenchConfig:
     def __post_init__(self):
         from dama.adapt import METHODS
 
+        if not isinstance(self.methods, list) or not isinstance(self.variants, dict):
+            raise DamaError("bench: methods is a list of names and variants a mapping of name to options")
+        for name in self.variants:
+            check_name(name, "variants: the name")
+        for name in self.methods:
+            check_name(name, "methods: the entry")
+        for lang in self.languages:
+            check_name(lang.name, "languages: the name")
+        for s in self.seeds:
+            if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+                raise DamaError(f"bench: seeds: {s!r} is not a seed; seeds are whole numbers >= 0")
         for name, v in self.variants.items():
             if name in METHODS:
                 raise DamaError(f"bench: variant {name!r} has the name of a method; call it e.g. {name}-ablation")
@@ -109,7 +135,7 @@ class BenchConfig:
                 self.languages):
             raise DamaError("bench: methods and language names must be unique")
         for h in self.hours:
-            if h is not None and not h > 0:
+            if h is not None and not (isinstance(h, int | float) and h > 0 and math.isfinite(h)):
                 raise DamaError(f"bench: hours must be positive or 'all', got {h}")
         _check_options(self.train, "train")
         for m, opts in self.method_args.items():
@@ -196,6 +222,8 @@ def load_config(path: str | Path) -> BenchConfig:
                             for k, v in langs.items()]
     except TypeError as e:
         raise DamaError(f"{path}: languages: {e}") from None
+    except DamaError as e:
+        raise _in_file(path, e) from None
     for key in ("out", "runs"):
         if raw.get(key) is not None:
             p = Path(raw[key]).expanduser()
@@ -212,7 +240,15 @@ def load_config(path: str | Path) -> BenchConfig:
             opts["allocation"] = str(a if a.is_absolute() else (path.parent / a).resolve())
     raw["train"] = raw.get("train") or {}
     raw["speed"] = _speed_files(path, raw.get("speed") or [])
-    return BenchConfig(**raw)
+    try:
+        return BenchConfig(**raw)
+    except DamaError as e:
+        raise _in_file(path, e) from None
+
+
+def _in_file(path: Path, e: DamaError) -> DamaError:
+    """The same error, naming the config file it comes from (so the user knows what to edit)."""
+    return type(e)(f"{path}: {str(e).removeprefix('bench: ')}")
 
 
 def _speed_files(config: Path, patterns) -> list[Path]:
@@ -233,4 +269,5 @@ def _speed_files(config: Path, patterns) -> list[Path]:
     return out
 
 
-__all__ = ["BenchConfig", "LanguageSpec", "QUICK_METHODS", "TRAIN_OPTIONS", "load_config", "per_language"]
+__all__ = ["BenchConfig", "LanguageSpec", "NAME_PATTERN", "QUICK_METHODS", "TRAIN_OPTIONS", "check_name", "load_config",
+           "per_language"]

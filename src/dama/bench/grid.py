@@ -8,10 +8,16 @@ OUT/logs/<run>.log                              the run's console output
 
 A cell is finished when its ``results.json`` (and, with a control set, ``forgetting.json``)
 exists; re-running the grid skips finished cells and resumes interrupted ones.
+
+The grid deletes only one thing: a cell's run folder that was started but never checkpointed, and only
+after checking that it is a folder directly inside the runs folder that holds nothing but what
+`dama train` and `dama eval` write (see :func:`remove_unstarted`). Names from the config are checked
+(:func:`dama.bench.config.check_name`) before they become folder names.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import os
@@ -22,8 +28,30 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from dama.bench.config import BenchConfig, LanguageSpec, per_language
+from dama.bench.config import NAME_PATTERN, BenchConfig, LanguageSpec, per_language
 from dama.errors import DamaError
+from dama.outputs import atomic_write_text
+
+# What `dama train` and the grid's `dama eval` write into a run folder. A folder holding anything else
+# is not (only) a run's, and the grid never deletes it.
+RUN_FILES = frozenset({
+    "config.json", "metrics.jsonl", "checkpoint.pt", "checkpoint.pt.tmp", "results.json", "zero-shot.json",
+    "plot.png", "forgetting.json", "forgetting.json.partial", "adapter", "model", "pissa_init",
+})
+RUN_FILE_SUFFIXES = (".hyps.jsonl",)  # test.hyps.jsonl, zero-shot.hyps.jsonl, forgetting.hyps.jsonl
+RUN_LOCK = ".dama.lock"  # held (flock) by the process writing a run folder; may outlive a killed one
+
+
+def _is_run_name(name: str) -> bool:
+    """Whether ``name`` is something dama writes into a run folder, including the temporary file of an
+    atomic write a kill left behind (".config.json.k3j2x.tmp": a run file's name, a random part, .tmp)."""
+    if name in RUN_FILES or name == RUN_LOCK or name.endswith(RUN_FILE_SUFFIXES):
+        return True
+    if name.startswith(".dama-write-check-"):  # the CLI's probe of a folder's writability (dama.outputs)
+        return True
+    if name.startswith(".") and name.endswith(".tmp") and name.count(".") >= 3:
+        return _is_run_name(name[1:-len(".tmp")].rsplit(".", 1)[0])
+    return False
 
 
 @dataclass(frozen=True)
@@ -70,7 +98,87 @@ def select(grid: list[Cell], only: list[str]) -> list[Cell]:
 
 
 def run_dir(cfg: BenchConfig, cell: Cell) -> Path:
+    """The cell's run folder: always a direct child of the runs folder (the config's names are checked
+    when it is loaded; a Cell built by hand with a name like "../x" is refused here)."""
+    if not NAME_PATTERN.fullmatch(cell.name) or ".." in cell.name:
+        raise DamaError(f"bench: run name {cell.name!r} is not a usable folder name (check the config's "
+                        "language and method names)")
     return cfg.runs_dir / cell.name
+
+
+def _is_run_content(d: Path) -> bool:
+    """Whether everything in ``d`` is what a dama run writes, and its config.json (if any) is dama's."""
+    names = [p.name for p in d.iterdir()]
+    if not all(_is_run_name(n) for n in names):
+        return False
+    if "config.json" in names:
+        try:
+            conf = json.loads((d / "config.json").read_text())
+        except (OSError, ValueError):
+            return False
+        return isinstance(conf, dict) and isinstance(conf.get("method"), dict) and isinstance(conf.get("train"), dict)
+    return True
+
+
+def deletable_problem(cfg: BenchConfig, cell: Cell) -> str | None:
+    """Why the cell's unfinished run folder may not be deleted (None: it may). Deleting is only for a
+    folder that is strictly inside this grid's runs folder (after resolving links: a link out of it
+    is refused) and that holds nothing but a run's own files."""
+    d = run_dir(cfg, cell)
+    runs = cfg.runs_dir.resolve()
+    if d.is_symlink():
+        return f"{d} is a symbolic link, not a run folder the grid made"
+    real = d.resolve()
+    if real.parent != runs or not real.is_relative_to(runs):
+        return f"{d} resolves to {real}, outside the grid's runs folder {runs}"
+    if not real.is_dir():
+        return f"{d} is not a folder"
+    if not _is_run_content(real):
+        return (f"{d} holds files `dama train` does not write ({', '.join(sorted(p.name for p in real.iterdir()))}),"
+                " so it is not (only) an unfinished run")
+    return None
+
+
+def remove_unstarted(cfg: BenchConfig, cell: Cell) -> None:
+    """Delete a cell's run folder that has neither results nor a checkpoint (nothing to lose), after
+    checking it is one the grid owns (see :func:`deletable_problem`); otherwise refuse."""
+    d = run_dir(cfg, cell)
+    if not d.exists() and not d.is_symlink():
+        return
+    if (d / "results.json").is_file() or (d / "checkpoint.pt").is_file():
+        raise DamaError(f"bench: {d} holds a finished or resumable run; not deleting it")
+    problem = deletable_problem(cfg, cell)
+    if problem:
+        raise DamaError(f"bench: {problem}. The grid would delete and redo this unfinished run; move that "
+                        "folder away (or give the config another runs/out folder) and re-run.")
+    with _run_lock(d):
+        shutil.rmtree(d.resolve())
+
+
+@contextlib.contextmanager
+def _run_lock(d: Path):
+    """Hold the run folder's lock (if it has one) while deleting it: a run another process is writing
+    right now (another `dama bench --only`, a hand-started `dama train`) is refused, not deleted."""
+    lock = d / RUN_LOCK
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): nothing to hold
+        yield
+        return
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise DamaError(f"bench: {d} is being written by another dama process; not deleting it. Wait for "
+                            "that process (or stop it) and re-run.") from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def is_finished(cfg: BenchConfig, cell: Cell) -> bool:
@@ -178,10 +286,9 @@ def run_cell(cfg: BenchConfig, cell: Cell, log=print) -> bool:
     log_path = cfg.logs_dir / f"{cell.name}.log"
     if not (d / "results.json").is_file():
         has_checkpoint = (d / "checkpoint.pt").is_file()
-        if d.exists() and not has_checkpoint:
-            shutil.rmtree(d)  # started but never checkpointed: nothing to lose (like dama.train's own cleanup)
-        _settings_path(cfg, cell).parent.mkdir(parents=True, exist_ok=True)
-        _settings_path(cfg, cell).write_text(json.dumps(_settings(cfg, cell)))
+        if not has_checkpoint:
+            remove_unstarted(cfg, cell)  # started but never checkpointed: nothing to lose, if it is a run's
+        atomic_write_text(_settings_path(cfg, cell), json.dumps(_settings(cfg, cell)))  # never half a file
         if _run_logged(train_command(cfg, cell, resume=has_checkpoint), log_path):
             log(f"  {cell.name}: training failed; see {log_path}")
             return False
@@ -212,6 +319,7 @@ def run_grid(cfg: BenchConfig, log=print, dry_run: bool = False, only: list[str]
                 "testing by test clips; forgetting not counted)"
                 + (f"; {len(todo) - known} have no such finished run yet" if known < len(todo) else ""))
         return []
+    check_deletable(cfg, todo)
     cfg.out.mkdir(parents=True, exist_ok=True)
     failed = []
     for i, cell in enumerate(todo, 1):
@@ -227,6 +335,23 @@ def run_grid(cfg: BenchConfig, log=print, dry_run: bool = False, only: list[str]
         else:
             failed.append(cell)
     return failed
+
+
+def check_deletable(cfg: BenchConfig, todo: list[Cell]) -> None:
+    """Before any run starts: every unfinished, never checkpointed run folder the grid will delete and
+    redo must be one it may delete, so a refusal comes at once and not hours into the grid."""
+    bad = []
+    for cell in todo:
+        d = run_dir(cfg, cell)
+        if (d.exists() or d.is_symlink()) and not (d / "results.json").is_file() \
+                and not (d / "checkpoint.pt").is_file():
+            problem = deletable_problem(cfg, cell)
+            if problem:
+                bad.append(problem)
+    if bad:
+        raise DamaError(f"bench: {len(bad)} unfinished run folder(s) would be deleted and redone, but are not "
+                        f"recognisably the grid's own: {'; '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}. "
+                        "Move them away (or give the config another runs/out folder) and re-run.")
 
 
 def _epochs(cfg: BenchConfig, cell: Cell) -> int:
@@ -309,6 +434,6 @@ def check_launcher(cfg: BenchConfig) -> None:
         raise DamaError(f"bench: launcher {cfg.launcher[0]!r} not found on PATH")
 
 
-__all__ = ["Cell", "cells", "check_settings", "estimate_seconds", "forgetting_command", "is_finished",
-           "made_elsewise", "run_cell",
-           "run_dir", "run_grid", "select", "train_command"]
+__all__ = ["Cell", "RUN_FILES", "cells", "check_deletable", "check_settings", "deletable_problem", "estimate_seconds",
+           "forgetting_command", "is_finished", "made_elsewise", "remove_unstarted", "run_cell", "run_dir", "run_grid",
+           "select", "train_command"]

@@ -7,12 +7,15 @@
 
 Both write ``dama_export.json`` (source run, base model, languages) and appear atomically:
 everything is built in a temporary sibling folder and renamed into place at the end.
+
+``dama_export.json`` is also how a folder is known to be an export: ``--force`` replaces only such a
+folder (holding nothing but an export's files), never a run, a folder holding the run, or anything else.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -22,6 +25,47 @@ from dama.errors import DamaError
 FORMATS = ("hf", "ct2")
 QUANTIZATIONS = ("float32", "float16", "int8")
 META = "dama_export.json"
+# What a folder holding a dama run has (any one is enough): a run is never an export's target.
+RUN_MARKS = ("checkpoint.pt", "results.json", "adapter", "metrics.jsonl")
+# What an export holds: save_pretrained's files (hf) or CTranslate2's (ct2), and META.
+EXPORT_FILES = frozenset({
+    META, "config.json", "generation_config.json", "preprocessor_config.json", "processor_config.json",
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.json",
+    "merges.txt", "normalizer.json", "model.bin", "vocabulary.json", "vocabulary.txt",
+})
+EXPORT_WEIGHTS = re.compile(r"model(-\d{5}-of-\d{5})?\.safetensors|model\.safetensors\.index\.json")
+
+
+def export_problem(path: Path) -> str | None:
+    """Why ``path`` is not recognisably an earlier dama export (None: it is, and --force may replace it)."""
+    try:
+        meta = json.loads((path / META).read_text())
+    except (OSError, ValueError):
+        return f"it has no readable {META}, which every dama export has"
+    if not isinstance(meta, dict) or meta.get("format") not in FORMATS:
+        return f"its {META} is not one dama wrote"
+    other = sorted(n for n in (p.name for p in path.iterdir())
+                   if n not in EXPORT_FILES and not EXPORT_WEIGHTS.fullmatch(n))
+    if other:
+        return f"it also holds files an export does not ({', '.join(other[:5])})"
+    return None
+
+
+def check_out(run_dir: Path, out: Path, force: bool) -> None:
+    """Refuse an ``out`` that is the run, lies inside it, holds it, or is any dama run; replace an existing
+    ``out`` only with ``force`` and only if it is an earlier export (see :func:`export_problem`)."""
+    from dama.models.convert import check_replaceable
+
+    run, dest = run_dir.resolve(), out.resolve()
+    if dest == run or dest.is_relative_to(run) or run.is_relative_to(dest):
+        where = "is" if dest == run else "is inside" if dest.is_relative_to(run) else "holds"
+        raise DamaError(f"--out {out} {where} the run folder {run_dir}; exporting there would replace the run. "
+                        "Choose an --out outside the run folder")
+    if dest.is_dir() and (marks := [m for m in RUN_MARKS if (dest / m).exists()]):
+        raise DamaError(f"--out {out} is a dama run folder (it has {', '.join(marks)}); not replacing it, even "
+                        "with --force. Choose another --out")
+    check_replaceable(out, force, export_problem, "an earlier dama export", error=DamaError, empty_needs_force=True,
+                      remedy="choose another --out, or move this one away yourself")
 
 
 def _save_hf(w, out: Path) -> None:
@@ -33,7 +77,10 @@ def _save_hf(w, out: Path) -> None:
 
 def export_run(run_dir: str | Path, fmt: str, out: str | Path, quantization: str = "float32",
                force: bool = False, base: str | Path | None = None, log=print) -> Path:
-    """Export the run in ``run_dir`` as ``fmt`` into ``out``; returns ``out``."""
+    """Export the run in ``run_dir`` as ``fmt`` into ``out``; returns ``out``. ``out`` must not be, hold or lie
+    in the run (nor be any dama run); an existing ``out`` is replaced only with ``force`` and only if it is
+    an earlier export."""
+    from dama.models.convert import swap_in
     from dama.train.run import load_run
 
     if fmt not in FORMATS:
@@ -41,8 +88,7 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path, quantization: str
     if fmt == "ct2" and quantization not in QUANTIZATIONS:
         raise DamaError(f"unknown quantization {quantization!r}; choose from {', '.join(QUANTIZATIONS)}")
     run_dir, out = Path(run_dir), Path(out)
-    if out.exists() and not force:
-        raise DamaError(f"{out} already exists; choose another --out or pass --force to replace it")
+    check_out(run_dir, out, force)
     cfg = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else {}
     w = load_run(run_dir, device="cpu", merge=True, base=base)  # checks the base and restores new tokens
     nl = cfg.get("new_language")
@@ -69,9 +115,8 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path, quantization: str
                 "base_fingerprint": cfg.get("base_fingerprint"), "method": cfg.get("method", {}).get("method"),
                 "language": cfg.get("language"), "new_language": nl}
         (final / META).write_text(json.dumps(meta, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(final, out)
+        check_out(run_dir, out, force)  # again: the folder may have changed while the model was built
+        swap_in(final, out)  # a failure leaves the earlier export as it was
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log(f"exported {run_dir} as {fmt} to {out}")

