@@ -7,6 +7,7 @@ directories), so the report can be regenerated without re-running anything.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -17,6 +18,7 @@ from dama.bench.config import BenchConfig
 from dama.bench.grid import Cell, cells, estimate_seconds, is_finished, made_elsewise, run_dir
 from dama.errors import DamaError
 from dama.evaluate.stats import UtteranceErrors, bootstrap_ci, paired_compare, read_hyps, stack_seeds
+from dama.outputs import atomic_write_bytes, atomic_write_text
 
 RUN_COLUMNS = [
     "run", "machine", "language", "method", "hours", "seed", "train_hours", "wer", "cer", "wer_lo", "wer_hi",
@@ -238,13 +240,12 @@ def _mean(xs: list) -> float | None:
 
 def write_results(cfg: BenchConfig, data: dict) -> tuple[Path, Path]:
     cfg.out.mkdir(parents=True, exist_ok=True)
-    jpath = cfg.out / "results.json"
-    jpath.write_text(json.dumps(data, indent=1, default=str))
-    cpath = cfg.out / "results.csv"
-    with cpath.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=RUN_COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(data["runs"])
+    jpath = atomic_write_text(cfg.out / "results.json", json.dumps(data, indent=1, default=str))
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=RUN_COLUMNS, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(data["runs"])
+    cpath = atomic_write_text(cfg.out / "results.csv", buf.getvalue())
     return jpath, cpath
 
 
@@ -289,7 +290,9 @@ def _save(fig, path: Path, made: list[Path]) -> None:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=100, format="png")
+    atomic_write_bytes(path, buf.getvalue())
     plt.close(fig)
     made.append(path)
 
@@ -634,9 +637,7 @@ def write_report(cfg: BenchConfig, data: dict, command: str) -> Path:
                      f"| {_f(r['peak_memory_mb'], '.0f')} "
                      f"| {_f(r['forgetting_en'] and 100 * r['forgetting_en'], '+.1f')} "
                      f"| {_f(r['forgetting'] and 100 * r['forgetting'], '+.1f')} |")
-    path = cfg.out / "report.md"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    return atomic_write_text(cfg.out / "report.md", "\n".join(lines) + "\n")
 
 
 __all__ = ["collect", "plots", "read_speed", "seed_note", "seeds_cell", "targets", "verdicts", "write_report",
