@@ -14,9 +14,10 @@ from dama.data import load_data
 from dama.data.manifest import Manifest
 from dama.errors import DamaError, DataError, ModelError
 from dama.models.load import load_whisper
+from dama.safeio import save_checkpoint_file
+from dama.testing import make_corpus
 from dama.train.run import load_run, run_training
-from dama.train.trainer import TrainConfig, TrainingError
-from tests.conftest import make_corpus
+from dama.train.trainer import TrainConfig, TrainingError, read_checkpoint
 
 
 @pytest.fixture
@@ -93,10 +94,10 @@ def test_resume_after_interruption_matches_uninterrupted(tiny6_ct2_dir, corpus, 
                      _cfg(tmp_path, save_every=1, stop_after_steps=4), log=lambda *a: None)
     assert (tmp_path / "b" / "checkpoint.pt").is_file() and not (tmp_path / "b" / "results.json").exists()
     # what the interrupted process used is part of the run: pretend it peaked far higher and ran long
-    ck = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
+    ck = read_checkpoint(tmp_path / "b" / "checkpoint.pt")
     assert ck["state"]["peak_memory_mb"] > 0 and ck["state"]["elapsed_seconds"] > 0
     ck["state"].update(peak_memory_mb=1e6, elapsed_seconds=1000.0)
-    torch.save(ck, tmp_path / "b" / "checkpoint.pt")
+    save_checkpoint_file(tmp_path / "b" / "checkpoint.pt", ck)  # with its new checksum
     resumed_log = []
     resumed = run_training(str(tiny6_ct2_dir), make_method("lora", r=4), tr, va, None, tmp_path / "b",
                            _cfg(tmp_path, save_every=1), resume=True, log=resumed_log.append)
@@ -137,7 +138,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny6_ct2_dir, corpus, tm
     with pytest.raises(TrainingError, match="non-finite.*last good checkpoint"):
         run_training(str(tiny6_ct2_dir), _Poisoned(), tr, va, te, tmp_path / "r", _cfg(tmp_path, save_every=1),
                      log=lambda *a: None)
-    ck = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=False)
+    ck = read_checkpoint(tmp_path / "r" / "checkpoint.pt")
     assert ck["state"]["step"] == 1 and all(torch.isfinite(t).all() for t in ck["tensors"].values())
     assert not (tmp_path / "r" / "results.json").exists()
 
@@ -234,8 +235,8 @@ def test_cache_prune_drops_shards_whose_clips_an_earlier_shard_serves(tmp_path):
     import numpy as np
 
     from dama.data.manifest import Utterance
+    from dama.testing import write_wav
     from dama.train.cache import _read_index, clip_key, prune_cache
-    from tests.conftest import write_wav
 
     utts = [Utterance(f"u{i}", write_wav(tmp_path / f"u{i}.wav", 0.5, freq=200 + 50 * i), "x") for i in range(3)]
     k = [clip_key(u) for u in utts]
@@ -370,7 +371,7 @@ def test_sigkill_then_resume_via_cli_matches_uninterrupted(tiny6_ct2_dir, tmp_pa
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert ckpt.is_file() and not (tmp_path / "killed" / "results.json").exists()
-    step = torch.load(ckpt, weights_only=False)["state"]["step"]
+    step = read_checkpoint(ckpt)["state"]["step"]
     assert 1 <= step < 48
     subprocess.run(cmd("killed", "--resume"), check=True, capture_output=True, env=env)
     a = load_file(tmp_path / "whole" / "adapter" / "adapter_model.safetensors")
@@ -384,8 +385,8 @@ def test_evaluate_split_caches_short_clips_and_chunks_long_ones(tiny_ct2_dir, tm
     one from audio in 30 s windows, and the hypotheses come back in manifest order."""
     from dama.data.audio import load_audio
     from dama.models.transcribe import transcribe
+    from dama.testing import write_wav
     from dama.train.run import evaluate_split
-    from tests.conftest import write_wav
 
     rows = []
     for i, secs in enumerate([2.0, 35.0, 3.0]):

@@ -6,6 +6,12 @@ epoch (and every ``save_every`` steps) hold adapter, optimizer, scheduler, RNG a
 progress, so ``resume=True`` continues an interrupted run and ends where an
 uninterrupted one would; a non-finite loss stops the run, keeping the last good
 checkpoint; ``results.json`` (the marker of a finished run) is written last.
+
+Safety: a checkpoint holds only tensors and plain values (RNG states included, converted from
+Python's and numpy's tuples), is written atomically with the sha256 of its content and is read
+back with :func:`dama.safeio.load_checkpoint`, which never runs code a file may carry and turns
+a truncated or corrupted file into a clear error. One process at a time trains in a run folder
+(:class:`dama.safeio.FolderLock`).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import math
 import random
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -34,6 +41,15 @@ from dama.evaluate.run import manifest_languages
 from dama.memory import limit_heap_fragmentation, peak_memory_mb
 from dama.models.load import Whisper
 from dama.models.transcribe import DecodeOptions, decode_features, token_budget
+from dama.safeio import (
+    LOCK_NAME,
+    FileError,
+    FolderLock,
+    is_temp_name,
+    load_checkpoint,
+    read_json,
+    save_checkpoint_file,
+)
 from dama.train.batches import bucket_batches, collate, make_examples
 from dama.train.cache import EncoderCache
 from dama.train.loss import chunked_cross_entropy, fused_lm_head, hidden_states_as_logits
@@ -41,6 +57,49 @@ from dama.train.loss import chunked_cross_entropy, fused_lm_head, hidden_states_
 
 class TrainingError(DamaError):
     """Training stopped (e.g. a non-finite loss); the message says what survived."""
+
+
+CHECKPOINT = "checkpoint.pt"
+RESULTS = "results.json"
+CHECKPOINT_KEYS = ("tensors", "best", "optimizer", "scheduler", "rng", "allocator", "state")
+# What dama writes in a run folder, by name. A folder holding nothing else (and a config.json that
+# is dama's) is recognisably a dama run: only such a folder is ever restarted or deleted by dama.
+RUN_NAMES = frozenset({"config.json", "metrics.jsonl", "pissa_init", LOCK_NAME, "zero-shot.json",
+                       "zero-shot.hyps.jsonl", "test.hyps.jsonl", "plot.png", "adapter", "model", CHECKPOINT,
+                       RESULTS, CHECKPOINT + ".tmp"})
+
+
+def is_own_temp(name: str) -> bool:
+    """A temporary file dama's atomic writes (or the CLI's write check) leave when killed mid-write."""
+    if name.startswith(".dama-write-check-"):
+        return True
+    return is_temp_name(name) and any(name.startswith(f".{n}.") for n in RUN_NAMES)
+
+
+def is_run_config(cfg: object) -> bool:
+    """Whether a parsed config.json is one dama's run writes (not, say, a Hugging Face model's)."""
+    return isinstance(cfg, dict) and isinstance(cfg.get("method"), dict) and isinstance(cfg.get("train"), dict)
+
+
+def foreign_entries(run_dir: Path) -> list[str]:
+    """What in ``run_dir`` dama did not write: names it never uses, or everything but the lock
+    when config.json is missing or not a dama run config. Empty means the folder is dama's
+    (an empty or missing folder included)."""
+    if not run_dir.is_dir():
+        return []
+    names = sorted(p.name for p in run_dir.iterdir())
+    odd = [n for n in names if n not in RUN_NAMES and not is_own_temp(n)]
+    if odd:
+        return odd
+    rest = [n for n in names if n != LOCK_NAME and not is_own_temp(n)]
+    if not rest:
+        return []
+    cfg_path = run_dir / "config.json"
+    try:
+        ok = cfg_path.is_file() and is_run_config(read_json(cfg_path, "run config"))
+    except FileError:
+        ok = False
+    return [] if ok else rest
 
 
 @dataclass
@@ -193,15 +252,32 @@ def _allocator_state(adapted: Adapted):
 
 
 def _rng_state() -> dict:
-    st = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every generator's state as tensors and plain values (what a weights-only load accepts;
+    Python's tuple and numpy's array state would otherwise need pickled code to rebuild)."""
+    version, mt, gauss_next = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    st = {
+        "python": {"version": version, "state": torch.tensor(mt, dtype=torch.int64), "gauss_next": gauss_next},
+        "numpy": {"name": str(name), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         st["cuda"] = torch.cuda.get_rng_state_all()
     return st
 
 
 def _set_rng_state(st: dict) -> None:
-    random.setstate(st["python"])
-    np.random.set_state(st["numpy"])
+    py, npy = st["python"], st["numpy"]
+    if isinstance(py, dict):
+        random.setstate((py["version"], tuple(int(x) for x in py["state"].tolist()), py["gauss_next"]))
+    else:  # unversioned checkpoint: the tuple itself
+        random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in py))
+    if isinstance(npy, dict):
+        np.random.set_state((npy["name"], np.asarray(npy["keys"].numpy(), dtype=np.uint32), npy["pos"],
+                             npy["has_gauss"], npy["cached_gaussian"]))
+    else:
+        np.random.set_state(npy)
     torch.set_rng_state(st["torch"])
     if "cuda" in st and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(st["cuda"])
@@ -219,8 +295,7 @@ def save_checkpoint(path: Path, adapted: Adapted, opt, sched, state: RunState,
             f"weights became non-finite (e.g. {bad[0]}) by step {state.step}; stopped without saving them. "
             f"{last}. Lower --lr or use --precision no, then --resume."
         )
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({
+    save_checkpoint_file(path, {
         "tensors": tensors,
         "best": best,
         "optimizer": opt.state_dict(),
@@ -228,8 +303,15 @@ def save_checkpoint(path: Path, adapted: Adapted, opt, sched, state: RunState,
         "rng": _rng_state(),
         "allocator": _allocator_state(adapted),
         "state": asdict(state),
-    }, tmp)
-    tmp.replace(path)
+    })
+
+
+def read_checkpoint(path: Path, log: Callable[[str], None] | None = None) -> dict:
+    """A run's checkpoint, verified, loaded as plain data: nothing in the file can run code.
+    A damaged one is a :class:`dama.safeio.CheckpointError` that says how to start over."""
+    fix = (f"Delete {path} to train this run from the beginning (with or without --resume), "
+           "or train into another --out.")
+    return load_checkpoint(path, fix, required=CHECKPOINT_KEYS, log=log)
 
 
 def train(
@@ -244,19 +326,28 @@ def train(
     log=print,
 ) -> tuple[Adapted, RunState, dict]:
     """Adapt ``w`` with ``method`` on ``train_m``; returns the adapted model loaded with the
-    best-on-validation weights, the final state and a summary dict."""
+    best-on-validation weights, the final state and a summary dict.
+
+    ``run_dir`` is locked (:class:`dama.safeio.FolderLock`) for the whole of training: a second
+    process training into it fails at once instead of interleaving checkpoints."""
+    run_dir = Path(run_dir)
+    with FolderLock(run_dir):
+        return _train(w, method, train_m, val_m, run_dir, cfg or TrainConfig(), language, resume, log)
+
+
+def _train(w: Whisper, method: MethodConfig, train_m: Manifest, val_m: Manifest | None, run_dir: Path,
+           cfg: TrainConfig, language: str | None, resume: bool, log) -> tuple[Adapted, RunState, dict]:
     from accelerate import Accelerator
 
-    cfg = cfg or TrainConfig()
     t_start = time.perf_counter()
     if cfg.low_memory:
         limit_heap_fragmentation()
-    run_dir = Path(run_dir)
-    ckpt_path = run_dir / "checkpoint.pt"
+    ckpt_path = run_dir / CHECKPOINT
     if resume and not ckpt_path.is_file():
         raise TrainingError(f"{ckpt_path}: no checkpoint to resume from")
-    if not resume and (run_dir / "results.json").exists():
+    if not resume and (run_dir / RESULTS).exists():
         raise TrainingError(f"{run_dir} already holds a finished run; choose another --out or delete it")
+    ck = read_checkpoint(ckpt_path, log) if resume else None  # a damaged one fails before any work
 
     train_m.raise_problems()
     langs = manifest_languages(train_m, language)
@@ -313,18 +404,24 @@ def train(
     sched = _scheduler(opt, cfg, total_steps)
     state = RunState()
     best: dict[str, torch.Tensor] | None = None
-    if resume:
-        ck = torch.load(ckpt_path, weights_only=False)
-        _load_tensors(model, ck["tensors"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        _set_rng_state(ck["rng"])
-        if ck.get("allocator"):
-            alloc = model.base_model.rankallocator
-            for k, v in ck["allocator"].items():
-                setattr(alloc, k, v)
-        state = RunState(**ck["state"])
+    if ck is not None:
+        try:
+            _load_tensors(model, ck["tensors"])
+            opt.load_state_dict(ck["optimizer"])
+            sched.load_state_dict(ck["scheduler"])
+            _set_rng_state(ck["rng"])
+            if ck.get("allocator"):
+                alloc = model.base_model.rankallocator
+                for k, v in ck["allocator"].items():  # loaded on the CPU: back beside the weights
+                    setattr(alloc, k, {n: t.to(device) for n, t in v.items()})
+            state = RunState(**ck["state"])
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+            raise TrainingError(
+                f"{ckpt_path}: does not fit this run's model, optimizer or schedule ({type(e).__name__}: "
+                f"{str(e).splitlines()[0][:200] if str(e) else ''}). Resume with the run's original settings "
+                f"(its config.json), or delete {ckpt_path} to train it from the beginning.") from None
         best = ck["best"]
+        del ck
         log(f"resuming {run_dir} at epoch {state.epoch + 1}, step {state.step}")
     before = state.elapsed_seconds
 
@@ -446,9 +543,12 @@ def train(
 
 
 def remove_incomplete(run_dir: Path) -> None:
-    """Delete a run directory that has neither results nor a checkpoint (nothing to lose)."""
-    if run_dir.is_dir() and not (run_dir / "results.json").exists() and not (run_dir / "checkpoint.pt").exists():
+    """Delete a run directory that has neither results nor a checkpoint (nothing to lose), made by
+    a run that failed before its first checkpoint. Only a folder that is recognisably a dama run
+    (:func:`foreign_entries` finds nothing) goes: a folder holding anything else is left as it is."""
+    if (run_dir.is_dir() and not (run_dir / RESULTS).exists() and not (run_dir / CHECKPOINT).exists()
+            and not foreign_entries(run_dir)):
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-__all__ = ["RunState", "TrainConfig", "TrainingError", "train"]
+__all__ = ["RunState", "TrainConfig", "TrainingError", "read_checkpoint", "remove_incomplete", "train"]
