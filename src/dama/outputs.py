@@ -11,20 +11,17 @@ any ``OSError`` into one line through :func:`describe_os_error`.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from dama.errors import DamaError
 
 PROBE_BYTES = 64 * 1024  # written and flushed by check_writable: a full disk fails here, not after the work
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 class OutputError(DamaError):
@@ -103,22 +100,53 @@ def check_writable_dir(path: str | Path, what: str = "output folder") -> Path:
     return path
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` all at once or not at all (see the module docstring)."""
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable (best effort: not every file system lets a folder be opened)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
+    """Write ``path`` through ``write(f)`` on a temporary file beside it, then rename over it.
+
+    Streams (a checkpoint is written by ``torch.save``), so nothing needs building in memory first;
+    the temporary name is unique (``mkstemp``), so two processes never share one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from other users
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp's 0600 would hide results from other users
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
         raise
+    _fsync_dir(path.parent)
     return path
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether ``name`` is a temporary file :func:`atomic_write` makes (left behind by a kill)."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` all at once or not at all (see the module docstring)."""
+    return atomic_write(path, lambda f: f.write(data))
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

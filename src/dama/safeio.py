@@ -29,13 +29,12 @@ import json
 import os
 import pickle
 import re
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO, ClassVar
+from typing import Any, ClassVar
 
 from dama.errors import DamaError
-from dama.outputs import atomic_write_text
+from dama.outputs import atomic_write, atomic_write_text, is_temp_name  # noqa: F401 (re-exported)
 
 try:  # POSIX only; elsewhere folders go unlocked (dama's targets are Linux and macOS)
     import fcntl
@@ -58,56 +57,12 @@ class FolderLockedError(DamaError):
     """Another live process is writing the folder."""
 
 
-# -- atomic writes ------------------------------------------------------------------------------
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename durable (best effort: not every file system lets a folder be opened)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write ``path`` through ``write(f)`` on a temporary file beside it, then rename over it.
-
-    The streaming twin of :func:`dama.outputs.atomic_write_bytes` (same temporary names, same
-    permissions), for files too large to build in memory first: a checkpoint is streamed by
-    ``torch.save``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp's 0600 would hide run files from other users
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
+# -- atomic writes: dama.outputs (one implementation for every file dama writes) ------------------
 
 
 def write_json(path: str | Path, obj: Any) -> None:
     """JSON with ``indent=2`` (``default=str`` for paths and the like), written atomically."""
     atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
-    _fsync_dir(Path(path).parent)
-
-
-def is_temp_name(name: str) -> bool:
-    """Whether ``name`` is a temporary file :func:`atomic_write` makes (left behind by a kill)."""
-    return name.startswith(".") and name.endswith(".tmp")
 
 
 # -- reading ------------------------------------------------------------------------------------

@@ -516,7 +516,9 @@ def _decoder_dims(model: str | None) -> tuple[int, int] | None:
     cfg = (cached_model_dir(model) if model in KNOWN_MODELS else Path(model).expanduser()) / "config.json"
     if not cfg.is_file():
         return None
-    c = json.loads(cfg.read_text())
+    from dama.safeio import read_json
+
+    c = read_json(cfg, "model config")
     return (c["d_model"], c["decoder_ffn_dim"]) if "d_model" in c and "decoder_ffn_dim" in c else None
 
 

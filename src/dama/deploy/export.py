@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 from dama.errors import DamaError
+from dama.safeio import read_json
 
 FORMATS = ("hf", "ct2")
 QUANTIZATIONS = ("float32", "float16", "int8")
@@ -89,7 +90,7 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path, quantization: str
         raise DamaError(f"unknown quantization {quantization!r}; choose from {', '.join(QUANTIZATIONS)}")
     run_dir, out = Path(run_dir), Path(out)
     check_out(run_dir, out, force)
-    cfg = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else {}
+    cfg = read_json(run_dir / "config.json", "run config") if (run_dir / "config.json").is_file() else {}
     w = load_run(run_dir, device="cpu", merge=True, base=base)  # checks the base and restores new tokens
     nl = cfg.get("new_language")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -133,7 +134,7 @@ def load_faster_whisper(model_dir: str | Path, **kwargs):
         raise DamaError("serving an export needs faster-whisper: pip install 'dama[deploy]'") from None
 
     meta_path = Path(model_dir) / META
-    nl = json.loads(meta_path.read_text()).get("new_language") if meta_path.is_file() else None
+    nl = read_json(meta_path, "export metadata").get("new_language") if meta_path.is_file() else None
     if nl and nl["code"] not in fw_tok._LANGUAGE_CODES:
         fw_tok._LANGUAGE_CODES = (*fw_tok._LANGUAGE_CODES, nl["code"])
         fw_tr._LANGUAGE_CODES = fw_tok._LANGUAGE_CODES

@@ -32,6 +32,7 @@ from transformers import (
 
 from dama.errors import ModelError
 from dama.models.ct2 import ct2_to_hf_state_dict, read_ct2, whisper_config_from_ct2
+from dama.safeio import read_json
 
 CT2_FILES = ("model.bin", "tokenizer.json", "config.json")
 # What `save_pretrained` of a Whisper model, its tokenizer, feature extractor and generation config
@@ -195,7 +196,7 @@ def load_ct2_dir(ct2_dir: str | Path) -> tuple[WhisperForConditionalGeneration, 
             f"{ct2_dir / 'tokenizer.json'} has {len(tok)} tokens but model.bin's embeddings have "
             f"{arch['vocab_size']} rows: tokenizer and weights do not belong together"
         )
-    ct2_config = json.loads((ct2_dir / "config.json").read_text()) if (ct2_dir / "config.json").is_file() else {}
+    ct2_config = read_json(ct2_dir / "config.json", "CTranslate2 config") if (ct2_dir / "config.json").is_file() else {}
     gen = build_generation_config(tok, ct2_config, max_length=arch["max_target_positions"])
     config = WhisperConfig(
         **arch,
