@@ -52,6 +52,7 @@ from dama.safeio import (
 )
 from dama.train.batches import bucket_batches, collate, make_examples
 from dama.train.cache import EncoderCache
+from dama.train.config import TrainConfig
 from dama.train.loss import chunked_cross_entropy, fused_lm_head, hidden_states_as_logits
 
 
@@ -100,47 +101,6 @@ def foreign_entries(run_dir: Path) -> list[str]:
     except FileError:
         ok = False
     return [] if ok else rest
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 5
-    batch_size: int = 8
-    grad_accum: int = 1
-    lr: float | None = None  # None: the method's default_lr (1e-3 for adapters, 1e-5 for full fine-tuning)
-    weight_decay: float = 0.01
-    warmup_frac: float = 0.1
-    schedule: str = "linear"  # warm-up then linear decay to 0; or "cosine"
-    max_grad_norm: float = 1.0
-    seed: int = 0
-    precision: str = "auto"  # auto: bf16 on CUDA if supported, else fp32; or "no", "bf16", "fp16"
-    val_every: int = 1  # epochs
-    val_max_utts: int = 0  # 0 = whole validation split
-    patience: int = 0  # epochs without val improvement before stopping; 0 = never stop early
-    save_every: int = 0  # optimizer steps between mid-epoch checkpoints; 0 = at epoch ends only
-    decode_batch_size: int = 16
-    cache_dir: str | None = None
-    low_memory: bool = False  # CPU: pin glibc's mmap threshold (see dama.memory)
-    stop_after_steps: int = 0  # testing aid: stop (as if killed) after this many optimizer steps
-
-    def __post_init__(self):
-        if self.epochs < 1 or self.batch_size < 1 or self.grad_accum < 1:
-            raise DamaError("epochs, batch_size and grad_accum must be >= 1")
-        if self.lr is not None and not self.lr > 0:
-            raise DamaError(f"lr must be positive, got {self.lr}")
-        if self.schedule not in ("linear", "cosine"):
-            raise DamaError(f"schedule must be linear or cosine, got {self.schedule!r}")
-        if self.precision not in ("auto", "no", "bf16", "fp16"):
-            raise DamaError(f"precision must be auto, no, bf16 or fp16, got {self.precision!r}")
-        if not 0 <= self.warmup_frac < 1:
-            raise DamaError(f"warmup_frac must be in [0, 1), got {self.warmup_frac}")
-
-    def cache_root(self, run_dir: Path) -> Path:
-        """Where encoder outputs are cached: --cache-dir, else beside the run directory (shared by runs)."""
-        return Path(self.cache_dir) if self.cache_dir else run_dir.parent / ".encoder-cache"
-
-    def learning_rate(self, method: MethodConfig) -> float:
-        return self.lr if self.lr is not None else method.default_lr
 
 
 @dataclass

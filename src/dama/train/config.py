@@ -1,0 +1,81 @@
+"""The settings of a training run: one dataclass, one source for every default.
+
+Each field carries its help text (``metadata["help"]``) the way PEFT's ``LoraConfig`` does,
+and, where the command-line flag is not simply the field's name with dashes, the flag
+(``metadata["flag"]``). ``dama train``'s flags and ``dama bench``'s ``train:`` options are
+derived from these fields, so a default is changed here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dama.errors import DamaError
+
+if TYPE_CHECKING:
+    from dama.adapt.base import MethodConfig
+
+SCHEDULES = ("linear", "cosine")
+PRECISIONS = ("auto", "no", "bf16", "fp16")
+
+
+def _opt(default, help: str, **meta):
+    """A field with its help text (and optional ``flag``, ``choices``, ``cli=False``) as metadata."""
+    return field(default=default, metadata={"help": help, **meta})
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = _opt(5, "passes over the training data")
+    batch_size: int = _opt(8, "clips per optimizer step (before --grad-accum)")
+    grad_accum: int = _opt(1, "batches accumulated into one optimizer step")
+    lr: float | None = _opt(None, "peak learning rate (default: the method's own: 1e-3 adapters, 1e-5 full)")
+    weight_decay: float = _opt(0.01, "AdamW weight decay")
+    warmup_frac: float = _opt(0.1, "warm-up fraction of all steps", flag="--warmup")
+    schedule: str = _opt("linear", "after warm-up: linear decay to 0, or cosine", choices=SCHEDULES)
+    max_grad_norm: float = _opt(1.0, "gradient clipping norm (0 = no clipping)")
+    seed: int = _opt(0, "seed for initialisation, batch order and (unless --data-seed) the --hours subset")
+    precision: str = _opt("auto", "auto: bf16 on CUDA if supported, else fp32", choices=PRECISIONS)
+    val_every: int = _opt(1, "validate every N epochs")
+    val_max_utts: int = _opt(0, "validate on at most N utterances (0 = all)")
+    patience: int = _opt(0, "early-stop after N epochs without val improvement (0 = never)")
+    save_every: int = _opt(0, "also checkpoint every N optimizer steps (0 = at epoch ends only)")
+    decode_batch_size: int = _opt(16, "clips decoded at once for validation and test")
+    cache_dir: str | None = _opt(None, "encoder-output cache (default: .encoder-cache beside --out)")
+    low_memory: bool = _opt(False, "return freed activations to the OS at once: ~40%% lower peak RSS on CPU, "
+                                   "~25%% slower")
+    stop_after_steps: int = _opt(0, "testing aid: stop (as if killed) after this many optimizer steps", cli=False)
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.batch_size < 1 or self.grad_accum < 1:
+            raise DamaError("epochs, batch_size and grad_accum must be >= 1")
+        if self.lr is not None and not self.lr > 0:
+            raise DamaError(f"lr must be positive, got {self.lr}")
+        if self.schedule not in SCHEDULES:
+            raise DamaError(f"schedule must be linear or cosine, got {self.schedule!r}")
+        if self.precision not in PRECISIONS:
+            raise DamaError(f"precision must be auto, no, bf16 or fp16, got {self.precision!r}")
+        if not 0 <= self.warmup_frac < 1:
+            raise DamaError(f"warmup_frac must be in [0, 1), got {self.warmup_frac}")
+
+    def cache_root(self, run_dir: Path) -> Path:
+        """Where encoder outputs are cached: --cache-dir, else beside the run directory (shared by runs)."""
+        return Path(self.cache_dir) if self.cache_dir else run_dir.parent / ".encoder-cache"
+
+    def learning_rate(self, method: MethodConfig) -> float:
+        return self.lr if self.lr is not None else method.default_lr
+
+
+def flag_of(f) -> str:
+    """The command-line flag of a dataclass field: its ``flag`` metadata, else --field-name."""
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def cli_fields(cls=TrainConfig) -> list:
+    """The fields of ``cls`` that are command-line options (all but those marked ``cli=False``)."""
+    return [f for f in fields(cls) if f.metadata.get("cli", True)]
+
+
+__all__ = ["PRECISIONS", "SCHEDULES", "TrainConfig", "cli_fields", "flag_of"]
