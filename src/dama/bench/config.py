@@ -17,6 +17,21 @@
     variants:                           # named variants of a method, listed in methods like one
       dama-no-bpp: {method: dama, no_bpp: true}
       dama-probed: {method: dama, allocation: "probe/{language}.json"}   # {language}: the language's name
+    tune: {lr: [3.0e-4, 1.0e-3, 3.0e-3], methods: [dama, lora], seed: 0}   # optional, see below
+
+A language Whisper has no token for (a recipe with ``language_name``, e.g. kinyarwanda) trains its new
+token as `dama train` does by itself; its zero-shot cell decodes with an existing token instead, the
+recipe's ``zero_shot_proxy`` (``zero_shot_proxy: CODE`` under the language overrides it): an untrained
+token would measure nothing but noise.
+
+``tune`` picks each listed method's learning rate on the validation split, so that no method is
+judged at a rate that happens to suit another: per (language, hours, method) one candidate run per
+rate at the tune seed (default: the first seed); once all of them have finished, the rate with the
+lowest validation WER (``best_val_wer`` of the run's results.json, never the test split; ties: the
+lower rate) is the method's, and only it runs the other seeds. A candidate at the method's own rate
+(its ``lr`` option, else `dama train`'s default for it) is the method's plain run
+(``swahili-0.5h-dama-s0``), so a tuned grid reuses an untuned grid's runs; the others are named
+``swahili-0.5h-dama-lr-3e-4-s0`` (the name an ``lr`` variant of the ablation grid has too).
 
 ``quick()`` is the preset for a first look: one language, one seed, the smallest amount
 of data, zero-shot/lora/dama only, and capped validation/test sets.
@@ -48,6 +63,14 @@ QUICK_CONTROL_PER_LANGUAGE = 5
 # can hand over, and the grid deletes unfinished run folders, so a name must not be able to leave the
 # runs folder ("../x"), name a hidden folder (".encoder-cache") or carry a separator or a space.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+TUNE_KEYS = ("lr", "methods", "seed")
+
+
+def lr_label(rate: float) -> str:
+    """A learning rate as it appears in a run name: 0.0003 -> "3e-4", 0.0025 -> "2.5e-4"... (short, and
+    the spelling of the ablation grid's ``dama-lr-3e-3``, so its runs count as tune candidates)."""
+    mantissa, exponent = f"{rate:.6e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
 
 def check_name(value, what: str) -> str:
@@ -66,11 +89,59 @@ class LanguageSpec:
     test: str | None = None
     language: str | None = None  # Whisper code; None: the data's own
     language_name: str | None = None  # for a language Whisper lacks
+    zero_shot_proxy: str | None = None  # the token zero-shot decodes a new language with; None: the recipe's
 
     def __post_init__(self):
         check_name(self.name, "languages: the name")
         if not self.train:
             raise DamaError(f"bench language {self.name!r}: 'train' data spec is required")
+
+    def new_language(self) -> str | None:
+        """The name of this language when Whisper has no token for it (training adds one), else None:
+        given as ``language_name``, or the recipe's when the config leaves the language to the data
+        (as `dama train` does: with ``language: CODE`` alone the code is an existing Whisper token)."""
+        if self.language_name:
+            return self.language_name
+        if self.language:
+            return None
+        from dama.data.recipes import new_language_of
+
+        found = new_language_of(self.train)
+        return found[1] if found else None
+
+    def zero_shot_language(self) -> str | None:
+        """The ``--language`` of this language's zero-shot run: its own code, or for a new language the
+        existing token it is decoded with (``zero_shot_proxy``, else the recipe's; an error if neither)."""
+        if not self.new_language():
+            return self.language
+        proxy = self.zero_shot_proxy
+        if not proxy:
+            from dama.data.recipes import RECIPES
+
+            proxies = {getattr(RECIPES.get(p.strip().partition(":")[0]), "zero_shot_proxy", None)
+                       for p in self.train.split(",") if p.strip()}
+            proxy = proxies.pop() if len(proxies) == 1 else None
+        if proxy:
+            from dama.languages import resolve_language
+
+            try:
+                return resolve_language(proxy)
+            except DamaError as e:
+                raise DamaError(f"bench: languages.{self.name}.zero_shot_proxy: {e}") from None
+        raise DamaError(f"bench: languages.{self.name}: Whisper has no token for {self.new_language()}, so its "
+                        "zero-shot run needs an existing one to decode with: set zero_shot_proxy: CODE (e.g. the "
+                        "closest language Whisper knows) under the language, or drop zero-shot from methods")
+
+
+@dataclass
+class TuneSpec:
+    """Which methods get their learning rate chosen on the validation split, among which rates, at which
+    seed (None: the grid's first). The other seeds run only at the chosen rate: the seeds measure
+    training noise at one setting, not the search."""
+
+    lr: list[float]
+    methods: list[str]
+    seed: int | None = None
 
 
 @dataclass
@@ -93,6 +164,7 @@ class BenchConfig:
     variants: dict[str, dict] = field(default_factory=dict)  # name -> {method: BASE, option: value...}
     runs: Path | None = None  # run folders; another grid's, to share its finished runs (default OUT/runs)
     speed: list[Path] = field(default_factory=list)  # side-by-side timings (benchmarks/method_speed.py)
+    tune: TuneSpec | None = None  # learning rates chosen on validation (see the module's docstring)
 
     @property
     def runs_dir(self) -> Path:
@@ -144,6 +216,68 @@ class BenchConfig:
             _check_options(opts, f"method_args.{m}")
         if self.test_limit < 0 or self.control_per_language < 0 or self.n_boot < 100:
             raise DamaError("bench: test_limit and control_per_language must be >= 0, n_boot >= 100")
+        if "zero-shot" in self.methods:
+            for lang in self.languages:
+                lang.zero_shot_language()  # a new language without a token to decode it with: say so now
+        if self.tune is not None:
+            self._check_tune()
+
+    def _check_tune(self) -> None:
+        """Every tuned method is in the grid, every rate a positive number, the seed one of the grid's,
+        every language validated (the choice is made on validation), and no candidate name is taken."""
+        t = self.tune
+        if not isinstance(t.lr, list) or not t.lr:
+            raise DamaError("bench: tune.lr lists the learning rates to try, e.g. [3.0e-4, 1.0e-3, 3.0e-3]")
+        for x in t.lr:
+            if isinstance(x, bool) or not isinstance(x, int | float) or not (x > 0 and math.isfinite(x)):
+                raise DamaError(f"bench: tune.lr: {x!r} is not a learning rate (a positive number, e.g. 3.0e-4)")
+        if len({lr_label(x) for x in t.lr}) != len(t.lr):
+            raise DamaError(f"bench: tune.lr lists a rate twice (or two too close to tell apart in a run name): "
+                            f"{t.lr}")
+        if not isinstance(t.methods, list) or not t.methods:
+            raise DamaError("bench: tune.methods lists the methods whose learning rate is chosen, e.g. [dama, lora]")
+        for m in t.methods:
+            if m not in self.methods or m == "zero-shot":
+                raise DamaError(f"bench: tune.methods: {m!r} is not a trained method of this grid "
+                                f"(methods: {self.methods})")
+        if len(set(t.methods)) != len(t.methods):
+            raise DamaError(f"bench: tune.methods lists a method twice: {t.methods}")
+        if t.seed is None:
+            t.seed = self.seeds[0]
+        if t.seed not in self.seeds or isinstance(t.seed, bool):
+            raise DamaError(f"bench: tune.seed {t.seed!r} is not one of the grid's seeds {self.seeds}")
+        for lang in self.languages:
+            if lang.val == "none":
+                raise DamaError(f"bench: tune: languages.{lang.name} has val: none, but the learning rate is "
+                                "chosen on the validation split; give it one or leave val out (the corpus's own)")
+        for m in t.methods:
+            for x in t.lr:
+                name = self.candidate_method_name(m, x)
+                if name != m and name in self.methods:
+                    raise DamaError(f"bench: tune: the candidate of {m} at lr {x:g} is named {name}, like an entry "
+                                    f"of methods; drop that entry (the tuned grid runs it anyway) or that rate")
+
+    def own_rate(self, name: str) -> float:
+        """The learning rate a method's plain run trains at: its ``lr`` option, else what `dama train` uses
+        without --lr: the method's ``default_lr`` (the one place that default is set; TrainConfig.learning_rate
+        falls back to it too). Read from the method class, so that reading a grid never imports the trainer."""
+        lr = self.options(name).get("lr")
+        if lr is not None:
+            return float(lr)
+        from dama.adapt import METHODS
+
+        return float(METHODS[self.base_method(name)].default_lr)
+
+    def is_own_rate(self, name: str, rate: float) -> bool:
+        """Whether ``rate`` is the method's own rate, so that its candidate is the method's plain run."""
+        return math.isclose(rate, self.own_rate(name), rel_tol=1e-9)
+
+    def candidate_method_name(self, name: str, rate: float) -> str:
+        """The method part of a candidate's run name: the method's own at its own rate, else ``NAME-lr-3e-4``."""
+        return name if self.is_own_rate(name, rate) else f"{name}-lr-{lr_label(rate)}"
+
+    def is_tuned(self, name: str) -> bool:
+        return self.tune is not None and name in self.tune.methods
 
     def base_method(self, name: str) -> str:
         """The `dama train --method` behind a method or variant name."""
@@ -165,7 +299,8 @@ class BenchConfig:
                        test_limit=min(self.test_limit or QUICK_TEST_UTTS, QUICK_TEST_UTTS),
                        control_per_language=min(self.control_per_language or QUICK_CONTROL_PER_LANGUAGE,
                                                 QUICK_CONTROL_PER_LANGUAGE),
-                       method_args={k: v for k, v in self.method_args.items() if k in methods})
+                       method_args={k: v for k, v in self.method_args.items() if k in methods},
+                       tune=None)  # a first look trains at the methods' own rates
 
 
 def _check_options(opts: dict, where: str) -> None:
@@ -240,10 +375,31 @@ def load_config(path: str | Path) -> BenchConfig:
             opts["allocation"] = str(a if a.is_absolute() else (path.parent / a).resolve())
     raw["train"] = raw.get("train") or {}
     raw["speed"] = _speed_files(path, raw.get("speed") or [])
+    if raw.get("tune") is not None:
+        raw["tune"] = _tune(path, raw["tune"])
     try:
         return BenchConfig(**raw)
     except DamaError as e:
         raise _in_file(path, e) from None
+
+
+def _tune(path: Path, raw) -> TuneSpec:
+    """The ``tune`` mapping; rates may be written 3e-4 (which YAML reads as text) or 3.0e-4."""
+    if not isinstance(raw, dict) or "lr" not in raw or "methods" not in raw:
+        raise DamaError(f"{path}: tune: expected a mapping like {{lr: [3.0e-4, 1.0e-3], methods: [dama, lora], "
+                        "seed: 0}")
+    bad = sorted(set(raw) - set(TUNE_KEYS))
+    if bad:
+        raise DamaError(f"{path}: tune: unknown key(s) {bad}; allowed: {list(TUNE_KEYS)}")
+    rates = raw["lr"] if isinstance(raw["lr"], list) else [raw["lr"]]
+    out = []
+    for x in rates:
+        try:
+            out.append(float(x) if isinstance(x, str) else x)
+        except ValueError:
+            raise DamaError(f"{path}: tune.lr: {x!r} is not a number") from None
+    methods = raw["methods"] if isinstance(raw["methods"], list) else [raw["methods"]]
+    return TuneSpec(lr=out, methods=methods, seed=raw.get("seed"))
 
 
 def _in_file(path: Path, e: DamaError) -> DamaError:
@@ -269,5 +425,5 @@ def _speed_files(config: Path, patterns) -> list[Path]:
     return out
 
 
-__all__ = ["BenchConfig", "LanguageSpec", "NAME_PATTERN", "QUICK_METHODS", "TRAIN_OPTIONS", "check_name", "load_config",
-           "per_language"]
+__all__ = ["BenchConfig", "LanguageSpec", "NAME_PATTERN", "QUICK_METHODS", "TRAIN_OPTIONS", "TuneSpec", "check_name",
+           "load_config", "lr_label", "per_language"]

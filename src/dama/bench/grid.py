@@ -2,12 +2,19 @@
 each in its own process so that peak memory is per run and one failure does not stop the rest.
 
 OUT/runs/<language>-<hours>-<method>-s<seed>/   a normal `dama train` run directory
+OUT/runs/<language>-<hours>-<method>-lr-3e-4-s<seed>/   a tune candidate at another rate than the method's own
 OUT/runs/<language>-zero-shot/                  the untrained base (hours and seed do not apply)
 OUT/runs/.encoder-cache/                        encoder outputs shared by every run on the same clips
 OUT/logs/<run>.log                              the run's console output
 
 A cell is finished when its ``results.json`` (and, with a control set, ``forgetting.json``)
 exists; re-running the grid skips finished cells and resumes interrupted ones.
+
+With ``tune`` (see :mod:`dama.bench.config`) the grid is not fixed in advance: a tuned method's later
+seeds run at the rate its candidates' validation WER chooses (:func:`choose`), which is known only once
+they have all finished. :func:`cells` recomputes that from the finished runs every time it is called,
+so a restarted grid makes the same choice, and until then those seeds are ``pending`` cells: counted,
+listed by ``--dry-run``, never run and without a folder.
 
 The grid deletes only one thing: a cell's run folder that was started but never checkpointed, and only
 after checking that it is a folder directly inside the runs folder that holds nothing but what
@@ -28,7 +35,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from dama.bench.config import NAME_PATTERN, BenchConfig, LanguageSpec, per_language
+from dama.bench.config import NAME_PATTERN, BenchConfig, LanguageSpec, lr_label, per_language
 from dama.errors import DamaError
 from dama.outputs import atomic_write_text
 
@@ -60,36 +67,139 @@ class Cell:
     method: str
     hours: float | None
     seed: int
+    lr: float | None = None  # a tune candidate's rate when it is not the method's own (None: the method's own)
+    pending: bool = False  # a tuned method's later seed before its rate is chosen: no folder, no command yet
 
     @property
     def hours_label(self) -> str:
         return "all" if self.hours is None else f"{self.hours:g}h"
 
     @property
+    def setting(self) -> str:
+        """The method and, at another rate than its own, the rate: the part of the name between the hours
+        and the seed (``dama``, ``dama-lr-3e-4``; ``dama-lr-chosen`` while pending)."""
+        if self.pending:
+            return f"{self.method}-lr-chosen"
+        return self.method if self.lr is None else f"{self.method}-lr-{lr_label(self.lr)}"
+
+    @property
     def name(self) -> str:
         if self.method == "zero-shot":
             return f"{self.language.name}-zero-shot"
-        return f"{self.language.name}-{self.hours_label}-{self.method}-s{self.seed}"
+        return f"{self.language.name}-{self.hours_label}-{self.setting}-s{self.seed}"
+
+
+def cell_rate(cfg: BenchConfig, cell: Cell) -> float | None:
+    """The learning rate a cell trains at (None: zero-shot trains nothing, a pending cell has none yet)."""
+    if cell.method == "zero-shot" or cell.pending:
+        return None
+    return cell.lr if cell.lr is not None else cfg.own_rate(cell.method)
+
+
+def candidates(cfg: BenchConfig, lang: LanguageSpec, hours: float | None, method: str) -> list[Cell]:
+    """A tuned method's candidate runs at one (language, hours): one per rate, at the tune seed; the one at
+    the method's own rate is its plain run (so an untuned grid's finished run counts)."""
+    assert cfg.tune is not None
+    return [Cell(lang, method, hours, cfg.tune.seed, lr=None if cfg.is_own_rate(method, x) else float(x))
+            for x in cfg.tune.lr]
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A tuned method's rate at one (language, hours): its candidates, each with its rate and validation
+    WER (None: not finished yet), and the chosen rate (None until every candidate has finished)."""
+
+    language: LanguageSpec
+    hours: float | None
+    method: str
+    candidates: tuple[tuple[Cell, float, float | None], ...]
+    rate: float | None
+
+    @property
+    def finished(self) -> int:
+        return sum(v is not None for _, _, v in self.candidates)
+
+    @property
+    def chosen(self) -> Cell | None:
+        """The candidate run at the chosen rate (it is the chosen setting's run at the tune seed)."""
+        return next((c for c, x, _ in self.candidates if x == self.rate), None) if self.rate is not None else None
+
+
+def choose(cfg: BenchConfig, lang: LanguageSpec, hours: float | None, method: str) -> Choice:
+    """The rate whose candidate has the lowest validation WER (``best_val_wer`` in its results.json; the
+    test split is never looked at), once all candidates have finished; ties go to the lower rate. Read
+    from the run folders each time, so a restarted grid makes the same choice."""
+    found = []
+    for cell in candidates(cfg, lang, hours, method):
+        val = None
+        if is_finished(cfg, cell):
+            val = _val_wer(cfg, cell)
+        found.append((cell, cell_rate(cfg, cell), val))
+    rate = None
+    if all(v is not None for _, _, v in found):
+        rate = min(found, key=lambda f: (f[2], f[1]))[1]
+    return Choice(lang, hours, method, tuple(found), rate)
+
+
+def _val_wer(cfg: BenchConfig, cell: Cell) -> float:
+    """A finished candidate's validation WER; a run without one cannot take part in the choice."""
+    path = run_dir(cfg, cell) / "results.json"
+    try:
+        val = json.loads(path.read_text()).get("best_val_wer")
+    except (OSError, ValueError, AttributeError):
+        val = None
+    if isinstance(val, bool) or not isinstance(val, int | float):
+        raise DamaError(f"bench: tune: {path} has no validation WER (best_val_wer), so the learning rate of "
+                        f"{cell.method} cannot be chosen on it; the run was made without validation (val: none?). "
+                        f"Delete {path.parent} to redo it with the grid's settings.")
+    return float(val)
+
+
+def choices(cfg: BenchConfig) -> list[Choice]:
+    """Every tuned (language, hours, method) of the grid with its current choice, in grid order."""
+    if cfg.tune is None:
+        return []
+    return [choose(cfg, lang, hours, m) for hours in cfg.hours for lang in cfg.languages
+            for m in cfg.methods if cfg.is_tuned(m)]
 
 
 def cells(cfg: BenchConfig) -> list[Cell]:
     """The grid in run order: zero-shot per language, then by amount, seed, language, method, so a
-    partly run grid already holds every method on every language at the first amount and seed."""
+    partly run grid already holds every method on every language at the first amount and seed.
+    With ``tune``, the tune seed comes first and a tuned method stands for its candidates there (so each
+    language's candidates finish in turn); at the other seeds it is the chosen rate's run, or a pending
+    cell until the choice is made."""
     out = [Cell(lang, "zero-shot", None, cfg.seeds[0]) for lang in cfg.languages if "zero-shot" in cfg.methods]
+    seeds = cfg.seeds if cfg.tune is None else [cfg.tune.seed, *(s for s in cfg.seeds if s != cfg.tune.seed)]
     for hours in cfg.hours:
-        for seed in cfg.seeds:
+        for seed in seeds:
             for lang in cfg.languages:
-                out += [Cell(lang, m, hours, seed) for m in cfg.methods if m != "zero-shot"]
+                for m in cfg.methods:
+                    if m == "zero-shot":
+                        continue
+                    if not cfg.is_tuned(m):
+                        out.append(Cell(lang, m, hours, seed))
+                    elif seed == cfg.tune.seed:
+                        out += candidates(cfg, lang, hours, m)
+                    else:
+                        chosen = choose(cfg, lang, hours, m).chosen
+                        out.append(Cell(lang, m, hours, seed, lr=chosen.lr) if chosen
+                                   else Cell(lang, m, hours, seed, pending=True))
     return out
 
 
-def select(grid: list[Cell], only: list[str]) -> list[Cell]:
+def _matching(grid: list[Cell], pattern: str) -> list[Cell]:
+    return [c for c in grid if fnmatch.fnmatchcase(c.name, pattern)]
+
+
+def select(grid: list[Cell], only: list[str], strict: bool = True) -> list[Cell]:
     """The cells whose names match any of the glob patterns, in the order the patterns are given
-    (grid order within one pattern): one grid can be split across machines, or run in another order."""
+    (grid order within one pattern): one grid can be split across machines, or run in another order.
+    ``strict``: a pattern that matches nothing is an error (a typo), not an empty selection."""
     picked: list[Cell] = []
     for pattern in only:
-        hits = [c for c in grid if fnmatch.fnmatchcase(c.name, pattern) and c not in picked]
-        if not hits and not any(fnmatch.fnmatchcase(c.name, pattern) for c in picked):
+        hits = [c for c in _matching(grid, pattern) if c not in picked]
+        if strict and not hits and not any(fnmatch.fnmatchcase(c.name, pattern) for c in picked):
             names = ", ".join(c.name for c in grid[:4])
             raise DamaError(f"bench --only: {pattern!r} matches no run of this grid (runs are named like {names} ...; "
                             "`dama bench --config ... --dry-run` lists the ones still to do)")
@@ -99,7 +209,10 @@ def select(grid: list[Cell], only: list[str]) -> list[Cell]:
 
 def run_dir(cfg: BenchConfig, cell: Cell) -> Path:
     """The cell's run folder: always a direct child of the runs folder (the config's names are checked
-    when it is loaded; a Cell built by hand with a name like "../x" is refused here)."""
+    when it is loaded; a Cell built by hand with a name like "../x" is refused here). A pending cell has
+    none: its name is not yet known."""
+    if cell.pending:
+        raise DamaError(f"bench: {cell.name} has no run folder until its learning rate is chosen")
     if not NAME_PATTERN.fullmatch(cell.name) or ".." in cell.name:
         raise DamaError(f"bench: run name {cell.name!r} is not a usable folder name (check the config's "
                         "language and method names)")
@@ -182,6 +295,8 @@ def _run_lock(d: Path):
 
 
 def is_finished(cfg: BenchConfig, cell: Cell) -> bool:
+    if cell.pending:
+        return False
     d = run_dir(cfg, cell)
     return (d / "results.json").is_file() and (cfg.control is None or (d / "forgetting.json").is_file())
 
@@ -205,19 +320,30 @@ def _dama(cfg: BenchConfig) -> list[str]:
 
 
 def train_command(cfg: BenchConfig, cell: Cell, resume: bool = False) -> list[str]:
+    """The cell's `dama train` call. A tune candidate at another rate adds ``--lr`` last (where an ``lr``
+    variant has it, so the ablation grid's ``dama-lr-3e-3`` runs match). Zero-shot on a language Whisper
+    lacks decodes with an existing token (:meth:`LanguageSpec.zero_shot_language`), not an untrained one."""
     lang = cell.language
+    if cell.pending:
+        raise DamaError(f"bench: {cell.name} has no command until its learning rate is chosen")
+    language, language_name = lang.language, lang.language_name
+    if cell.method == "zero-shot" and lang.new_language():
+        language, language_name = lang.zero_shot_language(), None
     argv = [*_dama(cfg), "train", "--method", cfg.base_method(cell.method), "--data", lang.train,
             "--out", str(run_dir(cfg, cell)), "--model", cfg.model, "--seed", str(cell.seed),
             "--data-seed", str(cfg.data_seed)]
     if cell.hours is not None and cell.method != "zero-shot":
         argv += ["--hours", f"{cell.hours:g}"]
-    for flag, value in (("--val", lang.val), ("--test", lang.test), ("--language", lang.language),
-                        ("--language-name", lang.language_name), ("--data-root", cfg.data_root)):
+    for flag, value in (("--val", lang.val), ("--test", lang.test), ("--language", language),
+                        ("--language-name", language_name), ("--data-root", cfg.data_root)):
         if value:
             argv += [flag, value]
     if cfg.test_limit:
         argv += ["--test-limit", str(cfg.test_limit)]
-    argv += _flags({k: per_language(v, lang.name) for k, v in cfg.options(cell.method).items()})
+    opts = cfg.options(cell.method)
+    if cell.lr is not None:
+        opts = {**opts, "lr": cell.lr}
+    argv += _flags({k: per_language(v, lang.name) for k, v in opts.items()})
     return argv + (["--resume"] if resume else [])
 
 
@@ -256,14 +382,17 @@ def _comparable(argv: list[str]) -> list[str]:
 
 def made_elsewise(cfg: BenchConfig, cell: Cell) -> bool:
     """Whether the cell's run folder holds a run made with other settings than this grid gives."""
+    if cell.pending:
+        return False
     path = _settings_path(cfg, cell)
     return (run_dir(cfg, cell).exists() and path.is_file()
             and _comparable(json.loads(path.read_text())) != _comparable(_settings(cfg, cell)))
 
 
-def check_settings(cfg: BenchConfig) -> None:
-    """A run made under other settings (epochs, data, options...) must not pass for this grid's."""
-    stale = [cell.name for cell in cells(cfg) if made_elsewise(cfg, cell)]
+def check_settings(cfg: BenchConfig, grid: list[Cell] | None = None) -> None:
+    """A run made under other settings (epochs, data, options...) must not pass for this grid's
+    (``grid``: only these cells; default every cell of the grid)."""
+    stale = [cell.name for cell in (cells(cfg) if grid is None else grid) if made_elsewise(cfg, cell)]
     if stale:
         raise DamaError(f"bench: {len(stale)} run(s) in {cfg.runs_dir} were made with other settings than this "
                         f"config gives ({', '.join(stale[:5])}{' ...' if len(stale) > 5 else ''}; their settings are "
@@ -303,15 +432,18 @@ def run_cell(cfg: BenchConfig, cell: Cell, log=print) -> bool:
 def run_grid(cfg: BenchConfig, log=print, dry_run: bool = False, only: list[str] | None = None) -> list[Cell]:
     """Run every unfinished cell (or those named by ``only``, see :func:`select`); returns the cells that
     failed (the others are finished). Callers check first that finished runs match the config
-    (``check_settings``), as `dama bench` does."""
+    (``check_settings``), as `dama bench` does. With ``tune`` the grid is recomputed after each run: a
+    finished candidate may decide a rate, and with it the runs of the other seeds."""
     grid = cells(cfg)
     done = {c.name for c in grid if is_finished(cfg, c)}
     todo = [c for c in (select(grid, only) if only else grid) if c.name not in done]
     log(f"bench {cfg.out}: {len(grid)} runs, {len(done)} already finished, "
         f"{len(todo)} to run{' (--only)' if only else ''}")
     if dry_run:
+        for line in tune_lines(cfg):
+            log(line)
         for c in todo:
-            log("  " + " ".join(train_command(cfg, c)))
+            log("  " + (_pending_line(cfg, c) if c.pending else " ".join(train_command(cfg, c))))
         secs, known = estimate_seconds(cfg, todo, [c for c in grid if c.name in done])
         if todo:
             log(f"estimate: about {secs / 3600:.1f} h for {known} of {len(todo)} runs at the speed of the finished "
@@ -319,22 +451,72 @@ def run_grid(cfg: BenchConfig, log=print, dry_run: bool = False, only: list[str]
                 "testing by test clips; forgetting not counted)"
                 + (f"; {len(todo) - known} have no such finished run yet" if known < len(todo) else ""))
         return []
-    check_deletable(cfg, todo)
+    check_deletable(cfg, [c for c in todo if not c.pending])
     cfg.out.mkdir(parents=True, exist_ok=True)
-    failed = []
-    for i, cell in enumerate(todo, 1):
+    failed: list[Cell] = []
+    tried: set[str] = set()
+    known = {c.name for c in grid if not c.pending}  # concrete runs whose settings are checked
+    decided = {_key(ch) for ch in choices(cfg) if ch.rate is not None}
+    i = 0
+    while True:
+        if cfg.tune is not None and i:  # a finished candidate may have decided a rate: new runs to do
+            grid = cells(cfg)
+            new = [c for c in grid if not c.pending and c.name not in known]
+            check_settings(cfg, new)  # a run of the chosen rate already there must be this grid's too
+            check_deletable(cfg, [c for c in new if not is_finished(cfg, c)])
+            known |= {c.name for c in new}
+            for ch in choices(cfg):
+                if ch.rate is not None and _key(ch) not in decided:
+                    decided.add(_key(ch))
+                    log(choice_line(ch))
+        picked = select(grid, only, strict=False) if only else grid
+        left = [c for c in picked if c.name not in tried and not is_finished(cfg, c)]  # pending ones too
+        now = [c for c in left if not c.pending]
+        if not now:
+            break
+        cell, i = now[0], i + 1
+        total = i - 1 + len(left)  # a chosen rate's run that was already there (shared) drops out of the count
+        tried.add(cell.name)
         t = time.perf_counter()
-        log(f"[{i}/{len(todo)}] {cell.name} ...")
+        log(f"[{i}/{total}] {cell.name} ...")
         if run_cell(cfg, cell, log):
-            msg = f"[{i}/{len(todo)}] {cell.name} finished in {time.perf_counter() - t:.0f} s"
-            if i < len(todo):  # the time left, per method from what has finished (as --dry-run estimates)
-                left, known = estimate_seconds(cfg, todo[i:], [c for c in grid if is_finished(cfg, c)])
-                unknown = len(todo) - i - known
-                msg += f" (about {left / 60:.0f} min left" + (f"; {unknown} not estimable yet)" if unknown else ")")
+            msg = f"[{i}/{total}] {cell.name} finished in {time.perf_counter() - t:.0f} s"
+            rest = [c for c in picked if c.name not in tried and not is_finished(cfg, c)]
+            if rest:  # the time left, per method from what has finished (as --dry-run estimates)
+                left, n = estimate_seconds(cfg, rest, [c for c in grid if is_finished(cfg, c)])
+                msg += f" (about {left / 60:.0f} min left" + (f"; {len(rest) - n} not estimable yet)"
+                                                             if len(rest) > n else ")")
             log(msg)
         else:
             failed.append(cell)
     return failed
+
+
+def _key(ch: Choice) -> tuple:
+    return ch.language.name, ch.hours, ch.method
+
+
+def choice_line(ch: Choice) -> str:
+    """One tuned (language, hours, method): the chosen rate and the validation WERs it was chosen on,
+    or how many candidates have finished."""
+    head = f"tune: {ch.language.name} {'all' if ch.hours is None else f'{ch.hours:g}h'} {ch.method}: "
+    vals = ", ".join(f"{lr_label(x)} {'–' if v is None else f'{v:.3f}'}" for _, x, v in ch.candidates)
+    if ch.rate is None:
+        return head + f"{ch.finished} of {len(ch.candidates)} candidates finished (validation WER: {vals})"
+    return head + f"lr {lr_label(ch.rate)} chosen on validation WER ({vals})"
+
+
+def tune_lines(cfg: BenchConfig) -> list[str]:
+    """The state of every learning-rate choice, for --dry-run."""
+    return [choice_line(ch) for ch in choices(cfg)]
+
+
+def _pending_line(cfg: BenchConfig, cell: Cell) -> str:
+    """What --dry-run says of a later seed whose rate is not chosen yet."""
+    ch = choose(cfg, cell.language, cell.hours, cell.method)
+    return (f"{cell.name}: seed {cell.seed} of {cell.method} at the rate chosen on validation, once its "
+            f"{len(ch.candidates)} candidates ({', '.join(c.name for c, _, _ in ch.candidates)}) have finished "
+            f"({ch.finished} of {len(ch.candidates)} so far)")
 
 
 def check_deletable(cfg: BenchConfig, todo: list[Cell]) -> None:
@@ -356,6 +538,34 @@ def check_deletable(cfg: BenchConfig, todo: list[Cell]) -> None:
 
 def _epochs(cfg: BenchConfig, cell: Cell) -> int:
     return int(cfg.options(cell.method).get("epochs", 5))
+
+
+def _data_sizes(cfg: BenchConfig, lang: LanguageSpec, cache: dict) -> tuple[float | None, int | None]:
+    """(train clips per hour, test clips) of a language from its data, for a language none of whose runs
+    has finished yet (transcripts and audio headers only); None where a split is unreadable."""
+    if lang.name not in cache:
+        from dama.data.recipes import RECIPES
+        from dama.data.spec import load_data
+
+        per_hour = n_test = None
+        try:
+            m = load_data(lang.train, cfg.data_root)
+            m.fill_durations()
+            per_hour = len(m) / m.hours if m.hours else None
+        except DamaError:
+            pass
+        test = lang.test
+        name = lang.train.partition(":")[0]
+        if test is None and "," not in lang.train and name in RECIPES and "test" in RECIPES[name].splits:
+            test = f"{name}:test"  # what `dama train` tests on by default
+        if test and test != "none":
+            try:
+                n_test = len(load_data(test, cfg.data_root))
+                n_test = min(n_test, cfg.test_limit) if cfg.test_limit else n_test
+            except DamaError:
+                pass
+        cache[lang.name] = (per_hour, n_test)
+    return cache[lang.name]
 
 
 def _train_clips(cfg: BenchConfig, lang, cache: dict) -> int | None:
@@ -394,6 +604,14 @@ def estimate_seconds(cfg: BenchConfig, todo: list[Cell], finished: list[Cell],
     per_hour = {c.language.name: r["train_utterances"] / r["train_hours"] for c, r, _ in runs
                 if r.get("train_utterances") and r.get("train_hours")}
     n_test = {c.language.name: r["n"] for c, r, _ in runs if r.get("n")}
+    sizes: dict[str, tuple] = {}
+    for lang in {c.language.name: c.language for c in todo}.values():  # no run of it yet: its data's sizes
+        if runs and (lang.name not in per_hour or lang.name not in n_test):
+            ph, nt = _data_sizes(cfg, lang, sizes)
+            if ph and lang.name not in per_hour:
+                per_hour[lang.name] = ph
+            if nt and lang.name not in n_test:
+                n_test[lang.name] = nt
     whole: dict[str, int | None] = {}
 
     def clips(c: Cell) -> float | None:  # training clips the cell will see
@@ -434,6 +652,7 @@ def check_launcher(cfg: BenchConfig) -> None:
         raise DamaError(f"bench: launcher {cfg.launcher[0]!r} not found on PATH")
 
 
-__all__ = ["Cell", "RUN_FILES", "cells", "check_deletable", "check_settings", "deletable_problem", "estimate_seconds",
-           "forgetting_command", "is_finished", "made_elsewise", "remove_unstarted", "run_cell", "run_dir", "run_grid",
-           "select", "train_command"]
+__all__ = ["RUN_FILES", "Cell", "Choice", "candidates", "cell_rate", "cells", "check_deletable", "check_settings",
+           "choice_line", "choices", "choose", "deletable_problem", "estimate_seconds", "forgetting_command",
+           "is_finished", "made_elsewise", "remove_unstarted", "run_cell", "run_dir", "run_grid", "select",
+           "train_command", "tune_lines"]
