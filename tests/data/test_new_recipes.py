@@ -8,6 +8,7 @@ is absent (set DAMA_DATA; DAMA_REQUIRE_INTEGRATION=1 turns the skip into a failu
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from dama.data import load_data
@@ -104,3 +105,22 @@ def test_real_malagasy_devices(real_root):
     assert DEVICES == {"train": "7f0", "val": "7f0", "test": "2f0"}
     for split, device in DEVICES.items():
         assert {device_of(u.id) for u in load_data(f"malagasy:{split}", real_root)} == {device}, split
+
+
+# Transcripts that belong to their audio get longer with the clip: the correlation of transcript
+# length and duration is 0.86-0.97 on the corpora below that pass. Two fail as shipped (see the
+# "Known problem" in their recipes); strict, so a fixed corpus turns the xfail into a failure to remove.
+_MISALIGNED = {
+    "amharic": "one prompt list for all 11 sessions; only session 100102-021202 fits its audio",
+    "kinyarwanda": "transcripts offset from the audio by 15 prompts (elicit_N is spoken text N+15)",
+}
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=_MISALIGNED[n])) if n in _MISALIGNED else n
+    for n in ("swahili", "yoruba", *CORPORA)])
+def test_real_transcripts_fit_their_audio(real_root, name):
+    m = load_data(f"{name}:train+val+test", real_root)
+    m.fill_durations()
+    r = np.corrcoef([u.duration for u in m], [len(u.text.replace(" ", "")) for u in m])[0, 1]
+    assert r > 0.5, f"{name}: transcript length vs clip duration r = {r:.2f}"
