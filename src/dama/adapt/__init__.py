@@ -1,35 +1,31 @@
-"""Adaptation methods, one small module each, behind one registry."""
+"""Adaptation methods, one small module each, behind one registry.
+
+  options.py     the settings users choose (ranks, alpha ratio, DAMA's ablations) and their
+                 defaults, torch-free; options -> a method's config (method_config_from_options)
+  base.py        MethodConfig (what every method shares) and Adapted (a model ready to train)
+  registry.py    METHODS by name, make_method
+  dama.py, lora.py, dora.py, lora_fa.py, adalora.py, pissa.py, full.py, zero_shot.py: one method each
+  ranks.py       DAMA's depth-aware rank allocation r(l)
+  peft_compat.py PEFT's traps for Whisper, wrapped once
+
+The registry and the methods (which load torch and PEFT) are imported on first use (PEP 562), so
+:mod:`dama.adapt.options` serves ``dama train --help`` without them.
+"""
 
 from __future__ import annotations
 
-from dama.adapt.adalora import AdaLoraMethod
-from dama.adapt.base import Adapted, MethodConfig
-from dama.adapt.dama import DamaMethod
-from dama.adapt.dora import DoraMethod
-from dama.adapt.full import FullMethod
-from dama.adapt.lora import LoraMethod
-from dama.adapt.lora_fa import LoraFaMethod
-from dama.adapt.pissa import PissaMethod
-from dama.adapt.zero_shot import ZeroShotMethod
-from dama.errors import DamaError
+import importlib
 
-METHODS: dict[str, type[MethodConfig]] = {
-    m.name: m
-    for m in (DamaMethod, LoraMethod, DoraMethod, LoraFaMethod, AdaLoraMethod, PissaMethod, FullMethod,
-              ZeroShotMethod)
-}
+_LAZY = {"METHODS": "dama.adapt.registry", "make_method": "dama.adapt.registry",
+         "Adapted": "dama.adapt.base", "MethodConfig": "dama.adapt.base"}
 
 
-def make_method(name: str, **options) -> MethodConfig:
-    """Build a method config by name; unknown names or options are clear errors."""
-    if name not in METHODS:
-        raise DamaError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
-    cls = METHODS[name]
-    fields = set(cls.__dataclass_fields__)
-    bad = sorted(set(options) - fields)
-    if bad:
-        raise DamaError(f"method {name} has no option(s) {bad}; it takes {sorted(fields)}")
-    return cls(**options)
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'dama.adapt' has no attribute {name!r}")
 
 
 __all__ = ["METHODS", "Adapted", "MethodConfig", "make_method"]

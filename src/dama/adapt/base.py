@@ -9,6 +9,7 @@ from typing import ClassVar
 import torch
 from peft import get_peft_model
 
+from dama.adapt.options import CommonOptions
 from dama.adapt.peft_compat import DECODER_MODULES, FrozenParams, lora_config, target_regex
 from dama.errors import DamaError
 
@@ -31,13 +32,13 @@ class Adapted:
 
 
 @dataclass
-class MethodConfig:
+class MethodConfig(CommonOptions):
     """Base config. ``alpha_ratio``: lora_alpha = alpha_ratio x rank per layer, so every
-    layer and method gets the same LoRA scaling alpha/r (configurable; METHOD.md §4)."""
+    layer and method gets the same LoRA scaling alpha/r (configurable; METHOD.md §4). The settings users
+    choose, with their defaults and help, are in :mod:`dama.adapt.options` (``alpha_ratio``: CommonOptions)."""
 
     name: ClassVar[str] = ""
     default_lr: ClassVar[float] = 1e-3  # what `dama train` uses without --lr (recorded in the run's config.json)
-    alpha_ratio: float = 2.0
     dropout: float = 0.0
     modules: tuple[str, ...] = DECODER_MODULES
     train_token_ids: tuple[int, ...] = ()  # embedding rows that train too (new language tokens)

@@ -19,24 +19,18 @@ import torch
 from peft import get_peft_model
 
 from dama.adapt.base import ADAPTER_NAME, Adapted, MethodConfig, freeze_all, lora_a_names
+from dama.adapt.options import DamaOptions
 from dama.adapt.peft_compat import FrozenParams, check_patterns, layer_pattern, lora_config, target_regex
 from dama.adapt.ranks import Segments, default_segments, depth_aware_ranks
 from dama.errors import DamaError
 
 
 @dataclass
-class DamaMethod(MethodConfig):
+class DamaMethod(DamaOptions, MethodConfig):
+    """Its settings (r_high, r_low, early_frac, late_frac, l_early, l_late, ranks, and the ablations
+    uniform, svd_init, bpp), their defaults and help are :class:`dama.adapt.options.DamaOptions`."""
+
     name = "dama"
-    r_high: int = 32
-    r_low: int = 8
-    early_frac: float = 0.3
-    late_frac: float = 0.7
-    l_early: int | None = None  # explicit segment boundaries (1-based), override the fractions
-    l_late: int | None = None
-    ranks: tuple[int, ...] | None = None  # explicit r(l) per decoder layer, overrides r_high/r_low
-    uniform: bool = False  # ablation: one rank (the mean of r(l)) everywhere
-    svd_init: bool = True  # ablation: False = random init in the middle too
-    bpp: bool = True  # ablation: False = middle-layer A trains
 
     def __post_init__(self):
         super().__post_init__()

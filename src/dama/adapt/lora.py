@@ -6,13 +6,13 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from dama.adapt.base import Adapted, MethodConfig, uniform_lora
+from dama.adapt.options import RankOptions
 
 
 @dataclass
-class LoraMethod(MethodConfig):
+class LoraMethod(RankOptions, MethodConfig):  # r: RankOptions
     name = "lora"
     peft_options: ClassVar[dict] = {}  # what a LoRA variant changes in PEFT's LoraConfig
-    r: int = 64
 
     def apply(self, model) -> Adapted:
         n_layers = model.config.decoder_layers

@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dama.adapt.base import Adapted, MethodConfig, lora_a_names, uniform_lora
+from dama.adapt.options import RankOptions
 from dama.adapt.peft_compat import FrozenParams
 
 
 @dataclass
-class LoraFaMethod(MethodConfig):
+class LoraFaMethod(RankOptions, MethodConfig):  # r: RankOptions
     name = "lora-fa"
-    r: int = 64
 
     def apply(self, model) -> Adapted:
         peft_model = uniform_lora(model, self, self.r)

@@ -9,12 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dama.adapt.base import Adapted, MethodConfig, uniform_lora
+from dama.adapt.options import RankOptions
 
 
 @dataclass
-class PissaMethod(MethodConfig):
+class PissaMethod(RankOptions, MethodConfig):  # r: RankOptions
     name = "pissa"
-    r: int = 64
 
     def apply(self, model) -> Adapted:
         peft_model = uniform_lora(model, self, self.r, init_lora_weights="pissa")

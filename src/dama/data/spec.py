@@ -31,6 +31,23 @@ def data_root(explicit: str | Path | None = None) -> Path:
     return root
 
 
+def sibling_split(spec: str, split: str) -> str | None:
+    """The same corpus's ``split``: ``sibling_split("swahili:train", "val") == "swahili:val"``; None for a
+    manifest, several specs joined with commas, or a corpus without that split."""
+    name = spec.split(":", 1)[0]
+    if "," in spec or name not in RECIPES or split not in RECIPES[name].splits:
+        return None
+    return f"{name}:{split}"
+
+
+def held_out_spec(given: str | None, train: str, split: str) -> str | None:
+    """The validation (``split="val"``) or test data of a run trained on ``train``: ``given``, where
+    ``"none"`` means none, else the training corpus's own ``split`` (:func:`sibling_split`)."""
+    if given == "none":
+        return None
+    return given or sibling_split(train, split)
+
+
 def _load_path(path: Path, split: str | None) -> Manifest:
     if path.is_dir():
         return read_common_voice(path, split or "test")
@@ -79,3 +96,26 @@ def _load_one(spec: str, root: str | Path | None) -> Manifest:
         out.extend(m)
         out.problems.extend(m.problems)
     return out
+
+
+def download_corpus(name: str, root: str | Path) -> Path:
+    """Fetch corpus ``name`` with its recipe's ``download`` into ``root/name``, so that ``root`` is a
+    ``--data-root``; returns the corpus folder. Needs git, git-lfs and the network: a failed clone is
+    one :class:`DataError` naming the source."""
+    import shlex
+    import subprocess
+
+    if name not in RECIPES:
+        raise DataError(f"{name!r} is not a known corpus ({', '.join(RECIPES)})")
+    recipe = RECIPES[name]
+    try:
+        return Path(recipe.download(Path(root).expanduser() / name))
+    except subprocess.CalledProcessError as e:
+        cmd = shlex.join(map(str, e.cmd)) if isinstance(e.cmd, list | tuple) else str(e.cmd)
+        raise DataError(f"{name}: could not download {recipe.source_url} (`{cmd}` failed with status "
+                        f"{e.returncode}): check the network connection and that git and git-lfs work") from None
+    except FileNotFoundError as e:
+        if e.filename != "git":
+            raise
+        raise DataError(f"{name}: downloading {recipe.source_url} needs git (and git-lfs); git is not installed "
+                        "or not on PATH") from None

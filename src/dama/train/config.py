@@ -2,8 +2,12 @@
 
 Each field carries its help text (``metadata["help"]``) the way PEFT's ``LoraConfig`` does,
 and, where the command-line flag is not simply the field's name with dashes, the flag
-(``metadata["flag"]``). ``dama train``'s flags and ``dama bench``'s ``train:`` options are
-derived from these fields, so a default is changed here and nowhere else.
+(``metadata["flag"]``); ``choices``; ``cli=False`` for a setting without a flag (set from
+Python). ``dama train``'s flags and ``dama bench``'s ``train:`` options are derived from these
+fields (:func:`cli_fields`, :func:`train_option_names`), so a default is changed here and
+nowhere else. The method's settings (ranks, DAMA's ablations) are :mod:`dama.adapt.options`.
+
+This module imports no torch: ``dama train --help`` reads it.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dama.adapt.options import flag_of, option_name
 from dama.errors import DamaError
 
 if TYPE_CHECKING:
@@ -32,17 +37,17 @@ class TrainConfig:
     batch_size: int = _opt(8, "clips per optimizer step (before --grad-accum)")
     grad_accum: int = _opt(1, "batches accumulated into one optimizer step")
     lr: float | None = _opt(None, "peak learning rate (default: the method's own: 1e-3 adapters, 1e-5 full)")
-    weight_decay: float = _opt(0.01, "AdamW weight decay")
+    weight_decay: float = _opt(0.01, "AdamW weight decay", cli=False)
     warmup_frac: float = _opt(0.1, "warm-up fraction of all steps", flag="--warmup")
     schedule: str = _opt("linear", "after warm-up: linear decay to 0, or cosine", choices=SCHEDULES)
-    max_grad_norm: float = _opt(1.0, "gradient clipping norm (0 = no clipping)")
+    max_grad_norm: float = _opt(1.0, "gradient clipping norm (0 = no clipping)", cli=False)
     seed: int = _opt(0, "seed for initialisation, batch order and (unless --data-seed) the --hours subset")
     precision: str = _opt("auto", "auto: bf16 on CUDA if supported, else fp32", choices=PRECISIONS)
-    val_every: int = _opt(1, "validate every N epochs")
+    val_every: int = _opt(1, "validate every N epochs", cli=False)
     val_max_utts: int = _opt(0, "validate on at most N utterances (0 = all)")
     patience: int = _opt(0, "early-stop after N epochs without val improvement (0 = never)")
     save_every: int = _opt(0, "also checkpoint every N optimizer steps (0 = at epoch ends only)")
-    decode_batch_size: int = _opt(16, "clips decoded at once for validation and test")
+    decode_batch_size: int = _opt(16, "clips decoded at once for validation and test", cli=False)
     cache_dir: str | None = _opt(None, "encoder-output cache (default: .encoder-cache beside --out)")
     low_memory: bool = _opt(False, "return freed activations to the OS at once: ~40%% lower peak RSS on CPU, "
                                    "~25%% slower")
@@ -60,6 +65,16 @@ class TrainConfig:
         if not 0 <= self.warmup_frac < 1:
             raise DamaError(f"warmup_frac must be in [0, 1), got {self.warmup_frac}")
 
+    @classmethod
+    def from_options(cls, **options) -> TrainConfig:
+        """From command-line options by option name (``warmup=0.2``, as :func:`train_option_names` spells
+        them); None: not given, so the field's default applies."""
+        by_option = {option_name(f): f.name for f in cli_fields(cls)}
+        unknown = sorted(set(options) - set(by_option))
+        if unknown:
+            raise DamaError(f"unknown training option(s) {unknown}; the options are {sorted(by_option)}")
+        return cls(**{by_option[k]: v for k, v in options.items() if v is not None})
+
     def cache_root(self, run_dir: Path) -> Path:
         """Where encoder outputs are cached: --cache-dir, else beside the run directory (shared by runs)."""
         return Path(self.cache_dir) if self.cache_dir else run_dir.parent / ".encoder-cache"
@@ -68,14 +83,25 @@ class TrainConfig:
         return self.lr if self.lr is not None else method.default_lr
 
 
-def flag_of(f) -> str:
-    """The command-line flag of a dataclass field: its ``flag`` metadata, else --field-name."""
-    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
-
-
 def cli_fields(cls=TrainConfig) -> list:
     """The fields of ``cls`` that are command-line options (all but those marked ``cli=False``)."""
     return [f for f in fields(cls) if f.metadata.get("cli", True)]
 
 
-__all__ = ["PRECISIONS", "SCHEDULES", "TrainConfig", "cli_fields", "flag_of"]
+# `dama train` settings that are neither TrainConfig's nor the method's: where and how the run computes
+RUN_OPTIONS = ("device", "threads")
+# what a benchmark grid sets itself for each run (besides --method, --data, --hours and --out)
+GRID_OWNED = ("seed",)
+
+
+def train_option_names() -> set[str]:
+    """The `dama train` options a ``dama bench`` grid may set (``train:``, ``method_args``, variants), by
+    option name (``warmup``, ``no_bpp``): TrainConfig's command-line fields, the method options
+    (:func:`dama.adapt.options.method_option_names`) and :data:`RUN_OPTIONS`, less :data:`GRID_OWNED`."""
+    from dama.adapt.options import method_option_names
+
+    return ({option_name(f) for f in cli_fields()} | method_option_names() | set(RUN_OPTIONS)) - set(GRID_OWNED)
+
+
+__all__ = ["GRID_OWNED", "PRECISIONS", "RUN_OPTIONS", "SCHEDULES", "TrainConfig", "cli_fields", "flag_of",
+           "option_name", "train_option_names"]
