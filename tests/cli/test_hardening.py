@@ -136,7 +136,7 @@ def test_os_errors_anywhere_are_one_line_not_a_traceback(tmp_path, capsys, monke
     def boom(args):
         raise PermissionError(13, "Permission denied", str(tmp_path / "secret"))
 
-    monkeypatch.setattr("dama.cli.main.cmd_languages", boom)  # build_parser binds the patched handler
+    monkeypatch.setattr("dama.cli.languages.cmd_languages", boom)  # build_parser binds the patched handler
     assert main(["languages"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(tmp_path / "secret") in err and "permission denied" in err
@@ -144,7 +144,7 @@ def test_os_errors_anywhere_are_one_line_not_a_traceback(tmp_path, capsys, monke
 
 def test_transcribe_streams_many_files_and_checks_them_first(tiny_ct2_dir, tmp_path, capsys, monkeypatch):
     paths = [str(write_wav(tmp_path / f"c{i}.wav", 0.5, freq=200 + 40 * i)) for i in range(5)]
-    monkeypatch.setattr("dama.cli.main.TRANSCRIBE_BLOCK", 2)
+    monkeypatch.setattr("dama.cli.transcribe.TRANSCRIBE_BLOCK", 2)
     loaded_at_once = []
     tr = importlib.import_module("dama.models.transcribe")  # the module, not the function dama.models exports
     real = tr.transcribe

@@ -137,7 +137,8 @@ def test_probe_rejects_bad_input(tiny6_ct2_dir, tmp_path, capsys):
 
 
 def test_train_allocation_flag_sets_ranks_and_segments(tmp_path):
-    from dama.cli.main import build_parser, method_options
+    from dama.cli.main import build_parser
+    from dama.cli.train import method_options
 
     layers = [{"lid": {"mean": v}, "language_variance": v} for v in (0.5, 0.9, 0.5, 0.2, 0.2, 0.6, 1.0)]
     probe = tmp_path / "probe.json"

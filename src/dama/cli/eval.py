@@ -1,0 +1,60 @@
+"""``dama eval``: WER/CER of a model (or a run's adapter) on a corpus or manifest."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from dama.cli.common import add_decode_args, decode_opts, load_model, safe_name, setup_torch, write_json
+
+
+def cmd_eval(args) -> dict:
+    from dama.data.spec import load_data
+
+    setup_torch(args)
+    m = load_data(args.data, args.data_root)
+    if args.limit_per_language:
+        m = m.per_language(args.limit_per_language)
+    if args.limit:
+        m[:] = m[: args.limit]
+    w = load_model(args)
+    model_label = Path(args.adapter).name if args.adapter else Path(str(args.model)).name
+    default_hyps = f"{safe_name(model_label)}__{safe_name(args.data)}.hyps.jsonl"
+    hyps = args.hyps or Path("dama_runs") / "eval" / default_hyps
+    if args.cache_dir:  # encoder outputs from (or into) a cache keyed by the encoder's weights
+        from dama.train.config import TrainConfig
+        from dama.train.run import evaluate_split
+
+        # evaluate_split takes the cache folder from a TrainConfig (cfg.cache_root): a cache-dir API is
+        # dama.evaluate's to give
+        hyps = Path(hyps)
+        res = evaluate_split(w, m, args.language, hyps.parent, TrainConfig(cache_dir=args.cache_dir),
+                             hyps_name=hyps.name, log=lambda s: print(s, file=sys.stderr), opts=decode_opts(args))
+        res.update(data=m.name, model=w.name, rtf=res.get("rtf_cached", res.get("rtf", 0.0)))
+    else:
+        from dama.evaluate.run import evaluate
+
+        res = evaluate(w, m, language=args.language, opts=decode_opts(args), hyps_path=hyps)
+    res["params"] = sum(p.numel() for p in w.model.parameters())  # what inference carries (adapter merged)
+    print(f"{res['data']}  model={res['model']}  n={res['n']}  WER={res['wer']:.4f}  CER={res['cer']:.4f}  "
+          f"RTF={res['rtf']:.3f}")
+    if len(res["by_language"]) > 1:
+        for lang, r in res["by_language"].items():
+            print(f"  {lang}: WER={r['wer']:.4f}  CER={r['cer']:.4f}")
+    print(f"per-utterance hypotheses: {hyps}")
+    write_json(args.json, res)
+    return res
+
+
+def register(sub) -> None:
+    p = sub.add_parser("eval", help="WER/CER of a model on a corpus or manifest")
+    p.add_argument("--data", required=True, help="swahili:test, yoruba:test, fleurs-control[:en], or a manifest")
+    p.add_argument("--data-root", help="folder holding the corpora (default: $DAMA_DATA)")
+    p.add_argument("--limit", type=int, default=0, help="evaluate only the first N utterances")
+    p.add_argument("--limit-per-language", type=int, default=0, metavar="N",
+                   help="evaluate only the first N utterances of each language (a balanced cut)")
+    p.add_argument("--hyps", help="where to write per-utterance hypotheses (JSONL)")
+    p.add_argument("--cache-dir", help="reuse/keep encoder outputs here (keyed by the encoder's weights); "
+                   "RTF then excludes the encoder")
+    add_decode_args(p)
+    p.set_defaults(func=cmd_eval)

@@ -1,0 +1,36 @@
+"""``dama export``: a run's adapter merged into its base, saved for transformers or CTranslate2."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from dama.cli.common import add_json_arg, write_json
+
+
+def cmd_export(args) -> dict:
+    from dama.deploy import export_run
+
+    t = time.perf_counter()
+    out = export_run(args.adapter, args.format, args.out, quantization=args.quantization, force=args.force,
+                     base=args.model, log=lambda m: print(m, file=sys.stderr))
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    res = {"path": str(out), "format": args.format, "quantization": args.quantization if args.format == "ct2"
+           else "float32", "bytes": size, "seconds": time.perf_counter() - t}
+    print(out)
+    write_json(args.json, res)
+    return res
+
+
+def register(sub) -> None:
+    p = sub.add_parser("export", help="merge a run's adapter and save it as a transformers or CTranslate2 model")
+    p.add_argument("--adapter", metavar="RUN_DIR", required=True, help="a finished `dama train` run directory")
+    p.add_argument("--format", choices=("hf", "ct2"), default="hf",
+                   help="hf: transformers folder; ct2: CTranslate2 folder for faster-whisper (default: hf)")
+    p.add_argument("--quantization", default="float32", help="ct2 weights: float32, float16 or int8")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--force", action="store_true",
+                   help="replace --out if it is an earlier export (a run or any other folder is refused)")
+    p.add_argument("--model", help="where the base model is, if not where the run found it")
+    add_json_arg(p)
+    p.set_defaults(func=cmd_export, out_kind="dir")
