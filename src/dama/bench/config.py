@@ -45,13 +45,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from dama.errors import DamaError
+from dama.train.config import train_option_names
 
-# `dama train` options a grid may set (key -> flag); the grid owns --method/--data/--hours/--seed/--out.
-TRAIN_OPTIONS = {
-    "epochs", "batch_size", "grad_accum", "lr", "warmup", "schedule", "precision", "val_max_utts", "patience",
-    "save_every", "low_memory", "device", "threads", "rank", "alpha_ratio", "r_high", "r_low", "ranks",
-    "segments", "uniform_rank", "random_init", "no_bpp", "cache_dir", "allocation", "allocation_measure",
-}
+# `dama train` options a grid may set, derived from TrainConfig and the method option dataclasses
+# (plus device/threads/allocation flags); the grid owns --method/--data/--hours/--seed/--out.
+TRAIN_OPTIONS = train_option_names()
 QUICK_METHODS = ("zero-shot", "lora", "dama")
 # Cold (empty model and encoder caches), 2-core CPU, idle: 20 min 56 s with all 50 control clips
 # and all 46 Swahili validation clips encoded (measured); training is 2 x ~3.7 min, encoding and

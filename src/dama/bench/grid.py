@@ -24,7 +24,6 @@ after checking that it is a folder directly inside the runs folder that holds no
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import json
 import os
@@ -38,6 +37,8 @@ from pathlib import Path
 from dama.bench.config import NAME_PATTERN, BenchConfig, LanguageSpec, lr_label, per_language
 from dama.errors import DamaError
 from dama.outputs import atomic_write_text
+from dama.safeio import LOCK_NAME as RUN_LOCK  # held (flock) by the process writing a run folder
+from dama.safeio import FolderLock, FolderLockedError
 
 # What `dama train` and the grid's `dama eval` write into a run folder. A folder holding anything else
 # is not (only) a run's, and the grid never deletes it.
@@ -46,7 +47,6 @@ RUN_FILES = frozenset({
     "plot.png", "forgetting.json", "forgetting.json.partial", "adapter", "model", "pissa_init",
 })
 RUN_FILE_SUFFIXES = (".hyps.jsonl",)  # test.hyps.jsonl, zero-shot.hyps.jsonl, forgetting.hyps.jsonl
-RUN_LOCK = ".dama.lock"  # held (flock) by the process writing a run folder; may outlive a killed one
 
 
 def _is_run_name(name: str) -> bool:
@@ -264,34 +264,11 @@ def remove_unstarted(cfg: BenchConfig, cell: Cell) -> None:
     if problem:
         raise DamaError(f"bench: {problem}. The grid would delete and redo this unfinished run; move that "
                         "folder away (or give the config another runs/out folder) and re-run.")
-    with _run_lock(d):
-        shutil.rmtree(d.resolve())
-
-
-@contextlib.contextmanager
-def _run_lock(d: Path):
-    """Hold the run folder's lock (if it has one) while deleting it: a run another process is writing
-    right now (another `dama bench --only`, a hand-started `dama train`) is refused, not deleted."""
-    lock = d / RUN_LOCK
-    try:
-        import fcntl
-    except ImportError:  # no flock (Windows): nothing to hold
-        yield
-        return
-    try:
-        fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        yield
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise DamaError(f"bench: {d} is being written by another dama process; not deleting it. Wait for "
-                            "that process (or stop it) and re-run.") from None
-        yield
-    finally:
-        os.close(fd)
+    try:  # refused, not deleted, while another process (a `dama bench --only`, a `dama train`) writes it
+        with FolderLock(d, hint="not deleting it; wait for that process (or stop it) and re-run"):
+            shutil.rmtree(d.resolve())
+    except FolderLockedError as e:
+        raise DamaError(f"bench: {e}") from None
 
 
 def is_finished(cfg: BenchConfig, cell: Cell) -> bool:
@@ -537,7 +514,9 @@ def check_deletable(cfg: BenchConfig, todo: list[Cell]) -> None:
 
 
 def _epochs(cfg: BenchConfig, cell: Cell) -> int:
-    return int(cfg.options(cell.method).get("epochs", 5))
+    from dama.train.config import TrainConfig
+
+    return int(cfg.options(cell.method).get("epochs", TrainConfig.epochs))
 
 
 def _data_sizes(cfg: BenchConfig, lang: LanguageSpec, cache: dict) -> tuple[float | None, int | None]:
