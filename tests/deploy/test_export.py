@@ -13,8 +13,8 @@ from dama.deploy import export_run
 from dama.errors import DamaError, ModelError
 from dama.models.load import load_whisper
 from dama.models.transcribe import DecodeOptions, decode_features
+from dama.runs import load_run
 from dama.testing import make_corpus, make_tiny_ct2
-from dama.train.run import load_run
 
 
 def _train(root, **kw) -> tuple:

@@ -12,7 +12,7 @@ from dama.deploy import export_run, load_faster_whisper
 from dama.evaluate.metrics import corpus_errors
 from dama.models.load import load_whisper
 from dama.models.transcribe import DecodeOptions, decode_features
-from dama.train.run import load_run
+from dama.runs import load_run
 from tests.conftest import SHARED_DATA
 
 pytestmark = pytest.mark.integration

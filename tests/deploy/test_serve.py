@@ -10,8 +10,8 @@ from dama.data import load_audio, load_data
 from dama.deploy.serve import MultiAdapterWhisper
 from dama.errors import DamaError, ModelError
 from dama.models.transcribe import DecodeOptions, transcribe
+from dama.runs import load_run
 from dama.testing import make_corpus, make_tiny_ct2
-from dama.train.run import load_run
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ import torch
 from dama.adapt import make_method
 from dama.data import load_data
 from dama.errors import DamaError
+from dama.runs import RunFolder
 from dama.safeio import (
     LOCK_NAME,
     CheckpointError,
@@ -35,8 +36,9 @@ from dama.safeio import (
     save_checkpoint_file,
 )
 from dama.testing import make_corpus, make_tiny_ct2
+from dama.train.checkpoint import read_checkpoint, rng_state, set_rng_state
+from dama.train.config import TrainConfig
 from dama.train.run import resume_changes, run_training
-from dama.train.trainer import TrainConfig, _rng_state, _set_rng_state, read_checkpoint, remove_incomplete
 
 
 def _cfg(root: Path, **kw) -> TrainConfig:
@@ -200,12 +202,12 @@ def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
     np.random.seed(2)
     torch.manual_seed(3)
     np.random.normal()  # numpy caches a Gaussian: part of the state too
-    save_checkpoint_file(tmp_path / "c.pt", {"rng": _rng_state()})
+    save_checkpoint_file(tmp_path / "c.pt", {"rng": rng_state()})
     want = (random.random(), random.gauss(0, 1), np.random.normal(), np.random.rand(), torch.rand(3))
     random.seed(9)
     np.random.seed(9)
     torch.manual_seed(9)
-    _set_rng_state(load_checkpoint(tmp_path / "c.pt", "fix")["rng"])
+    set_rng_state(load_checkpoint(tmp_path / "c.pt", "fix")["rng"])
     got = (random.random(), random.gauss(0, 1), np.random.normal(), np.random.rand(), torch.rand(3))
     assert got[:4] == want[:4] and torch.equal(got[4], want[4])
 
@@ -408,20 +410,20 @@ def test_existing_runs_are_not_overwritten_without_resume(base, tmp_path):
         _run(base, run, _cfg(base.root))
 
 
-def test_remove_incomplete_deletes_only_recognisable_dama_runs(base, tmp_path):
+def test_remove_if_unstarted_deletes_only_recognisable_dama_runs(base, tmp_path):
     stuck = _stuck(base, tmp_path)
-    remove_incomplete(stuck)
+    RunFolder(stuck).remove_if_unstarted()
     assert not stuck.exists()
     for name, content in (("notes.txt", "mine"), ("config.json", '{"model_type": "whisper"}'), (".mine.tmp", "x")):
         d = tmp_path / name.strip(".").split(".")[0]
         d.mkdir()
         (d / name).write_text(content)
-        remove_incomplete(d)
+        RunFolder(d).remove_if_unstarted()
         assert (d / name).read_text() == content
     d = tmp_path / "broken"
     d.mkdir()
     (d / "config.json").write_text('{"method": ')  # unreadable: not recognisably dama's
-    remove_incomplete(d)
+    RunFolder(d).remove_if_unstarted()
     assert d.is_dir()
 
 

@@ -14,10 +14,12 @@ from dama.data import load_data
 from dama.data.manifest import Manifest
 from dama.errors import DamaError, DataError, ModelError
 from dama.models.load import load_whisper
+from dama.runs import load_run
 from dama.safeio import save_checkpoint_file
 from dama.testing import make_corpus
-from dama.train.run import load_run, run_training
-from dama.train.trainer import TrainConfig, TrainingError, read_checkpoint
+from dama.train.checkpoint import TrainingError, read_checkpoint
+from dama.train.config import TrainConfig
+from dama.train.run import run_training
 
 
 @pytest.fixture
@@ -168,7 +170,7 @@ def test_non_whisper_model_is_rejected(tmp_path):
 
 def test_encoder_cache_is_reused_and_exact(tiny6_ct2_dir, corpus, tmp_path):
     from dama.data import load_audio
-    from dama.train.cache import EncoderCache
+    from dama.encoder_cache import EncoderCache
 
     w = load_whisper(tiny6_ct2_dir)
     m = load_data("swahili:val", corpus)
@@ -198,7 +200,7 @@ def test_cache_prune_keeps_what_the_named_data_needs(tiny6_ct2_dir, corpus, tmp_
     import time
 
     from dama.cli.main import main
-    from dama.train.cache import EncoderCache, cache_info
+    from dama.encoder_cache import EncoderCache, cache_info
 
     w = load_whisper(tiny6_ct2_dir)
     val, test = load_data("swahili:val", corpus), load_data("swahili:test", corpus)
@@ -227,7 +229,9 @@ def test_cache_prune_keeps_what_the_named_data_needs(tiny6_ct2_dir, corpus, tmp_
     EncoderCache.build(w, test, tmp_path / "c", log=msgs.append, show_progress=False)
     assert f"of {len(test)} clips (0 already cached)" in msgs[-1]
     assert main(["cache", "info", str(tmp_path / "nowhere")]) == 2
-    assert "no encoder cache here" in capsys.readouterr().err
+    assert "no such cache folder" in capsys.readouterr().err
+    with pytest.raises(DataError, match="no encoder cache here"):
+        cache_info(tmp_path / "nowhere")
 
 
 def test_cache_prune_drops_shards_whose_clips_an_earlier_shard_serves(tmp_path):
@@ -235,8 +239,8 @@ def test_cache_prune_drops_shards_whose_clips_an_earlier_shard_serves(tmp_path):
     import numpy as np
 
     from dama.data.manifest import Utterance
+    from dama.encoder_cache import _read_index, clip_key, prune_cache
     from dama.testing import write_wav
-    from dama.train.cache import _read_index, clip_key, prune_cache
 
     utts = [Utterance(f"u{i}", write_wav(tmp_path / f"u{i}.wav", 0.5, freq=200 + 50 * i), "x") for i in range(3)]
     k = [clip_key(u) for u in utts]
@@ -256,7 +260,7 @@ def test_encoder_cache_follows_audio_content_not_path_or_mtime(corpus, tmp_path)
     import shutil
 
     from dama.data.manifest import Utterance
-    from dama.train.cache import clip_key
+    from dama.encoder_cache import clip_key
 
     src = Path(load_data("swahili:val", corpus)[0].audio)
     copy = tmp_path / "elsewhere" / src.name
@@ -272,7 +276,7 @@ def test_encoder_cache_follows_audio_content_not_path_or_mtime(corpus, tmp_path)
 
 
 def test_validation_encodes_only_the_clips_it_decodes(tiny6_ct2_dir, corpus, tmp_path):
-    from dama.train.cache import clip_key
+    from dama.encoder_cache import clip_key
 
     tr, va, _ = _data(corpus)
     assert len(va) == 3
@@ -384,9 +388,9 @@ def test_evaluate_split_caches_short_clips_and_chunks_long_ones(tiny_ct2_dir, tm
     """A test split with a clip over 30 s: the short clips decode from the encoder cache, the long
     one from audio in 30 s windows, and the hypotheses come back in manifest order."""
     from dama.data.audio import load_audio
+    from dama.evaluate.cached import evaluate_cached
     from dama.models.transcribe import transcribe
     from dama.testing import write_wav
-    from dama.train.run import evaluate_split
 
     rows = []
     for i, secs in enumerate([2.0, 35.0, 3.0]):
@@ -395,8 +399,7 @@ def test_evaluate_split_caches_short_clips_and_chunks_long_ones(tiny_ct2_dir, tm
     (tmp_path / "m.jsonl").write_text("\n".join(rows) + "\n")
     w = load_whisper(tiny_ct2_dir, device="cpu")
     m = load_data(str(tmp_path / "m.jsonl"))
-    cfg = TrainConfig(cache_dir=str(tmp_path / "cache"))
-    res = evaluate_split(w, m, None, tmp_path, cfg, hyps_name="t.hyps.jsonl", log=lambda *a: None)
+    res = evaluate_cached(w, m, None, tmp_path / "t.hyps.jsonl", tmp_path / "cache", log=lambda *a: None)
     assert res["n"] == 3 and res["long_clips_from_audio"] == 1
     hyps = [json.loads(x) for x in (tmp_path / "t.hyps.jsonl").read_text().splitlines()]
     assert [h["ref"] for h in hyps] == ["neno 0", "neno 1", "neno 2"]

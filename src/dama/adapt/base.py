@@ -27,6 +27,10 @@ class Adapted:
     is_peft: bool = True
     ranks: list[int] | None = None  # per decoder layer, where meaningful
     step_hook: Callable[[int], None] | None = None  # called after each optimizer step (AdaLoRA)
+    # training state beyond tensors that a checkpoint must carry (AdaLoRA's rank allocator): saved with
+    # extra_state(), restored on resume with load_extra_state(state, device)
+    extra_state: Callable[[], dict] | None = None
+    load_extra_state: Callable[[dict, torch.device], None] | None = None
     model_loss: bool = False  # the loss must come from the model's forward (AdaLoRA adds a penalty there)
     info: dict = field(default_factory=dict)
 
@@ -39,6 +43,7 @@ class MethodConfig(CommonOptions):
 
     name: ClassVar[str] = ""
     default_lr: ClassVar[float] = 1e-3  # what `dama train` uses without --lr (recorded in the run's config.json)
+    trains: ClassVar[bool] = True  # False: the model is used as it is (no training, no learning rate)
     dropout: float = 0.0
     modules: tuple[str, ...] = DECODER_MODULES
     train_token_ids: tuple[int, ...] = ()  # embedding rows that train too (new language tokens)
@@ -54,6 +59,11 @@ class MethodConfig(CommonOptions):
 
     def apply(self, model: torch.nn.Module) -> Adapted:
         raise NotImplementedError
+
+    def for_run(self, total_steps: int) -> MethodConfig:
+        """This method set up for a run of ``total_steps`` optimizer steps; the trainer calls it once the
+        data is known, before :meth:`apply`. Most methods do not depend on it and return themselves."""
+        return self
 
     def token_kwargs(self) -> dict:
         """PEFT options that train (and save) only the given embedding rows."""

@@ -10,6 +10,7 @@ from dama.adapt.base import Adapted, MethodConfig, freeze_all
 @dataclass
 class ZeroShotMethod(MethodConfig):
     name = "zero-shot"
+    trains = False
 
     def apply(self, model) -> Adapted:
         if self.train_token_ids:

@@ -10,7 +10,10 @@ import soxr
 
 from dama.errors import DataError
 
-SAMPLE_RATE = 16_000
+SAMPLE_RATE = 16_000  # Hz: what Whisper's feature extractor takes; every clip is resampled to it
+CHUNK_SECONDS = 30.0  # Whisper's input window: the encoder sees at most this much audio at once. Longer
+# clips are transcribed in pieces, left out of training (audio and transcript would no longer match) and
+# decoded from audio rather than from the encoder cache, whose rows hold one window each.
 
 
 def audio_duration(path: str | Path) -> float:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dama.data.audio import audio_duration, load_audio
+from dama.data.audio import CHUNK_SECONDS, SAMPLE_RATE, audio_duration, load_audio
 from dama.data.manifest import Manifest, Problem
 from dama.errors import DataError
 from dama.languages import WHISPER_LANGUAGES
 
-MAX_SECONDS = 30.0
+MAX_SECONDS = CHUNK_SECONDS  # longer clips are transcribed in chunks (a warning, not an error)
 
 
 def check_manifest(
@@ -33,7 +33,7 @@ def check_manifest(
         try:
             dur = audio_duration(u.audio)
             if decode:
-                dur = len(load_audio(u.audio)) / 16000
+                dur = len(load_audio(u.audio)) / SAMPLE_RATE
         except DataError as e:
             errors.append(Problem(where, str(e)))
             continue
@@ -42,5 +42,5 @@ def check_manifest(
             continue
         u.duration = dur
         if dur > MAX_SECONDS:
-            warnings.append(Problem(where, f"{u.id} is {dur:.1f} s (> 30 s): transcribed in chunks"))
+            warnings.append(Problem(where, f"{u.id} is {dur:.1f} s (> {MAX_SECONDS:.0f} s): transcribed in chunks"))
     return errors, warnings

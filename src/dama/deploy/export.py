@@ -21,13 +21,13 @@ import tempfile
 from pathlib import Path
 
 from dama.errors import DamaError
+from dama.runs import RunFolder
 from dama.safeio import read_json
 
 FORMATS = ("hf", "ct2")
 QUANTIZATIONS = ("float32", "float16", "int8")
 META = "dama_export.json"
-# What a folder holding a dama run has (any one is enough): a run is never an export's target.
-RUN_MARKS = ("checkpoint.pt", "results.json", "adapter", "metrics.jsonl")
+RUN_MARKS = RunFolder.MARKS  # what a folder holding a dama run has (any one is enough): never an export's target
 # What an export holds: save_pretrained's files (hf) or CTranslate2's (ct2), and META.
 EXPORT_FILES = frozenset({
     META, "config.json", "generation_config.json", "preprocessor_config.json", "processor_config.json",
@@ -62,7 +62,7 @@ def check_out(run_dir: Path, out: Path, force: bool) -> None:
         where = "is" if dest == run else "is inside" if dest.is_relative_to(run) else "holds"
         raise DamaError(f"--out {out} {where} the run folder {run_dir}; exporting there would replace the run. "
                         "Choose an --out outside the run folder")
-    if dest.is_dir() and (marks := [m for m in RUN_MARKS if (dest / m).exists()]):
+    if marks := RunFolder(dest).found_marks():
         raise DamaError(f"--out {out} is a dama run folder (it has {', '.join(marks)}); not replacing it, even "
                         "with --force. Choose another --out")
     check_replaceable(out, force, export_problem, "an earlier dama export", error=DamaError, empty_needs_force=True,
@@ -82,7 +82,6 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path, quantization: str
     in the run (nor be any dama run); an existing ``out`` is replaced only with ``force`` and only if it is
     an earlier export."""
     from dama.models.convert import swap_in
-    from dama.train.run import load_run
 
     if fmt not in FORMATS:
         raise DamaError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
@@ -90,8 +89,9 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path, quantization: str
         raise DamaError(f"unknown quantization {quantization!r}; choose from {', '.join(QUANTIZATIONS)}")
     run_dir, out = Path(run_dir), Path(out)
     check_out(run_dir, out, force)
-    cfg = read_json(run_dir / "config.json", "run config") if (run_dir / "config.json").is_file() else {}
-    w = load_run(run_dir, device="cpu", merge=True, base=base)  # checks the base and restores new tokens
+    run = RunFolder(run_dir)
+    cfg = run.read_config()
+    w = run.load(device="cpu", merge=True, base=base)  # checks the base and restores new tokens
     nl = cfg.get("new_language")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))

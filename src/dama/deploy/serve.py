@@ -3,7 +3,7 @@
 Each adapter is a `dama train` run on the same base (checked by weights fingerprint). The
 base model sits in memory once; PEFT holds every adapter under its own name, and a batch of
 requests is served group by group, with the adapter and the language token of its run.
-Audio over 30 s is chunked as in ``dama transcribe``.
+Audio over Whisper's 30 s window is chunked as in ``dama transcribe``.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ import numpy as np
 from dama.errors import DamaError, ModelError
 from dama.models.load import Whisper, load_whisper
 from dama.models.transcribe import DecodeOptions, transcribe
-from dama.train.run import check_base, read_run_config, restore_new_language
+from dama.runs import RunFolder
 
 
-def _run_config(run_dir: Path) -> dict:
-    cfg = read_run_config(run_dir)
-    if not (run_dir / "adapter").is_dir():
-        raise ModelError(f"{run_dir}: no adapter/ folder (full fine-tuning has no adapter to share a base; "
+def _run_config(run: RunFolder) -> dict:
+    cfg = run.read_config()
+    if not run.adapter_path.is_dir():
+        raise ModelError(f"{run.path}: no {run.ADAPTER}/ folder (full fine-tuning has no adapter to share a base; "
                          "export it and serve it on its own)")
     return cfg
 
@@ -34,7 +34,7 @@ class MultiAdapterWhisper:
             raise DamaError("no adapters given")
         from peft import PeftModel
 
-        dirs = {k: Path(v) for k, v in runs.items()}
+        dirs = {k: RunFolder(v) for k, v in runs.items()}
         cfgs = {k: _run_config(d) for k, d in dirs.items()}
         models = {c["model"] for c in cfgs.values()}
         if base is None and len(models) > 1:
@@ -43,16 +43,16 @@ class MultiAdapterWhisper:
         w = load_whisper(base or models.pop(), device=device)
         self.languages: dict[str, str | None] = {}
         for k, c in cfgs.items():
-            check_base(w, c, f"adapter {k} ({dirs[k]})")
-            restore_new_language(w, c, f"adapter {k} ({dirs[k]})")
+            dirs[k].check_base(w, c, f"adapter {k} ({dirs[k]})")
+            dirs[k].restore_new_language(w, c, f"adapter {k} ({dirs[k]})")
             langs = c.get("languages") or ([c["language"]] if c.get("language") else [])
             self.languages[k] = langs[0] if len(langs) == 1 else None
         peft_model = None
         for k, d in dirs.items():
             if peft_model is None:
-                peft_model = PeftModel.from_pretrained(w.model, d / "adapter", adapter_name=k)
+                peft_model = PeftModel.from_pretrained(w.model, d.adapter_path, adapter_name=k)
             else:
-                peft_model.load_adapter(d / "adapter", adapter_name=k)
+                peft_model.load_adapter(d.adapter_path, adapter_name=k)
         peft_model.eval()
         self.peft = peft_model
         self.whisper = Whisper(peft_model.get_base_model(), w.tokenizer, w.feature_extractor, w.name)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from dama.data.audio import load_audio
+from dama.data.audio import SAMPLE_RATE, load_audio
 from dama.data.manifest import Manifest, Problem
 from dama.errors import DamaError, DataError
 from dama.evaluate.metrics import ErrorCounts, utterance_errors
@@ -79,13 +79,13 @@ def evaluate(w: Whisper, m: Manifest, language: str | None = None, opts: DecodeO
         for u in block:
             try:
                 audios.append(load_audio(u.audio, u.where))
-                u.duration = len(audios[-1]) / 16000
+                u.duration = len(audios[-1]) / SAMPLE_RATE
             except DataError as e:
                 problems.append(Problem(u.where or str(u.audio), str(e)))
                 audios.append(None)
         if problems:
             continue  # keep scanning to report every unreadable clip at once
-        audio_seconds += sum(len(a) for a in audios) / 16000
+        audio_seconds += sum(len(a) for a in audios) / SAMPLE_RATE
         t0 = time.perf_counter()
         hyps += transcribe(w, audios, langs[start: start + LOAD_BLOCK], opts, progress=bar.update)
         compute_seconds += time.perf_counter() - t0

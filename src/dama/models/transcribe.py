@@ -9,8 +9,8 @@ including language tokens Whisper never had.
 Repetition guard: whisper-base loops on unfamiliar languages ("'ja' 'ja' 'ja' ...").
 Each row stops as soon as its tail is an n-gram repeated ``loop_repeats`` times, and
 the loop is trimmed to one copy; each row also gets a token budget proportional to its
-audio length. Clips longer than 30 s are cut at the quietest point before 30 s and the
-pieces' transcripts joined.
+audio length. Clips longer than Whisper's 30 s window (``CHUNK_SECONDS``) are cut at the
+quietest point before each window's end and the pieces' transcripts joined.
 """
 
 from __future__ import annotations
@@ -31,10 +31,8 @@ from transformers.generation import (
 )
 from transformers.utils import logging as hf_logging
 
-from dama.data.audio import SAMPLE_RATE
+from dama.data.audio import CHUNK_SECONDS, SAMPLE_RATE
 from dama.models.load import Whisper
-
-CHUNK_SECONDS = 30.0
 
 
 @dataclass

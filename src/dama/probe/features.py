@@ -26,11 +26,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from dama.data.audio import SAMPLE_RATE, load_audio
+from dama.data.audio import CHUNK_SECONDS, SAMPLE_RATE, load_audio
 from dama.data.manifest import Manifest
+from dama.encoder_cache import clip_key
 from dama.errors import DamaError
 from dama.models.load import Whisper, model_fingerprint
-from dama.train.cache import clip_key
 
 MODES = ("prompt", "transcript")
 FRAMES_PER_SECOND = 50  # encoder positions per second of audio (1500 per 30 s window)
@@ -99,9 +99,9 @@ def layer_features(w: Whisper, m: Manifest, mode: str = "prompt", cache_dir: str
         raise DamaError(f"unknown probe feature mode {mode!r}; use one of {', '.join(MODES)}")
     m.raise_problems()
     m.fill_durations()
-    keep = Manifest([u for u in m if (u.duration or 0) <= 30.0], name=m.name)
+    keep = Manifest([u for u in m if (u.duration or 0) <= CHUNK_SECONDS], name=m.name)
     if len(keep) < len(m):
-        log(f"note: {len(m) - len(keep)} clip(s) over 30 s left out of the probe")
+        log(f"note: {len(m) - len(keep)} clip(s) over {CHUNK_SECONDS:.0f} s left out of the probe")
     missing = [u for u in keep if not u.language]
     if missing:
         raise DamaError(f"{m.name}: {len(missing)} clip(s) have no language (first: {missing[0].where}); "

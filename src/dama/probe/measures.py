@@ -100,7 +100,7 @@ def gradient_importance(w, m, language: str | None = None, max_clips: int = 32, 
     """Empirical Fisher per layer: squared gradients of the teacher-forced loss with respect to
     each layer's adaptable weights (DAMA's modules), summed over ``max_clips`` clips of ``m``.
     Returns per-layer totals and per-parameter means, for the decoder and encoder stacks."""
-    from dama.data.audio import SAMPLE_RATE, load_audio
+    from dama.data.audio import CHUNK_SECONDS, SAMPLE_RATE, load_audio
     from dama.evaluate.run import manifest_languages
     from dama.train.batches import collate, make_examples
 
@@ -110,7 +110,7 @@ def gradient_importance(w, m, language: str | None = None, max_clips: int = 32, 
     examples, _ = make_examples(w, m, manifest_languages(m, language))
     examples = examples[:max_clips]
     if not examples:
-        raise DamaError(f"{m.name}: no clips of at most 30 s for gradient importance")
+        raise DamaError(f"{m.name}: no clips of at most {CHUNK_SECONDS:.0f} s for gradient importance")
     model = w.model.eval()
     stacks = {"decoder": (model.model.decoder.layers, DECODER_MODULES),
               "encoder": (model.model.encoder.layers, ENCODER_MODULES)}

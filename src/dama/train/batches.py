@@ -7,12 +7,12 @@ from dataclasses import dataclass
 
 import torch
 
+from dama.data.audio import CHUNK_SECONDS
 from dama.data.manifest import Manifest, Problem
 from dama.errors import DataError
 from dama.evaluate.run import check_languages
 from dama.models.load import Whisper
-
-IGNORE = -100
+from dama.train.loss import IGNORE
 
 
 @dataclass
@@ -22,10 +22,10 @@ class Example:
     n_prompt: int
 
 
-def make_examples(w: Whisper, m: Manifest, languages: list[str], max_seconds: float = 30.0
+def make_examples(w: Whisper, m: Manifest, languages: list[str], max_seconds: float = CHUNK_SECONDS
                   ) -> tuple[list[Example], list[Problem]]:
-    """Tokenise transcripts. Clips over 30 s (the encoder's window: audio and transcript
-    would no longer match) and transcripts over the decoder's length are skipped and
+    """Tokenise transcripts. Clips over 30 s (``CHUNK_SECONDS``, the encoder's window: audio and
+    transcript would no longer match) and transcripts over the decoder's length are skipped and
     reported."""
     check_languages(w, m, languages)
     empty = [u.where or str(u.audio) for u in m if not u.text.strip()]

@@ -1,19 +1,8 @@
-"""A training run end to end: data -> train -> save -> test -> run directory.
+"""A training run end to end: data -> train -> save -> test -> run folder.
 
-RUN_DIR/
-  config.json        method, training and data settings, base model, versions
-  adapter/           standard PEFT adapter (loads with PeftModel.from_pretrained, no dama needed)
-  model/             (full fine-tuning only) a Hugging Face model directory instead
-  metrics.jsonl      per step: loss, lr; per epoch: time, val WER/CER
-  checkpoint.pt      last checkpoint, for --resume
-  test.hyps.jsonl    per-utterance test transcripts and error counts
-  zero-shot.json     (--compare-zero-shot) the base model's test score, + zero-shot.hyps.jsonl
-  plot.png           loss and validation WER curves
-  results.json       written last: its presence marks a finished run
-  .dama.lock         held (flock) by the one process writing the folder; see dama.safeio.FolderLock
-
-A folder is only ever restarted or deleted by dama when it is recognisably a dama run: nothing
-in it but the names above and a config.json that dama wrote (``trainer.foreign_entries``).
+What the folder holds, and how it is read back, is :class:`dama.runs.RunFolder`'s business. A
+folder is only ever restarted or deleted by dama when it is recognisably a dama run
+(:meth:`RunFolder.foreign_entries` finds nothing in it).
 """
 
 from __future__ import annotations
@@ -22,33 +11,24 @@ import json
 import platform
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from dama.adapt import MethodConfig
-from dama.adapt.base import Adapted
 from dama.data.manifest import Manifest
-from dama.errors import DamaError, ModelError
+from dama.errors import DamaError
+from dama.evaluate.cached import decoding_view, evaluate_cached
 from dama.machine import device_name
 from dama.memory import peak_memory_mb
 from dama.models.load import Whisper, load_whisper, model_fingerprint
 from dama.models.new_language import add_language_token
 from dama.models.transcribe import DecodeOptions
-from dama.safeio import LOCK_NAME, FolderLock, read_json, write_json
-from dama.train.trainer import (
-    CHECKPOINT,
-    RESULTS,
-    TrainConfig,
-    _Inputs,
-    decode_rows,
-    decoding_view,
-    foreign_entries,
-    is_own_temp,
-    is_run_config,
-    remove_incomplete,
-    train,
-)
+from dama.runs import RunFolder, load_run
+from dama.safeio import read_json, write_json
+from dama.train.config import TrainConfig
+from dama.train.trainer import train
 
 # What may differ between a run's config.json and the settings it is resumed with: they change
 # neither what training computes nor what the run's record claims. Everything else under "train",
@@ -58,31 +38,6 @@ from dama.train.trainer import (
 RESUME_MAY_DIFFER = frozenset({"train.decode_batch_size", "train.cache_dir", "train.low_memory", "train.save_every",
                                "train.stop_after_steps"})
 RESUME_IGNORED = frozenset({"model", "device", "device_name", "torch", "platform", "cpu_threads"})
-
-
-def save_adapted(adapted: Adapted, w: Whisper, run_dir: Path) -> Path:
-    if adapted.is_peft:
-        out = run_dir / "adapter"
-        if out.exists():
-            shutil.rmtree(out)
-        kwargs = {}
-        if adapted.info.get("needs_weight_conversion"):
-            kwargs["path_initial_model_for_weight_conversion"] = str(run_dir / "pissa_init")
-        adapted.model.save_pretrained(out, **kwargs)
-        return out
-    out = run_dir / "model"
-    adapted.model.save_pretrained(out)
-    w.tokenizer.save_pretrained(out)
-    w.feature_extractor.save_pretrained(out)
-    adapted.model.generation_config.save_pretrained(out)
-    return out
-
-
-def read_run_config(run_dir: str | Path) -> dict:
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        raise ModelError(f"{run_dir}: not a dama run directory (no config.json)")
-    return read_json(path, "run config", "Train the run again, or restore its config.json.")
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -121,63 +76,16 @@ def resume_changes(saved: dict, now: dict) -> tuple[list[str], list[str]]:
     return blocking, allowed
 
 
-def check_base(w: Whisper, cfg: dict, label: str) -> None:
-    """The base model must be the one the run's adapter was trained on (weights fingerprint)."""
-    want = cfg.get("base_fingerprint")
-    if want and model_fingerprint(w.model) != want:
-        raise ModelError(f"{label}: the base model {w.name} is not the one its adapter was trained on "
-                         f"(weights fingerprint {model_fingerprint(w.model)} != {want} in config.json). "
-                         "Use the exact base model the run used.")
-
-
-def restore_new_language(w: Whisper, cfg: dict, label: str) -> None:
-    """Give the tokenizer the language token a run added, at the id it was trained with (idempotent)."""
-    nl = cfg.get("new_language")
-    if not nl:
-        return
-    token = f"<|{nl['code']}|>"
-    vocab = w.tokenizer.get_vocab()
-    tid = vocab[token] if token in vocab else add_language_token(w, nl["code"], nl["name"])
-    if tid != nl["token_id"]:
-        raise ModelError(f"{label}: {token} gets id {tid} on this base, but was trained as {nl['token_id']} "
-                         "(adapters that add different new languages cannot share one base)")
-
-
-def load_run(run_dir: str | Path, device: str | None = None, merge: bool = True,
-             base: str | Path | None = None) -> Whisper:
-    """Load a finished run for transcription, evaluation or export: its base model (``base``
-    overrides where to find it) with the adapter applied, merged unless ``merge=False``.
-    The base must be the one the adapter was trained on (weights fingerprint in config.json)."""
-    run_dir = Path(run_dir)
-    cfg = read_run_config(run_dir)
-    if (run_dir / "model").is_dir():
-        return load_whisper(run_dir / "model", device=device)
-    adapter = run_dir / "adapter"
-    if not adapter.is_dir():
-        raise ModelError(f"{run_dir}: no adapter/ or model/ folder; did the run finish?")
-    from peft import PeftModel
-
-    source = base or cfg["model"]
-    try:
-        w = load_whisper(source, device=device)
-    except ModelError as e:
-        raise ModelError(f"{run_dir}: cannot load the base model {source} its adapter was trained on: {e}\n"
-                         "Fetch it (dama model fetch NAME) or pass --model PATH to where it is.") from e
-    check_base(w, cfg, str(run_dir))
-    restore_new_language(w, cfg, str(run_dir))
-    peft_model = PeftModel.from_pretrained(w.model, adapter)
-    model = peft_model.merge_and_unload() if merge else peft_model.get_base_model()
-    model.eval()
-    return Whisper(model, w.tokenizer, w.feature_extractor, f"{w.name}+{run_dir.name}")
-
-
-def plot_metrics(run_dir: Path) -> Path | None:
+def plot_metrics(run: RunFolder | str | Path) -> Path | None:
+    """Loss and validation curves from the run's metrics.jsonl, as plot.png."""
     import matplotlib
+
+    run = run if isinstance(run, RunFolder) else RunFolder(run)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    rows = [json.loads(x) for x in run.metrics_path.read_text().splitlines() if x.strip()]
     steps = [r for r in rows if r["kind"] == "step"]
     epochs = [r for r in rows if r["kind"] == "epoch" and "val_wer" in r]
     if not steps:
@@ -190,9 +98,9 @@ def plot_metrics(run_dir: Path) -> Path | None:
         ax[1].plot([r["epoch"] for r in epochs], [r["val_cer"] for r in epochs], "s--", label="CER")
         ax[1].legend()
     ax[1].set(xlabel="epoch", ylabel="validation error", title="validation")
-    fig.suptitle(run_dir.name)
+    fig.suptitle(run.path.name)
     fig.tight_layout()
-    out = run_dir / "plot.png"
+    out = run.plot_path
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
@@ -224,46 +132,46 @@ def run_training(
     are. A dama run folder with no checkpoint yet (killed early) starts again from the beginning,
     with or without ``resume``. The folder is locked for the whole run: a second process fails at
     once."""
-    run_dir = Path(run_dir)
-    if resume and (run_dir / RESULTS).is_file():
-        log(f"{run_dir} is already finished; its results:")
-        return read_json(run_dir / RESULTS, "results", f"Delete {run_dir} to train the run again.")
-    created = not run_dir.exists()
-    with FolderLock(run_dir):
+    run = RunFolder(run_dir)
+    if resume and run.is_finished():
+        log(f"{run.path} is already finished; its results:")
+        return run.read_results()
+    created = not run.path.exists()
+    with run.lock():
         try:
-            return _run_locked(model_name, method, train_m, val_m, test_m, run_dir, cfg, language, resume, device,
+            return _run_locked(model_name, method, train_m, val_m, test_m, run, cfg, language, resume, device,
                                data_specs, log, language_name, zero_shot)
         except BaseException:
             if created:
-                remove_incomplete(run_dir)
+                run.remove_if_unstarted()
             raise
 
 
-def _prepare_run_dir(run_dir: Path, resume: bool, log) -> bool:
+def _prepare_run_dir(run: RunFolder, resume: bool, log) -> bool:
     """Whether to resume from the folder's checkpoint; refuses what cannot be run into. A folder
     killed before its first checkpoint holds only what dama wrote first (config.json, metrics.jsonl,
     pissa_init/, ...): nothing to lose, so those files (and only those) go, and the run starts over."""
-    if (run_dir / RESULTS).is_file():  # with resume, returned earlier
-        raise DamaError(f"{run_dir} holds a finished run ({RESULTS}); use --resume to print its results, "
+    if run.is_finished():  # with resume, returned earlier
+        raise DamaError(f"{run.path} holds a finished run ({run.RESULTS}); use --resume to print its results, "
                         "or train into another --out")
-    if (run_dir / CHECKPOINT).is_file():
+    if run.has_checkpoint():
         if not resume:
-            raise DamaError(f"{run_dir} holds an interrupted run ({CHECKPOINT}); use --resume to continue it, "
-                            "or train into another --out")
-        for p in run_dir.iterdir():  # half-written files of the killed process (we hold the folder's lock)
-            if is_own_temp(p.name) and p.is_file():
+            raise DamaError(f"{run.path} holds an interrupted run ({run.CHECKPOINT}); use --resume to continue "
+                            "it, or train into another --out")
+        for p in run.path.iterdir():  # half-written files of the killed process (we hold the folder's lock)
+            if run.is_own_temp(p.name) and p.is_file():
                 p.unlink()
         return True
-    strangers = foreign_entries(run_dir)
+    strangers = run.foreign_entries()
     if strangers:
         shown = ", ".join(strangers[:5]) + (" ..." if len(strangers) > 5 else "")
-        raise DamaError(f"{run_dir} is not empty and is not a dama run folder (it holds {shown}); "
+        raise DamaError(f"{run.path} is not empty and is not a dama run folder (it holds {shown}); "
                         "train into another --out, or move those files away")
-    own = [p for p in run_dir.iterdir() if p.name != LOCK_NAME]
+    own = [p for p in run.path.iterdir() if p.name != run.LOCK]
     if resume:
-        log(f"{run_dir}: no checkpoint yet; starting from the beginning")
-    elif [p for p in own if not is_own_temp(p.name)]:
-        log(f"{run_dir}: an earlier run stopped before its first checkpoint; starting from the beginning")
+        log(f"{run.path}: no checkpoint yet; starting from the beginning")
+    elif [p for p in own if not run.is_own_temp(p.name)]:
+        log(f"{run.path}: an earlier run stopped before its first checkpoint; starting from the beginning")
     for p in own:
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p)
@@ -272,20 +180,25 @@ def _prepare_run_dir(run_dir: Path, resume: bool, log) -> bool:
     return False
 
 
+def _saved_config(run: RunFolder) -> dict:
+    """The config.json of the run being resumed (to compare the new settings with)."""
+    if not run.config_path.is_file():
+        raise DamaError(f"{run.path} has a checkpoint but no {run.CONFIG} to check the settings against; "
+                        f"delete {run.checkpoint_path} to train the run from the beginning, "
+                        "or train into another --out")
+    saved = run.read_config()
+    if not run.is_run_config(saved):
+        raise DamaError(f"{run.config_path} is not a dama run config; train into another --out")
+    return saved
+
+
 def _run_locked(model_name: str, method: MethodConfig, train_m: Manifest, val_m: Manifest | None,
-                test_m: Manifest | None, run_dir: Path, cfg: TrainConfig, language: str | None, resume: bool,
+                test_m: Manifest | None, run: RunFolder, cfg: TrainConfig, language: str | None, resume: bool,
                 device: str | None, data_specs: dict | None, log, language_name: str | None,
                 zero_shot: bool) -> dict:
     """:func:`run_training` once the folder is locked."""
-    resume = _prepare_run_dir(run_dir, resume, log)
-    if resume:
-        if not (run_dir / "config.json").is_file():
-            raise DamaError(f"{run_dir} has a checkpoint but no config.json to check the settings against; "
-                            f"delete {run_dir / CHECKPOINT} to train the run from the beginning, "
-                            "or train into another --out")
-        saved = read_run_config(run_dir)
-        if not is_run_config(saved):
-            raise DamaError(f"{run_dir / 'config.json'} is not a dama run config; train into another --out")
+    resume = _prepare_run_dir(run, resume, log)
+    saved = _saved_config(run) if resume else None
     w = load_whisper(model_name, device=device)
     base_fingerprint = model_fingerprint(w.model)
     new_language = None
@@ -293,104 +206,98 @@ def _run_locked(model_name: str, method: MethodConfig, train_m: Manifest, val_m:
         if not language:
             raise DamaError("--language-name needs --language CODE for the new language")
         token_id = add_language_token(w, language, language_name)
-        method.train_token_ids = (token_id,)
+        method = replace(method, train_token_ids=(token_id,))
         new_language = {"code": language, "name": language_name, "token_id": token_id}
         log(f"new language token <|{language}|> ({language_name}) = id {token_id}; only its row trains")
     config = {
         "model": model_name, "method": method.to_dict(),
         # the rate used, not just "default": a later change of a method's default_lr stays visible
-        "train": {**cfg.__dict__, "lr": None if method.name == "zero-shot" else cfg.learning_rate(method)},
+        "train": {**cfg.__dict__, "lr": cfg.learning_rate(method) if method.trains else None},
         "language": language,
         "data": data_specs or {}, "device": str(w.device), "device_name": device_name(w.device),
         "torch": torch.__version__, "platform": platform.platform(), "cpu_threads": torch.get_num_threads(),
         "new_language": new_language, "base_fingerprint": base_fingerprint,
         "languages": sorted({language} if language else {u.language for u in train_m if u.language}),
     }
-    if resume:
+    if saved is not None:
         blocking, allowed = resume_changes(saved, config)
         if blocking:
             raise DamaError(
-                f"{run_dir} was trained with other settings; --resume must continue it with the same ones "
-                f"({run_dir / 'config.json'}). Changed:\n  " + "\n  ".join(blocking) +
+                f"{run.path} was trained with other settings; --resume must continue it with the same ones "
+                f"({run.config_path}). Changed:\n  " + "\n  ".join(blocking) +
                 "\nRerun with the original settings, or train into another --out.")
         for change in allowed:
             log(f"note: resuming with {change} (allowed; config.json keeps the original)")
     else:
-        write_json(run_dir / "config.json", config)
+        run.write_config(config)
     t0 = time.perf_counter()
+    test_opts = DecodeOptions(batch_size=cfg.decode_batch_size)
+    cache_root = cfg.cache_root(run.path)
     zs = None
-    if zero_shot and test_m is not None and len(test_m) and method.name != "zero-shot":
+    if zero_shot and test_m is not None and len(test_m) and method.trains:
         if new_language:
             log(f"no zero-shot baseline: Whisper has no <|{language}|> token before training")
         else:
-            zs = _zero_shot(w, test_m, language, run_dir, cfg, log)
-    if method.name == "zero-shot":
+            zs = _zero_shot(w, test_m, language, run, cache_root, test_opts, log)
+    if method.trains:
+        adapted, _, summary = train(w, method, train_m, val_m, run.path, cfg, language, resume, log)
+        summary["adapter_dir"] = str(run.save_adapted(adapted, w))
+        results = dict(summary)
+    else:  # the base model as it is: only the test below
         adapted = method.apply(w.model)
         results = {"trainable_params": 0, "total_params": sum(p.numel() for p in w.model.parameters()),
                    "peak_memory_mb": peak_memory_mb(w.device), "train_seconds": 0.0, "epoch_seconds": []}
-    else:
-        adapted, _, summary = train(w, method, train_m, val_m, run_dir, cfg, language, resume, log)
-        summary["adapter_dir"] = str(save_adapted(adapted, w, run_dir))
-        results = dict(summary)
     if test_m is not None and len(test_m):
-        view = decoding_view(w, adapted.model)
-        results.update(evaluate_split(view, test_m, language, run_dir, cfg, adapted.uses_encoder_cache, log=log))
+        results.update(evaluate_cached(decoding_view(w, adapted.model), test_m, language, run.hyps_path("test"),
+                                       cache_root, opts=test_opts, use_cache=adapted.uses_encoder_cache, log=log))
         if zs is not None:
             results["zero_shot"] = zs
             results["wer_reduction_rel"] = 1 - results["wer"] / zs["wer"] if zs["wer"] else 0.0
     results["total_seconds"] = time.perf_counter() - t0 + results.get("resumed_seconds", 0.0)
-    if (run_dir / "metrics.jsonl").is_file():
-        plot_metrics(run_dir)
-    write_json(run_dir / RESULTS, results)
+    if run.metrics_path.is_file():
+        plot_metrics(run)
+    run.write_results(results)
     return results
 
 
-def _zero_shot(w: Whisper, test_m: Manifest, language: str | None, run_dir: Path, cfg: TrainConfig, log) -> dict:
+def _zero_shot(w: Whisper, test_m: Manifest, language: str | None, run: RunFolder, cache_root: Path,
+               opts: DecodeOptions, log) -> dict:
     """The base model's score on the test split, kept in the run directory across --resume."""
-    path = run_dir / "zero-shot.json"
-    if path.is_file():
-        return read_json(path, "zero-shot score", "Delete it; --resume then scores the base model again.")
-    res = evaluate_split(w, test_m, language, run_dir, cfg, hyps_name="zero-shot.hyps.jsonl", log=log)
+    if run.zero_shot_path.is_file():
+        return read_json(run.zero_shot_path, "zero-shot score", "Delete it; --resume then scores the base model again.")
+    res = evaluate_cached(w, test_m, language, run.hyps_path("zero-shot"), cache_root, opts=opts, log=log)
     zs = {k: res[k] for k in ("wer", "cer", "n")}
-    write_json(path, zs)
+    write_json(run.zero_shot_path, zs)
     return zs
+
+
+# -- old import paths (before the run folder, the encoder cache and cached evaluation had modules of
+# their own); kept so existing callers keep working. New code uses dama.runs and dama.evaluate.cached.
+
+
+def read_run_config(run_dir: str | Path) -> dict:
+    """:meth:`RunFolder.read_config`."""
+    return RunFolder(run_dir).read_config()
+
+
+def check_base(w: Whisper, cfg: dict, label: str) -> None:
+    """:meth:`RunFolder.check_base` with the run's config already read."""
+    RunFolder(label).check_base(w, cfg, label)
+
+
+def restore_new_language(w: Whisper, cfg: dict, label: str) -> None:
+    """:meth:`RunFolder.restore_new_language` with the run's config already read."""
+    RunFolder(label).restore_new_language(w, cfg, label)
 
 
 def evaluate_split(w: Whisper, m: Manifest, language: str | None, run_dir: Path, cfg: TrainConfig,
                    use_cache: bool = True, hyps_name: str = "test.hyps.jsonl", log=print,
                    opts: DecodeOptions | None = None) -> dict:
-    """Greedy decoding of a test split — clips up to 30 s from cached encoder outputs, longer ones
-    chunked from audio — scored and written per utterance to ``hyps_name``."""
-    from dama.data.audio import load_audio
-    from dama.evaluate.run import evaluate, manifest_languages, score_hyps
-    from dama.models.transcribe import transcribe
+    """:func:`dama.evaluate.cached.evaluate_cached` with hypotheses in ``run_dir / hyps_name`` and the
+    cache where ``cfg`` keeps it."""
+    return evaluate_cached(w, m, language, Path(run_dir) / hyps_name, cfg.cache_root(Path(run_dir)),
+                           opts=opts or DecodeOptions(batch_size=cfg.decode_batch_size), use_cache=use_cache, log=log)
 
-    m.raise_problems()
-    m.fill_durations()
-    hyps_path = run_dir / hyps_name
-    opts = opts or DecodeOptions(batch_size=cfg.decode_batch_size)
-    short = [i for i, u in enumerate(m) if (u.duration or 0) <= 30.0]
-    if not use_cache or not short:
-        res = evaluate(w, m, language=language, opts=opts, hyps_path=hyps_path)
-    else:
-        langs = manifest_languages(m, language)
-        short_m = Manifest([m[i] for i in short], name=m.name)
-        inputs = _Inputs(w, short_m, True, cfg.cache_root(run_dir), log)
-        t = time.perf_counter()
-        hyps: list[str] = [""] * len(m)
-        decoded = decode_rows(w, inputs, short_m, list(range(len(short))), [langs[i] for i in short], opts,
-                              opts.batch_size, desc=hyps_name.split(".")[0])
-        for i, h in zip(short, decoded):
-            hyps[i] = h
-        secs = time.perf_counter() - t
-        long = sorted(set(range(len(m))) - set(short))
-        if long:  # the encoder runs on each 30 s window of these
-            texts = transcribe(w, [load_audio(m[i].audio, m[i].where) for i in long], [langs[i] for i in long], opts)
-            for i, h in zip(long, texts):
-                hyps[i] = h
-        res = score_hyps(m, langs, hyps, hyps_path)
-        res["rtf_cached"] = secs / short_m.seconds if short_m.seconds else 0.0
-        res["long_clips_from_audio"] = len(long)
-    log(f"{hyps_name.split('.')[0]} {m.name}: WER {res['wer']:.4f} CER {res['cer']:.4f} (n={res['n']})")
-    return {k: res[k] for k in ("wer", "cer", "n", "word_errors", "ref_words", "char_errors", "ref_chars",
-                                "by_language", "rtf", "rtf_cached", "long_clips_from_audio") if k in res}
+
+__all__ = ["RESUME_IGNORED", "RESUME_MAY_DIFFER", "check_base", "evaluate_split", "load_run", "read_run_config",
+           "restore_new_language", "resume_changes", "run_training"]

@@ -21,15 +21,15 @@ import numpy as np
 import pytest
 import torch
 
+from dama import encoder_cache as C
 from dama.data import load_data
 from dama.data.manifest import Manifest, Utterance
+from dama.encoder_cache import EncoderCache, cache_info, check_cache, clip_key, repair_cache
 from dama.errors import DamaError, DataError
 from dama.models.load import load_whisper
 from dama.testing import make_corpus, write_wav
-from dama.train import cache as C
-from dama.train.cache import EncoderCache, cache_info, check_cache, clip_key, repair_cache
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -316,7 +316,7 @@ _TMPFS_SCRIPT = textwrap.dedent("""
     from dama.data import load_data
     from dama.errors import DamaError
     from dama.models.load import load_whisper
-    from dama.train.cache import EncoderCache
+    from dama.encoder_cache import EncoderCache
     model, corpus, root = sys.argv[1:4]
     try:
         EncoderCache.build(load_whisper(model), load_data("swahili:train", corpus), root, log=print,
@@ -364,7 +364,7 @@ _WRITER = textwrap.dedent("""
     import sys, time, random
     from pathlib import Path
     import numpy as np
-    from dama.train.cache import _write_shard
+    from dama.encoder_cache import _write_shard
     folder, seed, go = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
     while not go.exists():
         time.sleep(0.005)
@@ -410,7 +410,7 @@ _BUILDER = textwrap.dedent("""
     from pathlib import Path
     from dama.data import load_data
     from dama.models.load import load_whisper
-    from dama.train.cache import EncoderCache
+    from dama.encoder_cache import EncoderCache
     model, corpus, root, go = sys.argv[1:5]
     w, m = load_whisper(model), load_data("swahili:train+val", corpus)
     while not Path(go).exists():
