@@ -67,3 +67,15 @@ def test_for_run_gives_adalora_the_runs_length_without_touching_the_callers_conf
 def test_only_zero_shot_trains_nothing():
     assert [n for n, cls in METHODS.items() if not cls.trains] == ["zero-shot"]
     assert "trains" not in make_method("zero-shot").to_dict()  # a class property, not a setting
+
+
+def test_dama_train_flags_reach_adalora():
+    """`dama train --method adalora --r-high/--r-low/--ranks/--segments` (and bench grids' options)
+    build the config through method_config_from_options: the budget follows them."""
+    from dama.adapt.options import method_config_from_options
+
+    m = method_config_from_options("adalora", r_high=16, r_low=4, segments="2,5")
+    assert (m.r_high, m.r_low, m.l_early, m.l_late) == (16, 4, 2, 5)
+    assert m.dama_budget(_tiny()) == _dama_count(r_high=16, r_low=4, l_early=2, l_late=5)
+    with pytest.raises(DamaError, match="apply to --method dama only"):  # DAMA's ablations stay DAMA's
+        method_config_from_options("adalora", no_bpp=True)
