@@ -26,7 +26,7 @@ demo: setup
 		--json $(DEMO_RUN).json $(if $(wildcard $(DEMO_RUN)/checkpoint.pt),--resume)
 
 test: setup
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q -rs
 
 # The method comparison (benchmarks/bench.yaml); restartable, re-run to continue. Quick: a first look.
@@ -36,7 +36,7 @@ bench-quick: setup
 	$(BIN)/dama bench --config benchmarks/bench.yaml --quick
 
 lint: setup
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests benchmarks
 
 clean:
 	rm -rf $(VENV) dama_runs .pytest_cache

@@ -110,7 +110,7 @@ def test_bad_method_options():
         make_method("dama", r_low=0)
 
 
-# --- PEFT traps (METHOD.md §7) -------------------------------------------------------
+# --- PEFT traps (docs/method-notes.md §7) -------------------------------------------------------
 
 def test_trap1_rank_pattern_keys_are_anchored():
     key = layer_pattern(1)

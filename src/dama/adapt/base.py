@@ -38,7 +38,7 @@ class Adapted:
 @dataclass
 class MethodConfig(CommonOptions):
     """Base config. ``alpha_ratio``: lora_alpha = alpha_ratio x rank per layer, so every
-    layer and method gets the same LoRA scaling alpha/r (configurable; METHOD.md §4). The settings users
+    layer and method gets the same LoRA scaling alpha/r (configurable; docs/method-notes.md §4). The settings users
     choose, with their defaults and help, are in :mod:`dama.adapt.options` (``alpha_ratio``: CommonOptions)."""
 
     name: ClassVar[str] = ""

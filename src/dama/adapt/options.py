@@ -55,7 +55,7 @@ class RankOptions:
 
 @dataclass
 class DamaOptions:
-    """DAMA's depth-aware ranks, segments and ablations (METHOD.md §2-3)."""
+    """DAMA's depth-aware ranks, segments and ablations (docs/method-notes.md §2-3)."""
 
     r_high: int = option(32, "dama: rank at the first and last layer")
     r_low: int = option(8, "dama: rank in the middle")

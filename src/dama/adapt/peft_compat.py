@@ -1,4 +1,4 @@
-"""PEFT's known traps for Whisper, wrapped once (METHOD.md §7), each covered by a test.
+"""PEFT's known traps for Whisper, wrapped once (docs/method-notes.md §7), each covered by a test.
 
 1. ``rank_pattern`` keys are regexes matched as ``(.*\\.)?KEY$`` and the first match
    wins: ``layers.1.`` also matches ``layers.10`` and ``layers\\.0\\.`` matches the
@@ -23,7 +23,7 @@ from peft import LoraConfig
 from dama.errors import DamaError
 
 DECODER_PREFIX = "model.decoder.layers"
-# Adapter targets of METHOD.md §3: decoder self- and cross-attention q,k,v,out; fc1; fc2.
+# Adapter targets of docs/method-notes.md §3: decoder self- and cross-attention q,k,v,out; fc1; fc2.
 DECODER_MODULES = (
     "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj",
     "encoder_attn.q_proj", "encoder_attn.k_proj", "encoder_attn.v_proj", "encoder_attn.out_proj",

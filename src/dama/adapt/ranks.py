@@ -1,4 +1,4 @@
-"""Depth-aware rank allocation r(l) over decoder layers (METHOD.md §2).
+"""Depth-aware rank allocation r(l) over decoder layers (docs/method-notes.md §2).
 
 Layers are numbered 1..L as in the paper. Segments: early = 1..l_early, middle =
 l_early+1..l_late-1, late = l_late..L.

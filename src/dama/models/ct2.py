@@ -2,7 +2,7 @@
 
 faster-whisper ships Whisper as a CTranslate2 model directory (``model.bin``,
 ``tokenizer.json``, ``config.json``). We parse the binary format ourselves (it is
-small and documented in ``shared/MODELS.md``) so conversion needs no ``ctranslate2``
+small and documented in ``docs/models.md``) so conversion needs no ``ctranslate2``
 install; the ``ctranslate2`` package is only used by tests to cross-check us.
 
 Layout (binary version 6, little-endian): u32 version, string spec name, u32 spec
