@@ -66,6 +66,7 @@ from dama.data.audio import SAMPLE_RATE, load_audio
 from dama.data.manifest import Manifest, Utterance
 from dama.errors import DamaError, DataError
 from dama.models.load import Whisper
+from dama.outputs import fsync_dir
 
 try:
     import fcntl
@@ -501,15 +502,6 @@ def _remove_leftovers(folder: Path, log: Log) -> None:
         log(f"encoder cache: removed {gone} leftover file(s) of interrupted builds ({freed / 2**20:.0f} MiB)")
 
 
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def _write_shard(folder: Path, keys: list[str], shape: tuple[int, int, int], batches: Iterable[np.ndarray],
                  log: Log) -> Path | None:
     """Write ``batches`` (float16 rows, in ``keys`` order) as a new shard; returns its array file, or None
@@ -565,7 +557,7 @@ def _write_shard(folder: Path, keys: list[str], shape: tuple[int, int, int], bat
                 os.close(kfd)
             os.replace(tmp, npy)
             os.replace(ktmp, keys_file)
-            _fsync_dir(folder)
+            fsync_dir(folder)
         st = os.stat(npy)
         _VERIFIED[(str(npy), st.st_ino, st.st_size, st.st_mtime_ns)] = set(range(n))  # checksummed as written
         return npy

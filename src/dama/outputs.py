@@ -100,7 +100,7 @@ def check_writable_dir(path: str | Path, what: str = "output folder") -> Path:
     return path
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     """Make a rename durable (best effort: not every file system lets a folder be opened)."""
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
@@ -135,7 +135,7 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path
 
 
