@@ -124,3 +124,12 @@ def test_real_transcripts_fit_their_audio(real_root, name):
     m.fill_durations()
     r = np.corrcoef([u.duration for u in m], [len(u.text.replace(" ", "")) for u in m])[0, 1]
     assert r > 0.5, f"{name}: transcript length vs clip duration r = {r:.2f}"
+
+
+def test_data_check_accepts_the_codes_recipes_bring_for_new_languages(capsys):
+    """`dama data check pidgin:val` must not call `pcm` an unknown language: the recipe brings its name."""
+    _need_real_data()
+    from dama.cli.main import main
+
+    assert main(["data", "check", "pidgin:val", "--data-root", str(SHARED_DATA)]) == 0
+    assert "0 error(s)" in capsys.readouterr().out

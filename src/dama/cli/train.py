@@ -39,7 +39,12 @@ def cmd_train(args) -> dict:
             print(f"{args.data}: Whisper has no token for {nl[1]}; adding <|{nl[0]}|> (as --language {nl[0]} "
                   f"--language-name {nl[1]!r})", file=sys.stderr)
     if args.language and not args.language_name:
-        args.language = resolve_language(args.language)  # unknown code without a name: clear error
+        from dama.data.recipes import NEW_LANGUAGES
+
+        if args.language in NEW_LANGUAGES:  # --language rw: the recipes know its name
+            args.language_name = NEW_LANGUAGES[args.language]
+        else:
+            args.language = resolve_language(args.language)  # unknown code without a name: clear error
     method = make_method(args.method, **method_options(args))
     cfg = train_config(args)
     train_m = load_data(args.data, args.data_root, language=args.language)
