@@ -143,9 +143,12 @@ def method_settings(method: str, **options) -> dict:
     given = {k: v for k, v in options.items() if v is not None and v is not False and v != ""}
     if "rank" in given and "r" not in have:
         raise DamaError(f"--rank does not apply to {method}")
-    if any(not set(_fields_of(k)) <= have for k in given if k in DAMA_OPTIONS):
-        raise DamaError("--ranks/--segments/--allocation/--uniform-rank/--random-init/--no-bpp apply to "
-                        "--method dama only")
+    misfit = [k for k in given if k in DAMA_OPTIONS and not set(_fields_of(k)) <= have]
+    if misfit:
+        flags = ", ".join("--" + k.replace("_", "-") for k in misfit)
+        raise DamaError(f"{flags} {'does' if len(misfit) == 1 else 'do'} not apply to --method {method}: the rank layout options apply to "
+                        "--method dama only (and --r-high/--r-low/--ranks/--segments/--allocation also to adalora, "
+                        "whose budget follows them)")
     out = {}
     if "allocation" in given:
         if "ranks" in given or "segments" in given:
