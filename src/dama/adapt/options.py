@@ -146,7 +146,8 @@ def method_settings(method: str, **options) -> dict:
     misfit = [k for k in given if k in DAMA_OPTIONS and not set(_fields_of(k)) <= have]
     if misfit:
         flags = ", ".join("--" + k.replace("_", "-") for k in misfit)
-        raise DamaError(f"{flags} {'does' if len(misfit) == 1 else 'do'} not apply to --method {method}: the rank layout options apply to "
+        verb = "does" if len(misfit) == 1 else "do"
+        raise DamaError(f"{flags} {verb} not apply to --method {method}: the rank layout options apply to "
                         "--method dama only (and --r-high/--r-low/--ranks/--segments/--allocation also to adalora, "
                         "whose budget follows them)")
     out = {}
