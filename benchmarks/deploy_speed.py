@@ -56,7 +56,7 @@ def main() -> None:
     from dama.evaluate.stats import UtteranceErrors, paired_compare
     from dama.models.load import load_whisper
     from dama.models.transcribe import DecodeOptions, decode_features, token_budget
-    from dama.train.run import load_run
+    from dama.runs import load_run
 
     full = load_data(args.data, args.data_root)
     full.raise_problems()

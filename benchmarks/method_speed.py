@@ -32,8 +32,8 @@ GRID_CACHE = Path(__file__).parent / "cpu-whisper-base" / "runs" / ".encoder-cac
 def build_cache(args) -> None:
     """Encode the training clips once, in this process, so no timed run pays for it."""
     from dama.data.spec import load_data
+    from dama.encoder_cache import EncoderCache
     from dama.models.load import load_whisper
-    from dama.train.cache import EncoderCache
 
     w = load_whisper(args.model, device="cpu")
     m = load_data(args.data, args.data_root)

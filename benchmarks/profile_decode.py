@@ -17,9 +17,9 @@ import torch
 from transformers.modeling_outputs import BaseModelOutput
 
 from dama.data.spec import load_data
+from dama.encoder_cache import EncoderCache
 from dama.models.load import load_whisper
 from dama.models.transcribe import DecodeOptions, decode_features, token_budget
-from dama.train.cache import EncoderCache
 
 
 def main() -> None:

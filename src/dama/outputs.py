@@ -21,6 +21,7 @@ from typing import BinaryIO
 
 from dama.errors import DamaError
 
+WRITE_CHECK_PREFIX = ".dama-write-check-"  # the probe file's name: a kill may leave one (run folders accept it)
 PROBE_BYTES = 64 * 1024  # written and flushed by check_writable: a full disk fails here, not after the work
 
 
@@ -58,7 +59,7 @@ def _nearest_existing(path: Path) -> Path:
 def _probe_folder(folder: Path, what: str, target: Path) -> None:
     """Create, fill, flush and delete a small file in ``folder``: fails for read-only or full locations."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".dama-write-check-", dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=WRITE_CHECK_PREFIX, dir=folder)
     except OSError as e:
         raise OutputError(describe_os_error(e, f"cannot write {what} {target}")) from None
     try:

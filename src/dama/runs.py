@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from dama.errors import ModelError
+from dama.outputs import WRITE_CHECK_PREFIX
 from dama.safeio import LOCK_NAME, FileError, FolderLock, is_temp_name, read_json, write_json
 
 if TYPE_CHECKING:
@@ -132,7 +133,7 @@ class RunFolder:
     @classmethod
     def is_own_temp(cls, name: str) -> bool:
         """A temporary file dama's atomic writes (or the CLI's write check) leave when killed mid-write."""
-        if name.startswith(".dama-write-check-"):
+        if name.startswith(WRITE_CHECK_PREFIX):
             return True
         return is_temp_name(name) and any(name.startswith(f".{n}.") for n in cls.NAMES)
 

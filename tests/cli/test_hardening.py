@@ -65,6 +65,9 @@ def test_unknown_language_inside_a_manifest_names_its_line(tiny_ct2_dir, tmp_pat
     assert main(["eval", "--model", str(tiny_ct2_dir), "--data", str(p)]) == 2
     err = capsys.readouterr().err
     assert "'xx'" in err and f"{p}:2" in err
+    assert main(["eval", "--model", str(tiny_ct2_dir), "--data", str(p), "--cache-dir", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert "'xx'" in err and f"{p}:2" in err  # the encoder-cache path names it too
     assert _train(tiny_ct2_dir, str(p), tmp_path / "run") == 2
     err = capsys.readouterr().err
     assert "'xx'" in err and f"{p}:2" in err and "--language-name" in err

@@ -33,32 +33,29 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from dama.bench.config import NAME_PATTERN, BenchConfig, LanguageSpec, lr_label, per_language
 from dama.errors import DamaError
 from dama.outputs import atomic_write_text
-from dama.safeio import LOCK_NAME as RUN_LOCK  # held (flock) by the process writing a run folder
-from dama.safeio import FolderLock, FolderLockedError
-
-# What `dama train` and the grid's `dama eval` write into a run folder. A folder holding anything else
-# is not (only) a run's, and the grid never deletes it.
-RUN_FILES = frozenset({
-    "config.json", "metrics.jsonl", "checkpoint.pt", "checkpoint.pt.tmp", "results.json", "zero-shot.json",
-    "plot.png", "forgetting.json", "forgetting.json.partial", "adapter", "model", "pissa_init",
-})
-RUN_FILE_SUFFIXES = (".hyps.jsonl",)  # test.hyps.jsonl, zero-shot.hyps.jsonl, forgetting.hyps.jsonl
+from dama.runs import RunFolder
+from dama.safeio import FileError, FolderLock, FolderLockedError, read_json
 
 
-def _is_run_name(name: str) -> bool:
-    """Whether ``name`` is something dama writes into a run folder, including the temporary file of an
-    atomic write a kill left behind (".config.json.k3j2x.tmp": a run file's name, a random part, .tmp)."""
-    if name in RUN_FILES or name == RUN_LOCK or name.endswith(RUN_FILE_SUFFIXES):
-        return True
-    if name.startswith(".dama-write-check-"):  # the CLI's probe of a folder's writability (dama.outputs)
-        return True
-    if name.startswith(".") and name.endswith(".tmp") and name.count(".") >= 3:
-        return _is_run_name(name[1:-len(".tmp")].rsplit(".", 1)[0])
-    return False
+class CellRun(RunFolder):
+    """A grid cell's run folder: what `dama train` writes (:class:`dama.runs.RunFolder` names them) plus
+    the grid's own forgetting evaluation of the control clips. A folder holding anything else is not
+    (only) a run's, and the grid never deletes it."""
+
+    FORGETTING: ClassVar[str] = "forgetting.json"
+    FORGETTING_PARTIAL: ClassVar[str] = "forgetting.json.partial"  # `dama eval --json` output until complete
+    FORGETTING_HYPS: ClassVar[str] = "forgetting" + RunFolder.HYPS_SUFFIX
+    NAMES: ClassVar[frozenset[str]] = RunFolder.NAMES | {FORGETTING, FORGETTING_PARTIAL, FORGETTING_HYPS}
+
+    @classmethod
+    def is_own_name(cls, name: str) -> bool:
+        """Also any per-utterance transcript file (``*.hyps.jsonl``)."""
+        return super().is_own_name(name) or name.endswith(cls.HYPS_SUFFIX)
 
 
 @dataclass(frozen=True)
@@ -143,7 +140,7 @@ def choose(cfg: BenchConfig, lang: LanguageSpec, hours: float | None, method: st
 
 def _val_wer(cfg: BenchConfig, cell: Cell) -> float:
     """A finished candidate's validation WER; a run without one cannot take part in the choice."""
-    path = run_dir(cfg, cell) / "results.json"
+    path = cell_run(cfg, cell).results_path
     try:
         val = json.loads(path.read_text()).get("best_val_wer")
     except (OSError, ValueError, AttributeError):
@@ -219,17 +216,20 @@ def run_dir(cfg: BenchConfig, cell: Cell) -> Path:
     return cfg.runs_dir / cell.name
 
 
+def cell_run(cfg: BenchConfig, cell: Cell) -> CellRun:
+    return CellRun(run_dir(cfg, cell))
+
+
 def _is_run_content(d: Path) -> bool:
     """Whether everything in ``d`` is what a dama run writes, and its config.json (if any) is dama's."""
-    names = [p.name for p in d.iterdir()]
-    if not all(_is_run_name(n) for n in names):
+    run = CellRun(d)
+    if not all(run.is_own_name(p.name) for p in d.iterdir()):
         return False
-    if "config.json" in names:
+    if run.config_path.exists():
         try:
-            conf = json.loads((d / "config.json").read_text())
-        except (OSError, ValueError):
+            return run.is_run_config(read_json(run.config_path, "run config"))
+        except FileError:
             return False
-        return isinstance(conf, dict) and isinstance(conf.get("method"), dict) and isinstance(conf.get("train"), dict)
     return True
 
 
@@ -255,10 +255,11 @@ def deletable_problem(cfg: BenchConfig, cell: Cell) -> str | None:
 def remove_unstarted(cfg: BenchConfig, cell: Cell) -> None:
     """Delete a cell's run folder that has neither results nor a checkpoint (nothing to lose), after
     checking it is one the grid owns (see :func:`deletable_problem`); otherwise refuse."""
-    d = run_dir(cfg, cell)
+    run = cell_run(cfg, cell)
+    d = run.path
     if not d.exists() and not d.is_symlink():
         return
-    if (d / "results.json").is_file() or (d / "checkpoint.pt").is_file():
+    if run.is_finished() or run.has_checkpoint():
         raise DamaError(f"bench: {d} holds a finished or resumable run; not deleting it")
     problem = deletable_problem(cfg, cell)
     if problem:
@@ -274,8 +275,8 @@ def remove_unstarted(cfg: BenchConfig, cell: Cell) -> None:
 def is_finished(cfg: BenchConfig, cell: Cell) -> bool:
     if cell.pending:
         return False
-    d = run_dir(cfg, cell)
-    return (d / "results.json").is_file() and (cfg.control is None or (d / "forgetting.json").is_file())
+    run = cell_run(cfg, cell)
+    return run.is_finished() and (cfg.control is None or (run.path / run.FORGETTING).is_file())
 
 
 def _flags(opts: dict) -> list[str]:
@@ -327,7 +328,7 @@ def train_command(cfg: BenchConfig, cell: Cell, resume: bool = False) -> list[st
 def forgetting_command(cfg: BenchConfig, cell: Cell) -> list[str]:
     d = run_dir(cfg, cell)
     argv = [*_dama(cfg), "eval", "--data", cfg.control, "--model", cfg.model,
-            "--hyps", str(d / "forgetting.hyps.jsonl"), "--json", str(d / "forgetting.json.partial"),
+            "--hyps", str(d / CellRun.FORGETTING_HYPS), "--json", str(d / CellRun.FORGETTING_PARTIAL),
             "--cache-dir", str(cfg.train.get("cache_dir") or d.parent / ".encoder-cache")]
     if cell.method != "zero-shot":
         argv += ["--adapter", str(d)]
@@ -388,21 +389,22 @@ def _run_logged(argv: list[str], log_path: Path) -> int:
 
 def run_cell(cfg: BenchConfig, cell: Cell, log=print) -> bool:
     """Train (or resume) one cell, then measure forgetting. Returns whether it finished."""
-    d = run_dir(cfg, cell)
+    run = cell_run(cfg, cell)
+    d = run.path
     log_path = cfg.logs_dir / f"{cell.name}.log"
-    if not (d / "results.json").is_file():
-        has_checkpoint = (d / "checkpoint.pt").is_file()
+    if not run.is_finished():
+        has_checkpoint = run.has_checkpoint()
         if not has_checkpoint:
             remove_unstarted(cfg, cell)  # started but never checkpointed: nothing to lose, if it is a run's
         atomic_write_text(_settings_path(cfg, cell), json.dumps(_settings(cfg, cell)))  # never half a file
         if _run_logged(train_command(cfg, cell, resume=has_checkpoint), log_path):
             log(f"  {cell.name}: training failed; see {log_path}")
             return False
-    if cfg.control and not (d / "forgetting.json").is_file():
+    if cfg.control and not (d / run.FORGETTING).is_file():
         if _run_logged(forgetting_command(cfg, cell), log_path):
             log(f"  {cell.name}: forgetting evaluation failed; see {log_path}")
             return False
-        (d / "forgetting.json.partial").replace(d / "forgetting.json")
+        (d / run.FORGETTING_PARTIAL).replace(d / run.FORGETTING)
     return True
 
 
@@ -501,9 +503,8 @@ def check_deletable(cfg: BenchConfig, todo: list[Cell]) -> None:
     redo must be one it may delete, so a refusal comes at once and not hours into the grid."""
     bad = []
     for cell in todo:
-        d = run_dir(cfg, cell)
-        if (d.exists() or d.is_symlink()) and not (d / "results.json").is_file() \
-                and not (d / "checkpoint.pt").is_file():
+        run = cell_run(cfg, cell)
+        if (run.path.exists() or run.path.is_symlink()) and not run.is_finished() and not run.has_checkpoint():
             problem = deletable_problem(cfg, cell)
             if problem:
                 bad.append(problem)
@@ -575,8 +576,9 @@ def estimate_seconds(cfg: BenchConfig, todo: list[Cell], finished: list[Cell],
         here = device_name(default_device())
     runs = []
     for c in finished:
-        res = json.loads((run_dir(cfg, c) / "results.json").read_text())
-        conf = run_dir(cfg, c) / "config.json"
+        run = cell_run(cfg, c)
+        res = json.loads(run.results_path.read_text())
+        conf = run.config_path
         made_on = json.loads(conf.read_text()).get("device_name") if conf.is_file() else None
         if res.get("total_seconds"):
             runs.append((c, res, made_on))
@@ -631,7 +633,7 @@ def check_launcher(cfg: BenchConfig) -> None:
         raise DamaError(f"bench: launcher {cfg.launcher[0]!r} not found on PATH")
 
 
-__all__ = ["RUN_FILES", "Cell", "Choice", "candidates", "cell_rate", "cells", "check_deletable", "check_settings",
+__all__ = ["Cell", "CellRun", "Choice", "candidates", "cell_rate", "cells", "check_deletable", "check_settings",
            "choice_line", "choices", "choose", "deletable_problem", "estimate_seconds", "forgetting_command",
            "is_finished", "made_elsewise", "remove_unstarted", "run_cell", "run_dir", "run_grid", "select",
            "train_command", "tune_lines"]

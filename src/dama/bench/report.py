@@ -22,7 +22,18 @@ from pathlib import Path
 import numpy as np
 
 from dama.bench.config import BenchConfig, lr_label
-from dama.bench.grid import Cell, cell_rate, cells, choices, estimate_seconds, is_finished, made_elsewise, run_dir
+from dama.bench.grid import (
+    Cell,
+    CellRun,
+    cell_rate,
+    cell_run,
+    cells,
+    choices,
+    estimate_seconds,
+    is_finished,
+    made_elsewise,
+    run_dir,
+)
 from dama.errors import DamaError
 from dama.evaluate.stats import UtteranceErrors, bootstrap_ci, paired_compare, read_hyps, stack_seeds
 from dama.outputs import atomic_write_bytes, atomic_write_text
@@ -54,7 +65,7 @@ def run_machines(cfg: BenchConfig, finished: list[Cell]) -> dict[str, dict]:
     """Each finished run's machine, from its config.json: a grid made across sessions can span machines,
     and their times per epoch are not comparable. A run made before device names were recorded takes the
     name of a named run with the same platform string (the same machine image), if there is one."""
-    conf = {c.name: _read(run_dir(cfg, c) / "config.json") or {} for c in finished}
+    conf = {c.name: _read(cell_run(cfg, c).config_path) or {} for c in finished}
     named = {rc.get("platform"): rc["device_name"] for rc in conf.values() if rc.get("device_name")}
     out = {}
     for name, rc in conf.items():
@@ -67,8 +78,8 @@ def run_machines(cfg: BenchConfig, finished: list[Cell]) -> dict[str, dict]:
 def _run_row(cfg: BenchConfig, cell: Cell, e: UtteranceErrors, machine: str | None = None) -> dict:
     """One run's row; ``e`` is its per-utterance test errors, ``machine`` its machine's label."""
     d = run_dir(cfg, cell)
-    res = _read(d / "results.json")
-    fg = _read(d / "forgetting.json") or {}
+    res = _read(d / CellRun.RESULTS)
+    fg = _read(d / CellRun.FORGETTING) or {}
     epochs = res.get("epoch_seconds") or []
     lo, hi = bootstrap_ci(e, n_boot=cfg.n_boot)
     by_lang = fg.get("by_language", {})
@@ -112,7 +123,7 @@ def collect(cfg: BenchConfig) -> dict:
     machines = run_machines(cfg, finished)
     counted: set[str] = set()  # the runs the summary rows average (a tuned method: its chosen rate's)
     for cell in finished:
-        e = read_hyps(run_dir(cfg, cell) / "test.hyps.jsonl")
+        e = read_hyps(cell_run(cfg, cell).hyps_path("test"))
         rows.append(_run_row(cfg, cell, e, machines[cell.name]["label"]))
         key, seed = (cell.language.name, rows[-1]["hours"], cell.method), rows[-1]["seed"]
         if cell.method != "zero-shot":
@@ -121,15 +132,15 @@ def collect(cfg: BenchConfig) -> dict:
             continue  # a candidate at a rate not (yet) chosen: a point of the frontier, not the method's row
         counted.add(cell.name)
         hyps[key][seed] = e
-        if (run_dir(cfg, cell) / "forgetting.hyps.jsonl").is_file():
-            control[key][seed] = read_hyps(run_dir(cfg, cell) / "forgetting.hyps.jsonl")
+        if (run_dir(cfg, cell) / CellRun.FORGETTING_HYPS).is_file():
+            control[key][seed] = read_hyps(run_dir(cfg, cell) / CellRun.FORGETTING_HYPS)
     zero = {r["language"]: r for r in rows if r["method"] == "zero-shot"}
     for lang in cfg.languages:  # a grid without zero-shot (an ablation) measures forgetting against a shared one
         z = Cell(lang, "zero-shot", None, cfg.seeds[0])
         if lang.name not in zero and is_finished(cfg, z) and not made_elsewise(cfg, z):
-            zero[lang.name] = _run_row(cfg, z, read_hyps(run_dir(cfg, z) / "test.hyps.jsonl"))
-            if (run_dir(cfg, z) / "forgetting.hyps.jsonl").is_file():
-                control[(lang.name, "-", "zero-shot")] = {"-": read_hyps(run_dir(cfg, z) / "forgetting.hyps.jsonl")}
+            zero[lang.name] = _run_row(cfg, z, read_hyps(cell_run(cfg, z).hyps_path("test")))
+            if (run_dir(cfg, z) / CellRun.FORGETTING_HYPS).is_file():
+                control[(lang.name, "-", "zero-shot")] = {"-": read_hyps(run_dir(cfg, z) / CellRun.FORGETTING_HYPS)}
     for r in rows:
         z = zero.get(r["language"])
         for delta, field in (("extra_params_merged", "params_at_inference"), ("forgetting", "control_wer"),
@@ -237,7 +248,7 @@ def zero_shot_tokens(cfg: BenchConfig) -> dict[str, dict]:
         if not name:
             continue
         cell = Cell(lang, "zero-shot", None, cfg.seeds[0])
-        conf = _read(run_dir(cfg, cell) / "config.json") if is_finished(cfg, cell) else None
+        conf = _read(cell_run(cfg, cell).config_path) if is_finished(cfg, cell) else None
         token = (conf or {}).get("language") or lang.zero_shot_language()
         out[lang.name] = {"token": token, "language": name, "from_run": bool(conf and conf.get("language"))}
     return out

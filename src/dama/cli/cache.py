@@ -11,7 +11,7 @@ from dama.errors import DamaError
 def cmd_cache_info(args) -> dict:
     """Report (and with --repair drop) what is in a cache and what is wrong with it; exit 1 while
     problems remain, so scripts can check a shared cache before trusting it."""
-    from dama.train.cache import cache_info, repair_cache
+    from dama.encoder_cache import cache_info, repair_cache
 
     if not Path(args.dir).is_dir():
         raise DamaError(f"{args.dir}: no such cache folder")
@@ -46,7 +46,7 @@ def cmd_cache_info(args) -> dict:
 
 def cmd_cache_prune(args) -> dict:
     from dama.data.spec import load_data
-    from dama.train.cache import prune_cache
+    from dama.encoder_cache import prune_cache
 
     keep = [u for spec in args.keep for u in load_data(spec, args.data_root)]
     out = prune_cache(args.dir, keep, dry_run=args.dry_run)

@@ -55,7 +55,7 @@ def explicit_base(args) -> str | None:
 def load_model(args):
     """--adapter RUN_DIR applied to its base (or --model), else --model."""
     if getattr(args, "adapter", None):
-        from dama.train.run import load_run
+        from dama.runs import load_run
 
         return load_run(args.adapter, device=args.device, base=explicit_base(args))
     from dama.models.load import load_whisper

@@ -22,14 +22,10 @@ def cmd_eval(args) -> dict:
     default_hyps = f"{safe_name(model_label)}__{safe_name(args.data)}.hyps.jsonl"
     hyps = args.hyps or Path("dama_runs") / "eval" / default_hyps
     if args.cache_dir:  # encoder outputs from (or into) a cache keyed by the encoder's weights
-        from dama.train.config import TrainConfig
-        from dama.train.run import evaluate_split
+        from dama.evaluate.cached import evaluate_cached
 
-        # evaluate_split takes the cache folder from a TrainConfig (cfg.cache_root): a cache-dir API is
-        # dama.evaluate's to give
-        hyps = Path(hyps)
-        res = evaluate_split(w, m, args.language, hyps.parent, TrainConfig(cache_dir=args.cache_dir),
-                             hyps_name=hyps.name, log=lambda s: print(s, file=sys.stderr), opts=decode_opts(args))
+        res = evaluate_cached(w, m, args.language, hyps, args.cache_dir, opts=decode_opts(args),
+                              log=lambda s: print(s, file=sys.stderr))
         res.update(data=m.name, model=w.name, rtf=res.get("rtf_cached", res.get("rtf", 0.0)))
     else:
         from dama.evaluate.run import evaluate

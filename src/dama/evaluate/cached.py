@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from dama.data.audio import CHUNK_SECONDS, load_audio
 from dama.data.manifest import Manifest
 from dama.encoder_cache import ClipInputs
-from dama.evaluate.run import evaluate, manifest_languages, score_hyps
+from dama.evaluate.run import check_languages, evaluate, manifest_languages, score_hyps
 from dama.models.load import Whisper
 from dama.models.transcribe import DecodeOptions, decode_features, token_budget, transcribe
 
@@ -71,6 +71,7 @@ def evaluate_cached(w: Whisper, m: Manifest, language: str | None, hyps_path: st
         res = evaluate(w, m, language=language, opts=opts, hyps_path=hyps_path)
     else:
         langs = manifest_languages(m, language)
+        check_languages(w, m, langs)  # as evaluate() does: an unknown code is named with its manifest line
         short_m = Manifest([m[i] for i in short], name=m.name)
         inputs = ClipInputs(w, short_m, True, cache_root, log)
         t = time.perf_counter()
