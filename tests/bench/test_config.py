@@ -160,6 +160,32 @@ def test_grids_sharing_a_runs_folder_share_finished_runs_and_their_settings_chec
         check_settings(longer)
 
 
+def test_settings_written_in_one_checkout_match_in_a_copy_elsewhere(tmp_path):
+    """Settings files hold absolute paths (the run folder, a probe JSON beside the config); a clone of the
+    repository in another folder must still see its committed runs as this grid's, and a changed probe
+    file name must still be caught."""
+    import json
+    import shutil
+
+    from dama.bench.grid import _settings, _settings_path, check_settings, run_dir
+
+    text = ("out: grid\nmethods: [dama-probed]\nlanguages: {sw: {train: \"swahili:train\"}}\nhours: [0.5]\n"
+            "variants: {dama-probed: {method: dama, allocation: \"probe/{language}.json\"}}\n")
+    made = load_config(write(tmp_path / "main" / "benchmarks", text))
+    cell = cells(made)[0]
+    assert "--allocation" in _settings(made, cell) and str(tmp_path / "main") in " ".join(_settings(made, cell))
+    run_dir(made, cell).mkdir(parents=True)
+    _settings_path(made, cell).parent.mkdir(parents=True)
+    _settings_path(made, cell).write_text(json.dumps(_settings(made, cell)))
+    shutil.copytree(tmp_path / "main", tmp_path / "elsewhere" / "clone")
+    clone = load_config(tmp_path / "elsewhere" / "clone" / "benchmarks" / "bench.yaml")
+    check_settings(clone)  # the same settings, read from another folder
+    other = load_config(write(tmp_path / "elsewhere" / "clone" / "benchmarks",
+                              text.replace("probe/{language}", "probe/other-{language}")))
+    with pytest.raises(DamaError, match="other settings"):
+        check_settings(other)
+
+
 def test_only_picks_runs_by_pattern_in_the_order_given(tmp_path, capsys):
     from dama.cli.main import main
 

@@ -349,13 +349,32 @@ def _settings(cfg: BenchConfig, cell: Cell) -> list[str]:
     return train_command(cfg, cell)[len(_dama(cfg)):]
 
 
-def _comparable(argv: list[str]) -> list[str]:
-    """Settings without the run's own folder, so a finished run copied into another grid still matches."""
+def _comparable(argv: list[str], here: Path | None = None) -> list[str]:
+    """Settings without the run's own folder, so a finished run copied into another grid still matches.
+    With ``here`` (where the run folder is now), paths the config resolved inside the checkout the run was
+    made in (e.g. ``--allocation /old/checkout/benchmarks/probe/x.json``) are read as the same paths in
+    this one: settings files are committed with absolute paths, and a clone elsewhere must still match."""
     out = list(argv)
-    if "--out" in out:
-        i = out.index("--out")
-        del out[i:i + 2]
-    return out
+    if "--out" not in out:
+        return out
+    i = out.index("--out")
+    made_in = Path(out[i + 1])
+    del out[i:i + 2]
+    if here is None or made_in == here:
+        return out
+    old_root, new_root = _relocation(made_in, here)
+    return [str(new_root / Path(a).relative_to(old_root)) if a.startswith("/") and Path(a).is_relative_to(old_root)
+            else a for a in out]
+
+
+def _relocation(old: Path, new: Path) -> tuple[Path, Path]:
+    """The two checkouts' roots: ``old`` and ``new`` with their common trailing parts (``benchmarks/
+    cpu-whisper-base/runs/CELL``) taken off, e.g. (/work/main, /work/clone)."""
+    a, b = old.parts, new.parts
+    n = 0
+    while n < min(len(a), len(b)) - 1 and a[-1 - n] == b[-1 - n]:
+        n += 1
+    return Path(*a[:len(a) - n]), Path(*b[:len(b) - n])
 
 
 def made_elsewise(cfg: BenchConfig, cell: Cell) -> bool:
@@ -363,8 +382,9 @@ def made_elsewise(cfg: BenchConfig, cell: Cell) -> bool:
     if cell.pending:
         return False
     path = _settings_path(cfg, cell)
-    return (run_dir(cfg, cell).exists() and path.is_file()
-            and _comparable(json.loads(path.read_text())) != _comparable(_settings(cfg, cell)))
+    here = run_dir(cfg, cell)
+    return (here.exists() and path.is_file()
+            and _comparable(json.loads(path.read_text()), here) != _comparable(_settings(cfg, cell)))
 
 
 def check_settings(cfg: BenchConfig, grid: list[Cell] | None = None) -> None:
