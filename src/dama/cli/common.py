@@ -26,6 +26,23 @@ def write_json(path: str | None, obj: dict) -> None:
         atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
+def add_dataset_args(p: argparse.ArgumentParser) -> None:
+    """The columns of a Hugging Face dataset given as data (default: found among the usual names)."""
+    g = p.add_argument_group("Hugging Face datasets (hf:NAME[:CONFIG]:SPLIT, save_to_disk folders, .parquet)")
+    g.add_argument("--text-column", metavar="COL",
+                   help="transcript column (default: sentence, text, transcription, normalized_text or "
+                        "raw_transcription, whichever comes first)")
+    g.add_argument("--language-column", metavar="COL", help="language column (default: language, locale or lang)")
+    g.add_argument("--audio-column", metavar="COL", help="audio column (default: the column of type Audio)")
+
+
+def dataset_columns(args):
+    from dama.data.hf import DatasetColumns
+
+    return DatasetColumns(text=getattr(args, "text_column", None), language=getattr(args, "language_column", None),
+                          audio=getattr(args, "audio_column", None))
+
+
 def add_decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL,
                    help="known name (whisper-base), HF or CTranslate2 folder, or hub id (default: %(default)s)")

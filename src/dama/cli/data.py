@@ -5,14 +5,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from dama.cli.common import add_json_arg, write_json
+from dama.cli.common import add_dataset_args, add_json_arg, dataset_columns, write_json
 
 
 def cmd_data_check(args) -> dict:
     from dama.data.check import check_manifest
     from dama.data.spec import load_data
 
-    m = load_data(args.data, args.data_root, language=args.language)
+    m = load_data(args.data, args.data_root, language=args.language, columns=dataset_columns(args))
     from dama.data.recipes import NEW_LANGUAGES
 
     # codes the recipes bring for languages Whisper lacks (rw, pcm) are not "unknown"
@@ -34,7 +34,8 @@ def cmd_data_check(args) -> dict:
 def cmd_data_prepare(args) -> dict:
     from dama.data.spec import load_data
 
-    m = load_data(args.data, args.data_root, language=args.language)
+    m = load_data(args.data, args.data_root, language=args.language, columns=dataset_columns(args),
+                  max_hours=args.hours)
     m.raise_problems()
     if args.hours is not None:
         m = m.subset(args.hours, args.seed)
@@ -79,6 +80,7 @@ def register(sub) -> None:
         p.add_argument("data")
         p.add_argument("--data-root")
         p.add_argument("--language", help="language for utterances that lack one")
+        add_dataset_args(p)
         add_json_arg(p)
         p.set_defaults(func=func)
         if name == "check":

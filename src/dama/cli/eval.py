@@ -5,14 +5,23 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from dama.cli.common import add_decode_args, decode_opts, load_model, safe_name, setup_torch, write_json
+from dama.cli.common import (
+    add_dataset_args,
+    add_decode_args,
+    dataset_columns,
+    decode_opts,
+    load_model,
+    safe_name,
+    setup_torch,
+    write_json,
+)
 
 
 def cmd_eval(args) -> dict:
     from dama.data.spec import load_data
 
     setup_torch(args)
-    m = load_data(args.data, args.data_root)
+    m = load_data(args.data, args.data_root, columns=dataset_columns(args))
     if args.limit_per_language:
         m = m.per_language(args.limit_per_language)
     if args.limit:
@@ -46,6 +55,7 @@ def register(sub) -> None:
     p = sub.add_parser("eval", help="WER/CER of a model on a corpus or manifest")
     p.add_argument("--data", required=True, help="swahili:test, yoruba:test, fleurs-control[:en], or a manifest")
     p.add_argument("--data-root", help="folder holding the corpora (default: $DAMA_DATA)")
+    add_dataset_args(p)
     p.add_argument("--limit", type=int, default=0, help="evaluate only the first N utterances")
     p.add_argument("--limit-per-language", type=int, default=0, metavar="N",
                    help="evaluate only the first N utterances of each language (a balanced cut)")

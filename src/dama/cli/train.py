@@ -8,7 +8,16 @@ from __future__ import annotations
 
 import sys
 
-from dama.cli.common import DEFAULT_MODEL, add_field_arguments, add_json_arg, given, setup_torch, write_json
+from dama.cli.common import (
+    DEFAULT_MODEL,
+    add_dataset_args,
+    add_field_arguments,
+    add_json_arg,
+    dataset_columns,
+    given,
+    setup_torch,
+    write_json,
+)
 
 
 def method_options(args) -> dict:
@@ -47,13 +56,14 @@ def cmd_train(args) -> dict:
             args.language = resolve_language(args.language)  # unknown code without a name: clear error
     method = make_method(args.method, **method_options(args))
     cfg = train_config(args)
-    train_m = load_data(args.data, args.data_root, language=args.language)
+    cols = dataset_columns(args)
+    train_m = load_data(args.data, args.data_root, language=args.language, columns=cols, max_hours=args.hours)
     if args.hours is not None:  # --hours 0 is an error (select_hours says so), not "the whole split"
         train_m = train_m.subset(args.hours, cfg.seed if args.data_seed is None else args.data_seed)
     val_spec = held_out_spec(args.val, args.data, "val")
     test_spec = held_out_spec(args.test, args.data, "test")
-    val_m = load_data(val_spec, args.data_root, language=args.language) if val_spec else None
-    test_m = load_data(test_spec, args.data_root, language=args.language) if test_spec else None
+    val_m = load_data(val_spec, args.data_root, language=args.language, columns=cols) if val_spec else None
+    test_m = load_data(test_spec, args.data_root, language=args.language, columns=cols) if test_spec else None
     if test_m is not None and args.test_limit:
         test_m[:] = test_m[: args.test_limit]
     print(f"{args.method}: {len(train_m)} training clips ({train_m.hours:.3f} h) from {args.data}"
@@ -85,8 +95,10 @@ def register(sub) -> None:
 
     p = sub.add_parser("train", help="adapt a model with DAMA or a baseline method")
     p.add_argument("--method", default="dama", help="dama, lora, dora, lora-fa, adalora, pissa, full, zero-shot")
-    p.add_argument("--data", required=True, help="training data, e.g. swahili:train or a manifest")
+    p.add_argument("--data", required=True,
+                   help="training data, e.g. swahili:train, a manifest or hf:NAME[:CONFIG]:SPLIT")
     p.add_argument("--data-root", help="folder holding the corpora (default: $DAMA_DATA)")
+    add_dataset_args(p)
     p.add_argument("--hours", type=float, help="train on a reproducible subset of about this many hours")
     p.add_argument("--data-seed", type=int, help="which clips make up the --hours subset (default: --seed)")
     p.add_argument("--val", help="validation data (default: the corpus's val split; 'none' to skip)")

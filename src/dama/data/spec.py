@@ -2,8 +2,9 @@
 
 Specs: ``swahili:test``, ``yoruba:train+extra``, ``fleurs-control`` (a recipe, found
 under ``--data-root`` or ``$DAMA_DATA``), a manifest file (``.jsonl``/``.json``/``.csv``/
-``.tsv``), or a Common Voice folder with an optional ``:split``. Several specs can be
-joined with commas.
+``.tsv``), a Common Voice folder with an optional ``:split``, or a Hugging Face dataset
+(``hf:NAME[:CONFIG]:SPLIT`` on the Hub, a ``save_to_disk`` folder with an optional ``:split``, a
+``.parquet``/``.arrow`` file; :mod:`dama.data.hf`). Several specs can be joined with commas.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from dama.data.hf import DatasetColumns
 from dama.data.manifest import Manifest, read_common_voice, read_jsonl, read_table
 from dama.data.recipes import RECIPES
 from dama.errors import DataError
@@ -48,25 +50,34 @@ def held_out_spec(given: str | None, train: str, split: str) -> str | None:
     return given or sibling_split(train, split)
 
 
-def _load_path(path: Path, split: str | None) -> Manifest:
+def _load_path(path: Path, split: str | None, columns: DatasetColumns, max_hours: float | None) -> Manifest:
+    from dama.data import hf
+
+    if hf.is_saved_dataset(path):
+        return hf.load_saved(path, split, columns)
     if path.is_dir():
         return read_common_voice(path, split or "test")
+    if hf.is_dataset_file(path):
+        return hf.load_files(path, split, columns, max_hours)
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
         return read_jsonl(path)
     if suffix in (".csv", ".tsv"):
         return read_table(path)
-    raise DataError(f"{path}: unknown manifest type {suffix!r}; use .jsonl, .json, .csv or .tsv")
+    raise DataError(f"{path}: unknown manifest type {suffix!r}; use .jsonl, .json, .csv, .tsv, .parquet or .arrow")
 
 
-def load_data(spec: str, root: str | Path | None = None, language: str | None = None) -> Manifest:
-    """Load ``spec`` (see module doc). ``language`` fills in utterances that lack one."""
+def load_data(spec: str, root: str | Path | None = None, language: str | None = None,
+              columns: DatasetColumns | None = None, max_hours: float | None = None) -> Manifest:
+    """Load ``spec`` (see module doc). ``language`` fills in utterances that lack one. ``columns`` names a
+    Hugging Face dataset's columns; ``max_hours`` lets a streamed dataset stop once it has that much audio
+    (``--hours`` then subsets as usual)."""
     parts = [s.strip() for s in spec.split(",") if s.strip()]
     if not parts:
         raise DataError("empty data spec")
     out = Manifest(name=spec)
     for part in parts:
-        m = _load_one(part, root)
+        m = _load_one(part, root, columns or DatasetColumns(), max_hours)
         out.extend(m)
         out.problems.extend(m.problems)
     if language:
@@ -75,17 +86,21 @@ def load_data(spec: str, root: str | Path | None = None, language: str | None = 
     return out
 
 
-def _load_one(spec: str, root: str | Path | None) -> Manifest:
+def _load_one(spec: str, root: str | Path | None, columns: DatasetColumns, max_hours: float | None) -> Manifest:
+    if spec.startswith("hf:"):
+        from dama.data.hf import load_hub
+
+        return load_hub(spec, columns, max_hours)
     path = Path(spec).expanduser()
     if path.exists():
-        return _load_path(path, None)
+        return _load_path(path, None, columns, max_hours)
     name, _, split = spec.partition(":")
     if name not in RECIPES:
         if Path(name).expanduser().exists():
-            return _load_path(Path(name).expanduser(), split or None)
+            return _load_path(Path(name).expanduser(), split or None, columns, max_hours)
         raise DataError(
             f"{spec!r} is neither a file/folder nor a known corpus ({', '.join(RECIPES)}). "
-            "Give a manifest path or CORPUS:SPLIT."
+            "Give a manifest path, CORPUS:SPLIT or a Hugging Face dataset (hf:NAME[:CONFIG]:SPLIT)."
         )
     recipe = RECIPES[name]
     corpus_root = data_root(root) / name
