@@ -6,7 +6,7 @@ there; corpora are found through ``--data-root`` or ``$DAMA_DATA``.
 
 One module per command group, each with its parser (``register``) beside its handler:
 ``model``, ``transcribe``, ``eval``, ``train``, ``export``, ``data``, ``cache``, ``bench``,
-``probe`` (probe and plan) and ``languages``; ``common`` holds what they share (--json, the
+``probe`` (probe and plan), ``languages`` and ``serve`` (serve and lid); ``common`` holds what they share (--json, the
 decoding flags, loading a model, flags derived from dataclass fields). This module builds the
 parser, checks every output location before work starts, and turns expected failures into
 one-line errors (exit 2). No command module imports torch before its command runs.
@@ -17,11 +17,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dama.cli import bench, cache, data, export, languages, model, probe, train, transcribe
+from dama.cli import bench, cache, data, export, languages, model, probe, serve, train, transcribe
 from dama.cli import eval as eval_command
 from dama.errors import DamaError
 
-COMMAND_MODULES = (model, transcribe, eval_command, train, export, data, cache, languages, probe, bench)
+COMMAND_MODULES = (model, transcribe, eval_command, train, export, data, cache, languages, probe, bench, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,6 +27,31 @@ def audio_duration(path: str | Path) -> float:
     return info.frames / info.samplerate if info.samplerate else 0.0
 
 
+def decode_audio_bytes(data: bytes, name: str = "upload") -> np.ndarray:
+    """Decode an in-memory audio file (an HTTP upload) to 16 kHz mono float32, with the checks of
+    :func:`load_audio`; ``name`` (the client's file name) is used in error messages."""
+    import io
+
+    if not data:
+        raise DataError(f"{name}: the file is empty (0 bytes). Send an audio file (WAV, FLAC, Ogg/Opus or MP3).")
+    try:
+        audio, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except Exception as e:
+        raise DataError(f"{name}: cannot decode audio ({e}). Send WAV, FLAC, Ogg/Opus or MP3.") from e
+    return _to_mono_16k(audio, sr, name)
+
+
+def _to_mono_16k(audio: np.ndarray, sr: int, name: str, ctx: str = "") -> np.ndarray:
+    if audio.size == 0 or audio.shape[0] == 0:
+        raise DataError(f"{name}: audio is empty (0 samples){ctx}. Remove the entry or replace the file.")
+    audio = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
+    if sr != SAMPLE_RATE:
+        audio = soxr.resample(audio, sr, SAMPLE_RATE).astype(np.float32)
+    if not np.isfinite(audio).all():
+        raise DataError(f"{name}: audio contains NaN or infinite samples{ctx}")
+    return np.ascontiguousarray(audio, dtype=np.float32)
+
+
 def load_audio(path: str | Path, where: str | None = None) -> np.ndarray:
     """Decode ``path`` to a 16 kHz mono float32 array.
 
@@ -41,11 +66,4 @@ def load_audio(path: str | Path, where: str | None = None) -> np.ndarray:
         audio, sr = sf.read(str(p), dtype="float32", always_2d=True)
     except Exception as e:
         raise DataError(f"{p}: cannot decode audio{ctx}: {e}. Re-encode it as WAV/FLAC/Opus.") from e
-    if audio.size == 0 or audio.shape[0] == 0:
-        raise DataError(f"{p}: audio is empty (0 samples){ctx}. Remove the entry or replace the file.")
-    audio = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
-    if sr != SAMPLE_RATE:
-        audio = soxr.resample(audio, sr, SAMPLE_RATE).astype(np.float32)
-    if not np.isfinite(audio).all():
-        raise DataError(f"{p}: audio contains NaN or infinite samples{ctx}")
-    return np.ascontiguousarray(audio, dtype=np.float32)
+    return _to_mono_16k(audio, sr, str(p), ctx)

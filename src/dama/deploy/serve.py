@@ -8,14 +8,33 @@ Audio over Whisper's 30 s window is chunked as in ``dama transcribe``.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from dama.errors import DamaError, ModelError
+from dama.languages import WHISPER_LANGUAGES
 from dama.models.load import Whisper, load_whisper
 from dama.models.transcribe import DecodeOptions, transcribe
 from dama.runs import RunFolder
+
+
+def _restore_shared_new_language(w: Whisper, run: RunFolder, config: dict, label: str) -> None:
+    """Restore the run's new language token. Two runs that each added a different language got the same
+    new id (the first free one); each adapter holds its own trained row for that id, so with the adapter
+    active the id means its language: the second code is mapped to the same id (valid with its adapter only)."""
+    nl = config.get("new_language")
+    gc = w.generation_config
+    taken = nl and nl["token_id"] in (gc.lang_to_id or {}).values()
+    if taken and f"<|{nl['code']}|>" not in w.tokenizer.get_vocab() and nl["code"] not in WHISPER_LANGUAGES:
+        owner = next(t for t, i in gc.lang_to_id.items() if i == nl["token_id"])
+        if owner[2:-2] in WHISPER_LANGUAGES:
+            raise ModelError(f"{label}: its new token <|{nl['code']}|> has id {nl['token_id']}, which is {owner} here")
+        gc.lang_to_id = {**gc.lang_to_id, f"<|{nl['code']}|>": nl["token_id"]}
+        return
+    run.restore_new_language(w, config, label)
 
 
 def _run_config(run: RunFolder) -> dict:
@@ -42,9 +61,12 @@ class MultiAdapterWhisper:
                              "one base model can only serve adapters trained on it")
         w = load_whisper(base or models.pop(), device=device)
         self.languages: dict[str, str | None] = {}
+        self.new_languages: dict[str, dict] = {}  # adapter key -> its run's new_language (code, name, token_id)
         for k, c in cfgs.items():
             dirs[k].check_base(w, c, f"adapter {k} ({dirs[k]})")
-            dirs[k].restore_new_language(w, c, f"adapter {k} ({dirs[k]})")
+            _restore_shared_new_language(w, dirs[k], c, f"adapter {k} ({dirs[k]})")
+            if c.get("new_language"):
+                self.new_languages[k] = c["new_language"]
             langs = c.get("languages") or ([c["language"]] if c.get("language") else [])
             self.languages[k] = langs[0] if len(langs) == 1 else None
         peft_model = None
@@ -56,6 +78,19 @@ class MultiAdapterWhisper:
         peft_model.eval()
         self.peft = peft_model
         self.whisper = Whisper(peft_model.get_base_model(), w.tokenizer, w.feature_extractor, w.name)
+
+    @contextlib.contextmanager
+    def using(self, key: str | None) -> Iterator[None]:
+        """Run the block with adapter ``key`` active, or with the bare base model (``None``: every adapter,
+        new-token rows included, switched off). Not thread-safe: one caller at a time (the server's worker)."""
+        if key is None:
+            with self.peft.disable_adapter():
+                yield
+            return
+        if key not in self.languages:
+            raise DamaError(f"no adapter {key!r}; loaded: {', '.join(self.keys)}")
+        self.peft.set_adapter(key)
+        yield
 
     @property
     def keys(self) -> list[str]:

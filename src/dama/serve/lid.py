@@ -1,0 +1,188 @@
+"""Language routing: which adapter (or the bare base model) should serve a clip whose language is not given.
+
+Design. Whisper's own language detection (one decoder step after ``<|startoftranscript|>``) knows
+its 99 languages but not a language added by an adapter (``rw``, ``pcm``: no token), and on
+low-resource languages it is often wrong (whisper-base takes much Yoruba for English). The encoder,
+though, is shared and frozen by every adapter: its output already separates languages well. So the
+router is a multinomial logistic regression over one feature vector per clip:
+
+* the mean and standard deviation over time of the frozen encoder's last hidden state, over the
+  frames that hold audio (not Whisper's zero padding) — 2 x d_model numbers;
+* Whisper's own language log-probabilities over its languages — what the base model already knows.
+
+Its classes are the adapters' keys plus ``base`` ("a language the adapters do not serve"). It is fit
+by ``dama lid train`` on the adapters' own training clips (each run's config names its training
+data) and on clips of other languages for ``base``; a clip classed ``base`` goes to Whisper's own
+detected language, on the adapter of that language if one is loaded, else on the bare base model.
+One encoder pass per clip, no extra model in memory; the classifier is a few thousand numbers.
+
+Saved as ``lid.safetensors`` (weights, feature mean/std) + ``lid.json`` (classes, languages, base
+model fingerprint): never a pickle, so loading a router runs no code.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dama.data.audio import CHUNK_SECONDS, SAMPLE_RATE
+from dama.errors import ModelError
+from dama.languages import WHISPER_LANGUAGES
+from dama.models.load import Whisper
+from dama.safeio import FileError, read_json
+
+BASE = "base"
+WEIGHTS_NAME = "lid.safetensors"
+META_NAME = "lid.json"
+FORMAT = "dama-lid/1"
+FRAMES_PER_SECOND = 50  # encoder output frames per second of audio (1500 per 30 s window)
+
+
+@dataclass
+class ClipFeatures:
+    """Per clip: the router's feature vector, and Whisper's own language probabilities."""
+
+    features: np.ndarray  # (n, 2*d_model + n_whisper_languages)
+    whisper_probs: np.ndarray  # (n, n_whisper_languages), over ``codes``
+    codes: list[str]
+
+
+def whisper_language_ids(w: Whisper) -> tuple[list[str], list[int]]:
+    """Whisper's own language codes and token ids (tokens added for new languages excluded)."""
+    lang_to_id = w.generation_config.lang_to_id or {}
+    pairs = [(tok[2:-2], i) for tok, i in lang_to_id.items() if tok[2:-2] in WHISPER_LANGUAGES]
+    if not pairs:
+        raise ModelError(f"{w.name} has no language tokens: it is not multilingual, nothing to route")
+    return [c for c, _ in pairs], [i for _, i in pairs]
+
+
+@torch.no_grad()
+def clip_features(w: Whisper, audios: Sequence[np.ndarray], batch_size: int = 8) -> ClipFeatures:
+    """Encoder statistics and Whisper's language probabilities for each clip (its first 30 s).
+    Call it on the base model with adapters disabled: the router was fit on the frozen encoder."""
+    codes, ids = whisper_language_ids(w)
+    model = w.model
+    feats, probs = [], []
+    limit = int(CHUNK_SECONDS * SAMPLE_RATE)
+    for b in range(0, len(audios), batch_size):
+        clips = [a[:limit] for a in audios[b: b + batch_size]]
+        mel = w.feature_extractor(clips, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
+        enc = model.get_encoder()(mel.to(w.device, dtype=model.dtype)).last_hidden_state.float()
+        for k, a in enumerate(clips):
+            n = max(1, min(enc.shape[1], int(np.ceil(len(a) / SAMPLE_RATE * FRAMES_PER_SECOND))))
+            h = enc[k, :n]
+            feats.append(torch.cat([h.mean(0), h.std(0, unbiased=False)]).cpu().numpy())
+        start = torch.full((len(clips), 1), w.generation_config.decoder_start_token_id, device=w.device)
+        logits = model(encoder_outputs=(enc.to(model.dtype),), decoder_input_ids=start).logits[:, -1].float()
+        probs.append(torch.softmax(logits[:, ids], dim=-1).cpu().numpy())
+    p = np.concatenate(probs) if probs else np.zeros((0, len(ids)), np.float32)
+    f = np.stack(feats) if feats else np.zeros((0, 2 * model.config.d_model), np.float32)
+    return ClipFeatures(np.concatenate([f, np.log(p + 1e-8)], axis=1).astype(np.float32), p, codes)
+
+
+@dataclass
+class Decision:
+    """Where a clip goes: ``adapter`` (None: the bare base model) and ``language``."""
+
+    adapter: str | None
+    language: str
+    probability: float  # the router's probability of its choice (Whisper's, for a clip classed base)
+
+
+class LanguageRouter:
+    """The fitted classifier. ``classes``: adapter keys and ``base``; ``languages``: key -> language code."""
+
+    def __init__(self, classes: list[str], languages: dict[str, str], weight: np.ndarray, bias: np.ndarray,
+                 mean: np.ndarray, std: np.ndarray, fingerprint: str | None = None, info: dict | None = None):
+        self.classes, self.languages = list(classes), dict(languages)
+        self.weight, self.bias = weight.astype(np.float32), bias.astype(np.float32)
+        self.mean, self.std = mean.astype(np.float32), std.astype(np.float32)
+        self.fingerprint, self.info = fingerprint, info or {}
+
+    @classmethod
+    def fit(cls, features: np.ndarray, labels: Sequence[str], languages: dict[str, str], c: float = 1.0,
+            fingerprint: str | None = None, info: dict | None = None) -> LanguageRouter:
+        """Standardise, then an L2-regularised multinomial logistic regression (scikit-learn), balanced classes."""
+        from sklearn.linear_model import LogisticRegression
+
+        classes = sorted(set(labels))
+        if len(classes) < 2:
+            raise ModelError(f"a router needs clips of at least two classes, got only {classes}")
+        mean, std = features.mean(0), features.std(0) + 1e-6
+        clf = LogisticRegression(C=c, max_iter=2000, class_weight="balanced")
+        clf.fit((features - mean) / std, list(labels))
+        weight, bias = clf.coef_, clf.intercept_
+        if len(classes) == 2:  # sklearn keeps one row for two classes: make it a softmax over both
+            weight, bias = np.concatenate([-weight / 2, weight / 2]), np.concatenate([-bias / 2, bias / 2])
+        return cls(list(clf.classes_), languages, weight, bias, mean, std, fingerprint, info)
+
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        z = ((features - self.mean) / self.std) @ self.weight.T + self.bias
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+        return z / z.sum(axis=1, keepdims=True)
+
+    def decide(self, cf: ClipFeatures, loaded: dict[str, str]) -> list[Decision]:
+        """Route each clip. ``loaded``: adapter key -> language of the adapters being served (a class of
+        the router that is not loaded counts as ``base``)."""
+        probs = self.probabilities(cf.features)
+        return [_decide(p, self.classes, cf.whisper_probs[i], cf.codes, loaded) for i, p in enumerate(probs)]
+
+    # -- files --------------------------------------------------------------------------------------------
+
+    def save(self, folder: str | Path) -> Path:
+        from safetensors.numpy import save
+
+        from dama.outputs import atomic_write, atomic_write_text
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        blob = save({"weight": self.weight, "bias": self.bias, "mean": self.mean, "std": self.std})
+        atomic_write(folder / WEIGHTS_NAME, lambda f: f.write(blob))
+
+        meta = {"format": FORMAT, "classes": self.classes, "languages": self.languages,
+                "base_fingerprint": self.fingerprint, **self.info}
+        atomic_write_text(folder / META_NAME, json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> LanguageRouter:
+        from safetensors.numpy import load
+
+        folder = Path(folder)
+        meta = read_json(folder / META_NAME, what="language router", fix="Build one with dama lid train.")
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise FileError(f"{folder / META_NAME}: not a dama language router ({FORMAT}); "
+                            "rebuild it with dama lid train")
+        try:
+            t = load((folder / WEIGHTS_NAME).read_bytes())
+            router = cls(meta["classes"], meta["languages"], t["weight"], t["bias"], t["mean"], t["std"],
+                         meta.get("base_fingerprint"), {k: v for k, v in meta.items() if k not in
+                                                        ("format", "classes", "languages", "base_fingerprint")})
+        except (OSError, KeyError, ValueError, TypeError) as e:
+            raise FileError(f"{folder / WEIGHTS_NAME}: cannot read the router's weights ({e}); "
+                            "rebuild it with dama lid train") from e
+        n = len(router.classes)
+        if router.weight.shape != (n, router.mean.shape[0]) or router.bias.shape != (n,):
+            raise FileError(f"{folder}: router weights do not match its {len(router.classes)} classes; rebuild it")
+        return router
+
+
+def _decide(p: np.ndarray, classes: list[str], whisper_p: np.ndarray, codes: list[str],
+            loaded: dict[str, str]) -> Decision:
+    k = int(np.argmax(p))
+    if classes[k] in loaded:
+        return Decision(classes[k], loaded[classes[k]], float(p[k]))
+    return whisper_decision(whisper_p, codes, loaded)
+
+
+def whisper_decision(whisper_p: np.ndarray, codes: list[str], loaded: dict[str, str]) -> Decision:
+    """Whisper's own detected language, on the adapter of that language if one is loaded."""
+    j = int(np.argmax(whisper_p))
+    lang = codes[j]
+    by_lang = {v: k for k, v in loaded.items()}
+    return Decision(by_lang.get(lang), lang, float(whisper_p[j]))
