@@ -5,7 +5,7 @@ as its last line; every command takes ``--json PATH`` and writes top-level numer
 there; corpora are found through ``--data-root`` or ``$DAMA_DATA``.
 
 One module per command group, each with its parser (``register``) beside its handler:
-``model``, ``transcribe``, ``eval``, ``train``, ``export``, ``data``, ``cache``, ``bench``,
+``model``, ``transcribe``, ``eval``, ``train``, ``export``, ``push``, ``data``, ``cache``, ``bench``,
 ``probe`` (probe and plan), ``languages`` and ``serve`` (serve and lid); ``common`` holds what they share (--json, the
 decoding flags, loading a model, flags derived from dataclass fields). This module builds the
 parser, checks every output location before work starts, and turns expected failures into
@@ -17,11 +17,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dama.cli import bench, cache, data, export, languages, model, probe, serve, train, transcribe
+from dama.cli import bench, cache, data, export, languages, model, probe, push, serve, train, transcribe
 from dama.cli import eval as eval_command
 from dama.errors import DamaError
 
-COMMAND_MODULES = (model, transcribe, eval_command, train, export, data, cache, languages, probe, bench, serve)
+COMMAND_MODULES = (model, transcribe, eval_command, train, export, push, data, cache, languages, probe, bench,
+                   serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -74,6 +74,7 @@ def cmd_train(args) -> dict:
                                    "val": val_spec, "test": test_spec},
                        log=lambda m: print(m, file=sys.stderr), language_name=args.language_name,
                        zero_shot=args.compare_zero_shot)
+    _write_card(args)
     line = f"{args.method}: trainable={res['trainable_params']:,}  peak_memory={res['peak_memory_mb']:.0f} MB  "
     line += f"train={res['train_seconds']:.1f} s"
     if "wer" in res:
@@ -87,6 +88,18 @@ def cmd_train(args) -> dict:
     print(f"run directory: {args.out}")
     write_json(args.json, res)
     return res
+
+
+def _write_card(args) -> None:
+    """The run's Hugging Face model card (README.md in adapter/ or model/), with the command that made it."""
+    import shlex
+
+    from dama.deploy.card import write_run_card
+    from dama.runs import RunFolder
+
+    run = RunFolder(args.out)
+    if run.is_finished():
+        write_run_card(run, command=shlex.join(["dama", "train", *getattr(args, "argv", [])]))
 
 
 def register(sub) -> None:

@@ -5,7 +5,8 @@
 - ``ct2``: that directory converted by the converter the ``ctranslate2`` package ships,
   loadable by ``faster_whisper.WhisperModel(DIR)``; quantisation float32, float16 or int8.
 
-Both write ``dama_export.json`` (source run, base model, languages) and appear atomically:
+Both write ``dama_export.json`` (source run, base model, languages) and a Hugging Face model card
+(``README.md``, :mod:`dama.deploy.card`), and appear atomically:
 everything is built in a temporary sibling folder and renamed into place at the end.
 
 ``dama_export.json`` is also how a folder is known to be an export: ``--force`` replaces only such a
@@ -30,7 +31,7 @@ META = "dama_export.json"
 RUN_MARKS = RunFolder.MARKS  # what a folder holding a dama run has (any one is enough): never an export's target
 # What an export holds: save_pretrained's files (hf) or CTranslate2's (ct2), and META.
 EXPORT_FILES = frozenset({
-    META, "config.json", "generation_config.json", "preprocessor_config.json", "processor_config.json",
+    META, "README.md", "config.json", "generation_config.json", "preprocessor_config.json", "processor_config.json",
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.json",
     "merges.txt", "normalizer.json", "model.bin", "vocabulary.json", "vocabulary.txt",
 })
@@ -116,6 +117,9 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path, quantization: str
                 "base_fingerprint": cfg.get("base_fingerprint"), "method": cfg.get("method", {}).get("method"),
                 "language": cfg.get("language"), "new_language": nl}
         (final / META).write_text(json.dumps(meta, indent=2))
+        from dama.deploy.card import CARD, run_card
+
+        (final / CARD).write_text(str(run_card(run, fmt, export=meta)))
         check_out(run_dir, out, force)  # again: the folder may have changed while the model was built
         swap_in(final, out)  # a failure leaves the earlier export as it was
     finally:
