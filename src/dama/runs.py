@@ -10,6 +10,7 @@ RUN_DIR/
   test.hyps.jsonl      per-utterance test transcripts and error counts
   zero-shot.json       (--compare-zero-shot) the base model's test score, + zero-shot.hyps.jsonl
   plot.png             loss and validation WER curves
+  logs/                (--report-to) the trackers' logs, e.g. TensorBoard event files
   results.json         written last: its presence marks a finished run
   .dama.lock           held (flock) by the one process writing the folder; see dama.safeio.FolderLock
 
@@ -49,12 +50,13 @@ class RunFolder:
     PISSA_INIT: ClassVar[str] = "pissa_init"
     METRICS: ClassVar[str] = "metrics.jsonl"
     PLOT: ClassVar[str] = "plot.png"
+    LOGS: ClassVar[str] = "logs"
     ZERO_SHOT: ClassVar[str] = "zero-shot.json"
     HYPS_SUFFIX: ClassVar[str] = ".hyps.jsonl"
     LOCK: ClassVar[str] = LOCK_NAME
     # Everything dama writes in a run folder, by name (checkpoint.pt.tmp: the temporary name of older versions).
     NAMES: ClassVar[frozenset[str]] = frozenset({
-        CONFIG, RESULTS, CHECKPOINT, CHECKPOINT + ".tmp", ADAPTER, MODEL, PISSA_INIT, METRICS, PLOT, ZERO_SHOT,
+        CONFIG, RESULTS, CHECKPOINT, CHECKPOINT + ".tmp", ADAPTER, MODEL, PISSA_INIT, METRICS, PLOT, LOGS, ZERO_SHOT,
         "test" + HYPS_SUFFIX, "zero-shot" + HYPS_SUFFIX, LOCK,
     })
     # What only a run folder has (any one is enough): an export never replaces a folder holding one.
@@ -102,6 +104,10 @@ class RunFolder:
     @property
     def plot_path(self) -> Path:
         return self.path / self.PLOT
+
+    @property
+    def logs_path(self) -> Path:
+        return self.path / self.LOGS
 
     @property
     def zero_shot_path(self) -> Path:

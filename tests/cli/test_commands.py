@@ -97,7 +97,7 @@ def test_train_options_a_grid_may_set_are_the_train_flags():
     from dama.train.config import TrainConfig, train_option_names
 
     names = train_option_names()
-    assert names == OLD_TRAIN_OPTIONS
+    assert names == OLD_TRAIN_OPTIONS | {"report_to"}  # options added since
     args = vars(_train_args())
     assert names <= set(args)  # each one is a `dama train` flag (stored under its option name)
     with pytest.raises(DamaError, match="unknown training option"):

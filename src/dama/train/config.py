@@ -51,6 +51,9 @@ class TrainConfig:
     cache_dir: str | None = _opt(None, "encoder-output cache (default: .encoder-cache beside --out)")
     low_memory: bool = _opt(False, "return freed activations to the OS at once: ~40%% lower peak RSS on CPU, "
                                    "~25%% slower")
+    report_to: str = _opt("none", "also log loss, lr and val WER/CER to these trackers through accelerate, "
+                                  "comma-separated: tensorboard, wandb, mlflow, comet_ml, aim, clearml, dvclive, "
+                                  "trackio, swanlab (logs in RUN/logs)")
     stop_after_steps: int = _opt(0, "testing aid: stop (as if killed) after this many optimizer steps", cli=False)
 
     def __post_init__(self):

@@ -48,6 +48,7 @@ from dama.memory import limit_heap_fragmentation, peak_memory_mb
 from dama.models.load import Whisper
 from dama.models.transcribe import DecodeOptions
 from dama.runs import RunFolder
+from dama.train import tracking
 from dama.train.batches import Example, bucket_batches, collate, make_examples
 from dama.train.checkpoint import (
     RunState,
@@ -122,11 +123,15 @@ class Trainer:
             self.log(f"resuming {self.run.path} at epoch {self.state.epoch + 1}, step {self.state.step}")
         self.earlier_seconds = self.state.elapsed_seconds  # spent by earlier processes of this run
         self._prepare_loop()
-        with self.run.metrics_path.open("a", encoding="utf-8") as self.metrics:
-            for epoch in range(self.state.epoch, self.cfg.epochs):
-                seconds = self.train_epoch(epoch)
-                if self.end_epoch(epoch, seconds):
-                    break
+        tracking.start(self.accelerator, self.run, {"train": self.cfg.__dict__, "method": self.method.to_dict()})
+        try:
+            with self.run.metrics_path.open("a", encoding="utf-8") as self.metrics:
+                for epoch in range(self.state.epoch, self.cfg.epochs):
+                    seconds = self.train_epoch(epoch)
+                    if self.end_epoch(epoch, seconds):
+                        break
+        finally:
+            self.accelerator.end_training()  # flushes and closes the --report-to trackers
         return self._finish()
 
     # -- setup ------------------------------------------------------------------------------------------
@@ -164,7 +169,8 @@ class Trainer:
             precision = "bf16" if w.device.type == "cuda" and torch.cuda.is_bf16_supported() else "no"
         self.precision = precision
         self.accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=cfg.grad_accum,
-                                       cpu=w.device.type == "cpu")
+                                       cpu=w.device.type == "cpu",
+                                       **tracking.accelerator_kwargs(cfg.report_to, self.run))
         _set_seed(cfg.seed)
         n_batches = math.ceil(len(self.examples) / cfg.batch_size)
         n_batches_local = math.ceil(n_batches / self.accelerator.num_processes)
@@ -318,6 +324,7 @@ class Trainer:
     def log_metric(self, **kv) -> None:
         self.metrics.write(json.dumps(kv) + "\n")
         self.metrics.flush()
+        tracking.log(self.accelerator, kv)
 
     # -- the end ----------------------------------------------------------------------------------------
 
