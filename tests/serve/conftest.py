@@ -9,39 +9,66 @@ import pytest
 from tests.conftest import SHARED_DATA
 
 
-@pytest.fixture(scope="session")
-def tiny_runs(tmp_path_factory) -> dict[str, Path]:
-    """``sw`` and ``yo`` LoRA runs (a few steps each) on one tiny random Whisper, in one folder."""
-    from dama.cli.main import main
-    from dama.testing import make_corpus, make_tiny_ct2
+def _real_manifest(path: Path, spec: str, n: int, language: str | None = None) -> Path:
+    """A JSONL manifest of the first ``n`` clips of a real corpus split (each run learns from its own language)."""
+    import json
 
+    from dama.data import load_data
+
+    if not SHARED_DATA.is_dir():
+        _missing(f"real data not found at {SHARED_DATA} (set DAMA_DATA)")
+    utts = list(load_data(spec, SHARED_DATA))[:n]
+    # a few words only: the tiny model's decoder holds 64 byte-level tokens (the text need not fit the audio here)
+    rows = [{"audio_filepath": str(u.audio), "text": " ".join(u.text.split()[:3])[:30],
+             "language": language or u.language} for u in utts]
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def _missing(msg: str):
+    import os
+
+    if os.environ.get("DAMA_REQUIRE_INTEGRATION"):
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
+def train_tiny(root: Path, base: Path, key: str, spec: str, language: str, name: str | None = None) -> Path:
+    """A LoRA run (one epoch, four real clips of ``spec``) on the tiny base; ``name``: a new language's name."""
+    from dama.cli.main import main
+
+    manifest = _real_manifest(root / f"{key}.jsonl", spec, 4, language)
+    out = root / "runs" / key
+    args = ["train", "--method", "lora", "--rank", "4", "--model", str(base), "--data", str(manifest),
+            "--out", str(out), "--epochs", "1", "--lr", "5e-2", "--seed", "0", "--cache-dir", str(root / "cache"),
+            "--language", language] + (["--language-name", name] if name else [])
+    assert main(args) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory) -> Path:
+    from dama.testing import make_tiny_ct2
+
+    return make_tiny_ct2(tmp_path_factory.mktemp("serve-base") / "base", decoder_layers=6)
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory, tiny_base) -> dict[str, Path]:
+    """``sw`` and ``yo`` LoRA runs (one epoch on four real clips each) on one tiny random Whisper, in one folder."""
     root = tmp_path_factory.mktemp("serve-runs")
-    base = make_tiny_ct2(root / "base", decoder_layers=6)
-    corpus = make_corpus(root / "data", n_train=4, n_val=0, n_test=2)
-    runs = {}
-    for key, seed in (("sw", "0"), ("yo", "1")):
-        args = ["train", "--method", "lora", "--rank", "4", "--model", str(base), "--data", "swahili:train",
-                "--data-root", str(corpus), "--out", str(root / "runs" / key), "--epochs", "1", "--lr", "5e-2",
-                "--seed", seed, "--val", "none", "--test", "none", "--cache-dir", str(root / "cache"),
-                "--language", key]
-        assert main(args) == 0
-        runs[key] = root / "runs" / key
-    return runs
+    return {key: train_tiny(root, tiny_base, key, f"{corpus}:train", key)
+            for key, corpus in (("sw", "swahili"), ("yo", "yoruba"))}
 
 
 def real_clip(corpus: str, n: int = 0) -> Path:
     """The n-th test clip of a corpus in the shared data (skips when the data is absent)."""
-    import os
-
     if corpus == "fleurs-control":
         clips = sorted((SHARED_DATA / corpus).glob("fleurs-en-*.ogg"))
     else:
         clips = sorted((SHARED_DATA / corpus / "data" / "records" / "test").glob("*.opus"))
     if not clips:
-        msg = f"real clips of {corpus} not found under {SHARED_DATA} (set DAMA_DATA)"
-        if os.environ.get("DAMA_REQUIRE_INTEGRATION"):
-            pytest.fail(msg)
-        pytest.skip(msg)
+        _missing(f"real clips of {corpus} not found under {SHARED_DATA} (set DAMA_DATA)")
     return clips[n]
 
 

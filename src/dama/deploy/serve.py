@@ -62,8 +62,9 @@ class MultiAdapterWhisper:
         w = load_whisper(base or models.pop(), device=device)
         self.languages: dict[str, str | None] = {}
         self.new_languages: dict[str, dict] = {}  # adapter key -> its run's new_language (code, name, token_id)
-        for k, c in cfgs.items():
+        for k, c in cfgs.items():  # every base check before any new token changes the embeddings (and the hash)
             dirs[k].check_base(w, c, f"adapter {k} ({dirs[k]})")
+        for k, c in cfgs.items():
             _restore_shared_new_language(w, dirs[k], c, f"adapter {k} ({dirs[k]})")
             if c.get("new_language"):
                 self.new_languages[k] = c["new_language"]

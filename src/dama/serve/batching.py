@@ -33,7 +33,7 @@ class QueueFull(Exception):
     """No room for another request (or the server is shutting down)."""
 
 
-@dataclass
+@dataclass(eq=False)  # identity: two jobs are never "equal" (and numpy arrays do not compare to a bool)
 class Job:
     audio: np.ndarray
     plan: Plan
@@ -114,8 +114,8 @@ class BatchQueue:
                 wait = oldest.arrived + self.window_s - time.monotonic()
                 if len(same) >= self.batch_size or wait <= 0 or self._stopping or self.batch_size == 1:
                     batch = same[: self.batch_size]
-                    for j in batch:
-                        self._jobs.remove(j)
+                    taken = set(map(id, batch))
+                    self._jobs = [j for j in self._jobs if id(j) not in taken]
                     return batch
                 self._cond.wait(wait)
 
