@@ -24,3 +24,17 @@ def resolve_language(code_or_name: str, extra: dict[str, str] | None = None) -> 
         f"(e.g. sw, yo, en; `dama languages` lists all {len(WHISPER_LANGUAGES)}), or give a new "
         "language a name so a token can be trained for it (dama train --language CODE --language-name NAME)."
     )
+
+
+def code_of(value) -> str | None:
+    """A dataset's language label as a Whisper code where it names one ("Swahili" -> "sw", "sw-KE" and
+    "sw_ke" -> "sw"); a label Whisper does not know is kept as it is (``dama data check`` names it)."""
+    if value in (None, ""):
+        return None
+    s = str(value)
+    for candidate in (s, s.split("_")[0].split("-")[0]):
+        try:
+            return resolve_language(candidate)
+        except DataError:
+            continue
+    return s

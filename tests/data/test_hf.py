@@ -16,7 +16,8 @@ import pytest
 from dama.cli.main import main
 from dama.data import load_data
 from dama.data.audio import audio_duration
-from dama.data.hf import DatasetColumns, audio_store
+from dama.data.hf import DatasetColumns
+from dama.data.store import audio_store
 from dama.errors import DataError
 from tests.conftest import SHARED_DATA, _need_real_data
 

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
-from dama.cli.common import add_dataset_args, add_json_arg, dataset_columns, write_json
+from dama.cli.common import add_dataset_args, add_json_arg, dataset_columns, safe_name, write_json
+
+
+class _OutputFormat(argparse.Action):
+    """--format lhotse makes --out a folder (three manifests), so the up-front write check checks a folder."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        namespace.format = value
+        namespace.out_kind = "dir" if value == "lhotse" else "file"
 
 
 def cmd_data_check(args) -> dict:
@@ -40,9 +49,19 @@ def cmd_data_prepare(args) -> dict:
     if args.hours is not None:
         m = m.subset(args.hours, args.seed)
     m.fill_durations()
-    m.write_jsonl(args.out)
-    print(f"wrote {len(m)} utterances ({m.hours:.3f} h) to {args.out}")
     out = {"n": len(m), "hours": m.hours, "path": args.out}
+    if args.format == "lhotse":
+        from dama.data.lhotse_manifests import write_lhotse
+
+        corpus, _, split = args.data.partition(":")
+        paths = write_lhotse(m, args.out, corpus=safe_name(Path(corpus).name.split(".")[0]) or "dama",
+                             split=safe_name(split) or "all")
+        out["files"] = {k: str(v) for k, v in paths.items()}
+        print(f"wrote {len(m)} utterances ({m.hours:.3f} h) as lhotse manifests: "
+              + ", ".join(str(p) for p in paths.values()))
+    else:
+        m.write_jsonl(args.out)
+        print(f"wrote {len(m)} utterances ({m.hours:.3f} h) to {args.out}")
     write_json(args.json, out)
     return out
 
@@ -86,7 +105,10 @@ def register(sub) -> None:
         if name == "check":
             p.add_argument("--decode", action="store_true", help="also decode every clip (slow, thorough)")
         else:
-            p.add_argument("--out", required=True)
+            p.add_argument("--out", required=True, help="the JSONL file, or (--format lhotse) the folder")
+            p.add_argument("--format", choices=("jsonl", "lhotse"), default="jsonl", action=_OutputFormat,
+                           help="jsonl: a NeMo-style manifest (default); lhotse: recordings, supervisions and "
+                                "cuts .jsonl.gz under lhotse's recipe names")
             p.add_argument("--hours", type=float, help="reproducible subset of about this many hours")
             p.add_argument("--seed", type=int, default=0)
             p.set_defaults(out_kind="file")

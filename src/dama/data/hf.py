@@ -2,10 +2,10 @@
 ``save_to_disk`` folder, or Parquet/Arrow files, read through the ``datasets`` library itself.
 
 Audio is taken *encoded* from the audio column (``Audio(decode=False)``: the original file's bytes, or
-its path) and written once into a content-addressed folder of the dama cache, so every feature that
-works on files — ``--hours``, ``dama data check``, the encoder cache keyed by audio content — works on a
-dataset unchanged. This also wraps the pitfall of recent ``datasets`` (4 and later): decoding an
-``Audio`` column needs ``torchcodec`` and FFmpeg's shared libraries, which many machines lack; dama
+its path) and written once into a content-addressed folder of the dama cache (:mod:`dama.data.store`),
+so every feature that works on files — ``--hours``, ``dama data check``, the encoder cache keyed by
+audio content — works on a dataset unchanged. This also wraps the pitfall of recent ``datasets`` (4 and
+later): decoding an ``Audio`` column needs ``torchcodec`` and FFmpeg's shared libraries, which many machines lack; dama
 decodes the bytes with soundfile (libsndfile: WAV, FLAC, Ogg/Opus, MP3) like every other clip.
 
 Hub datasets and Parquet/Arrow files are *streamed*: with ``max_hours`` (``--hours``) only the first
@@ -15,12 +15,12 @@ A ``save_to_disk`` folder is memory-mapped and read whole (``--hours`` then draw
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from dama.data.manifest import Manifest, Utterance
+from dama.data.store import store_audio
 from dama.errors import DataError
 
 PREFIX = "hf:"
@@ -156,33 +156,9 @@ def _find(names: list[str], given: str | None, usual: tuple[str, ...], what: str
     return None
 
 
-def _language_code(value) -> str | None:
-    """A language column's value as a Whisper code where it names one ("Swahili" -> "sw", "sw-KE" -> "sw")."""
-    if value in (None, ""):
-        return None
-    from dama.languages import resolve_language
-
-    s = str(value)
-    for candidate in (s, s.split("_")[0].split("-")[0]):
-        try:
-            return resolve_language(candidate)
-        except DataError:
-            continue
-    return s
-
-
-def audio_store() -> Path:
-    """Where dataset audio is written, one file per distinct clip (named by its sha256)."""
-    from dama.models.fetch import cache_dir
-
-    return cache_dir() / "hf-audio"
-
-
 def _materialise(entry, source: str, where: str) -> Path:
     """The clip of an ``Audio(decode=False)`` cell as a local file: its own path when it is a local file,
-    else its bytes (or the remote file's) written once into :func:`audio_store`."""
-    from dama.outputs import atomic_write_bytes
-
+    else its bytes (or the remote file's) written once into the audio store (:mod:`dama.data.store`)."""
     if not isinstance(entry, dict):
         raise DataError(f"{where}: the audio cell is {type(entry).__name__}, not an encoded clip")
     data, path = entry.get("bytes"), entry.get("path")
@@ -198,12 +174,7 @@ def _materialise(entry, source: str, where: str) -> Path:
                 data = f.read()
         except (OSError, FileNotFoundError) as e:
             raise DataError(f"{where}: cannot read the audio {path} ({e})") from None
-    digest = hashlib.sha256(data).hexdigest()
-    suffix = Path(path).suffix.lower() if path and Path(path).suffix else ".wav"
-    out = audio_store() / digest[:2] / f"{digest}{suffix}"
-    if not out.is_file():
-        atomic_write_bytes(out, data)
-    return out
+    return store_audio(data, Path(path).suffix.lower() if path and Path(path).suffix else ".wav")
 
 
 def _duration(path: Path) -> float | None:
@@ -218,6 +189,8 @@ def _duration(path: Path) -> float | None:
 
 def _to_manifest(ds, source: str, columns: DatasetColumns, max_hours: float | None, streamed: bool) -> Manifest:
     from datasets import Audio
+
+    from dama.languages import code_of
 
     names = list(ds.column_names or (ds.features or {}).keys())
     if not names and streamed:  # some streamed sets only know their columns after the first row
@@ -245,7 +218,7 @@ def _to_manifest(ds, source: str, columns: DatasetColumns, max_hours: float | No
         text = row[text_col]
         items.append(Utterance(
             id=uid, audio=path, text="" if text is None else str(text), duration=dur,
-            language=_language_code(row.get(lang_col)) if lang_col else None,
+            language=code_of(row.get(lang_col)) if lang_col else None,
             speaker=str(row[speaker_col]) if speaker_col and row.get(speaker_col) not in (None, "") else None,
             where=where,
         ))

@@ -4,7 +4,9 @@ Specs: ``swahili:test``, ``yoruba:train+extra``, ``fleurs-control`` (a recipe, f
 under ``--data-root`` or ``$DAMA_DATA``), a manifest file (``.jsonl``/``.json``/``.csv``/
 ``.tsv``), a Common Voice folder with an optional ``:split``, or a Hugging Face dataset
 (``hf:NAME[:CONFIG]:SPLIT`` on the Hub, a ``save_to_disk`` folder with an optional ``:split``, a
-``.parquet``/``.arrow`` file; :mod:`dama.data.hf`). Several specs can be joined with commas.
+``.parquet``/``.arrow`` file; :mod:`dama.data.hf`), or lhotse manifests (a CutSet or a recordings +
+supervisions pair, ``.jsonl.gz``, or their folder with ``:split``; :mod:`dama.data.lhotse_manifests`).
+Several specs can be joined with commas.
 """
 
 from __future__ import annotations
@@ -52,9 +54,14 @@ def held_out_spec(given: str | None, train: str, split: str) -> str | None:
 
 def _load_path(path: Path, split: str | None, columns: DatasetColumns, max_hours: float | None) -> Manifest:
     from dama.data import hf
+    from dama.data import lhotse_manifests as lh
 
     if hf.is_saved_dataset(path):
         return hf.load_saved(path, split, columns)
+    if lh.is_lhotse_manifest(path):
+        return lh.load_lhotse(path)
+    if (pair := lh.lhotse_folder_split(path, split)) is not None:
+        return lh.load_lhotse(*pair)
     if path.is_dir():
         return read_common_voice(path, split or "test")
     if hf.is_dataset_file(path):
