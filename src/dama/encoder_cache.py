@@ -62,6 +62,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers.modeling_outputs import BaseModelOutput
 
+from dama import kv_cache
 from dama.data.audio import SAMPLE_RATE, load_audio
 from dama.data.manifest import Manifest, Utterance
 from dama.errors import DamaError, DataError
@@ -751,6 +752,9 @@ def prune_cache(root: str | Path, keep: list[Utterance], dry_run: bool = False,
                 removed.append(str(tmp))
                 if not dry_run:
                     tmp.unlink(missing_ok=True)
+        kv_removed, kv_freed = kv_cache.prune(folder, live, dry_run, stale_after_s)
+        removed += kv_removed
+        freed += kv_freed
     return {"removed": removed, "kept_shards": kept, "freed_bytes": freed, "dry_run": dry_run,
             "clips_to_keep": len(live)}
 

@@ -24,6 +24,7 @@ checkpoint; one process at a time trains in a run folder (its lock).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -39,7 +40,7 @@ from dama.adapt.base import Adapted
 from dama.adapt.peft_compat import count_trainable, fuse_lora_forward, trainable_parameters
 from dama.data.audio import CHUNK_SECONDS
 from dama.data.manifest import Manifest
-from dama.encoder_cache import ClipInputs
+from dama.encoder_cache import ClipInputs, clip_keys
 from dama.errors import DataError
 from dama.evaluate.cached import decode_rows, decoding_view
 from dama.evaluate.metrics import corpus_errors
@@ -188,7 +189,26 @@ class Trainer:
             peft_config.init_lora_weights = init_flag
         cache_root = cfg.cache_root(self.run.path)
         self.train_inputs = ClipInputs(w, self.train_m, adapted.uses_encoder_cache, cache_root, self.log)
+        self._prepare_kv_cache()
         self._prepare_validation(cache_root)
+
+    def _prepare_kv_cache(self) -> None:
+        """The frozen cross-attention keys/values of the training clips, computed once (:mod:`dama.kv_cache`),
+        where the method and precision allow it."""
+        from dama import kv_cache
+
+        self.kv = None
+        if not (self.cfg.kv_cache and self.adapted.uses_encoder_cache):
+            return
+        why = kv_cache.applies(self.adapted.model)
+        if why is None and self.precision != "no":
+            why = f"mixed precision ({self.precision})"
+        if why is not None:
+            self.log(f"note: cross-attention keys/values are computed in every step ({why})")
+            return
+        cache = self.train_inputs.cache
+        self.kv = kv_cache.CrossKVCache.build(self.adapted.model, cache.path, clip_keys(self.train_m), cache.get,
+                                              log=self.log)
 
     def _prepare_validation(self, cache_root: Path) -> None:
         """Validation clips: those within Whisper's window, at most ``val_max_utts``, and only those encoded."""
@@ -226,6 +246,8 @@ class Trainer:
         self.pad = self.w.generation_config.pad_token_id
         self.decode_w = decoding_view(self.w, self.accelerator.unwrap_model(self.model))
         self.val_opts = DecodeOptions(batch_size=self.cfg.decode_batch_size)
+        if self.kv is not None:
+            self.kv.attach(self.adapted.model)
 
     # -- the loop ---------------------------------------------------------------------------------------
 
@@ -261,10 +283,13 @@ class Trainer:
         Returns the batch's loss."""
         acc, state = self.accelerator, self.state
         cols = collate(batch, self.pad)
-        kw = self.train_inputs.model_kwargs(cols.pop("rows").tolist(), acc.device, self.w.model.dtype)
+        rows = cols.pop("rows").tolist()
+        kw = self.train_inputs.model_kwargs(rows, acc.device, self.w.model.dtype)
         dec_ids = cols["decoder_input_ids"].to(acc.device)
         labels = cols["labels"].to(acc.device)
-        with acc.accumulate(self.model):
+        served = (self.kv.serving(kw["encoder_outputs"].last_hidden_state, rows) if self.kv is not None
+                  else contextlib.nullcontext())
+        with acc.accumulate(self.model), served:
             if self.head is not None:  # loss in vocabulary chunks: no batch x tokens x vocab logits
                 with hidden_states_as_logits(acc.unwrap_model(self.model)):
                     hidden = self.model(**kw, decoder_input_ids=dec_ids).logits
@@ -335,6 +360,8 @@ class Trainer:
             load_tensors(self.model, self.best)
         adapted.model = self.accelerator.unwrap_model(self.model)
         adapted.frozen.enforce(adapted.model)
+        if self.kv is not None:
+            self.kv.detach(adapted.model)
         summary = {
             "trainable_params": count_trainable(adapted.model, adapted.frozen),
             "total_params": sum(p.numel() for p in adapted.model.parameters()),
@@ -352,6 +379,7 @@ class Trainer:
             "precision": self.precision,
             "ranks": adapted.ranks,
             "method_info": adapted.info,
+            "kv_cache": self.kv is not None,
         }
         return adapted, state, summary
 
