@@ -37,6 +37,21 @@ def _restore_shared_new_language(w: Whisper, run: RunFolder, config: dict, label
     run.restore_new_language(w, config, label)
 
 
+def trained_language(config: dict) -> str | None:
+    """The one language a run was trained on: its ``language`` (or ``languages``), else, for runs that took it
+    from the data (older configs say null), the language of its training data; None if several or unknown."""
+    langs = config.get("languages") or ([config["language"]] if config.get("language") else [])
+    spec = (config.get("data") or {}).get("train")
+    if not langs and spec:
+        from dama.data import load_data
+
+        try:
+            langs = sorted({u.language for u in load_data(spec) if u.language})
+        except DamaError:  # the data is not here: the caller asks for --language
+            langs = []
+    return langs[0] if len(langs) == 1 else None
+
+
 def _run_config(run: RunFolder) -> dict:
     cfg = run.read_config()
     if not run.adapter_path.is_dir():
@@ -68,8 +83,7 @@ class MultiAdapterWhisper:
             _restore_shared_new_language(w, dirs[k], c, f"adapter {k} ({dirs[k]})")
             if c.get("new_language"):
                 self.new_languages[k] = c["new_language"]
-            langs = c.get("languages") or ([c["language"]] if c.get("language") else [])
-            self.languages[k] = langs[0] if len(langs) == 1 else None
+            self.languages[k] = trained_language(c)
         peft_model = None
         for k, d in dirs.items():
             if peft_model is None:
