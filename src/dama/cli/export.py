@@ -13,7 +13,7 @@ def cmd_export(args) -> dict:
 
     t = time.perf_counter()
     out = export_run(args.adapter, args.format, args.out, quantization=args.quantization, force=args.force,
-                     base=args.model, log=lambda m: print(m, file=sys.stderr))
+                     base=args.model, log=lambda m: print(m, file=sys.stderr), language_slot=args.language_slot)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     res = {"path": str(out), "format": args.format, "quantization": args.quantization if args.format == "ct2"
            else "float32", "bytes": size, "seconds": time.perf_counter() - t}
@@ -32,5 +32,8 @@ def register(sub) -> None:
     p.add_argument("--force", action="store_true",
                    help="replace --out if it is an earlier export (a run or any other folder is refused)")
     p.add_argument("--model", help="where the base model is, if not where the run found it")
+    p.add_argument("--language-slot", metavar="CODE",
+                   help="put the run's new language token on this existing Whisper token (e.g. yo), so the export "
+                        "runs unmodified in faster-whisper, whisper.cpp and OpenAI-compatible servers")
     add_json_arg(p)
     p.set_defaults(func=cmd_export, out_kind="dir")

@@ -40,6 +40,7 @@ def cmd_train(args) -> dict:
     from dama.train.run import run_training
 
     setup_torch(args)
+    slot = _language_slot(args)
     if not args.language and not args.language_name:
         from dama.data.recipes import new_language_of
 
@@ -73,6 +74,7 @@ def cmd_train(args) -> dict:
                        data_specs={"train": args.data, "hours": args.hours, "data_seed": args.data_seed,
                                    "val": val_spec, "test": test_spec},
                        log=lambda m: print(m, file=sys.stderr), language_name=args.language_name,
+                       language_slot=slot,
                        zero_shot=args.compare_zero_shot)
     _write_card(args)
     line = f"{args.method}: trainable={res['trainable_params']:,}  peak_memory={res['peak_memory_mb']:.0f} MB  "
@@ -88,6 +90,26 @@ def cmd_train(args) -> dict:
     print(f"run directory: {args.out}")
     write_json(args.json, res)
     return res
+
+
+def _language_slot(args) -> dict | None:
+    """--language-slot yo: the data's language (a recipe's, or --language/--language-name) trains on
+    Whisper's existing <|yo|> instead of a new token; from here on the run's language is the slot."""
+    if not args.language_slot:
+        return None
+    from dama.data.recipes import NEW_LANGUAGES, RECIPES, new_language_of
+    from dama.languages import WHISPER_LANGUAGES, resolve_language
+
+    slot = resolve_language(args.language_slot)
+    nl = new_language_of(args.data)
+    recipe_langs = {RECIPES[p.split(":")[0]].language if p.split(":")[0] in RECIPES else None
+                    for p in args.data.split(",")}
+    code = args.language or (nl[0] if nl else None) or (recipe_langs.pop() if len(recipe_langs) == 1 else None)
+    name = args.language_name or (nl[1] if nl else NEW_LANGUAGES.get(code or "")) or WHISPER_LANGUAGES.get(code or "")
+    print(f"{args.data}: training {name or code or 'the data'} on Whisper's existing token <|{slot}|> "
+          "(--language-slot); no new token is added", file=sys.stderr)
+    args.language, args.language_name = slot, None
+    return {"code": code, "name": name, "slot": slot}
 
 
 def _write_card(args) -> None:
@@ -131,6 +153,9 @@ def register(sub) -> None:
     p.add_argument("--language", help="language code (default: the data's own)")
     p.add_argument("--language-name", help="name of a language Whisper has no token for (e.g. Luganda): "
                    "a new token <|CODE|> is added and trained")
+    p.add_argument("--language-slot", metavar="CODE",
+                   help="train the language on this existing Whisper token (e.g. yo) instead of adding a new one, "
+                        "so the model runs unmodified in faster-whisper, whisper.cpp and OpenAI-compatible servers")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0)
     add_json_arg(p)

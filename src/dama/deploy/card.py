@@ -107,10 +107,13 @@ def run_card(run: RunFolder, kind: str = "adapter", command: str | None = None,
             "train_data": specs.get("train"), "hours_flag": specs.get("hours"), "test_data": specs.get("test"),
             "test_utterances": res.get("n"), "command": command,
             "new_language_token": f"<|{nl['code']}|>" if nl else None}
+    slot = (export or {}).get("language_slot") or cfg.get("language_slot")
+    if slot:
+        dama["language_slot"] = {k: slot.get(k) for k in ("slot", "code", "name") if slot.get(k)}
+        if slot.get("code"):  # the language it transcribes, not the token it borrows
+            languages = [slot["code"]]
     if export:
         dama["export"] = {k: export.get(k) for k in ("format", "quantization") if export.get(k)}
-        if export.get("language_slot"):
-            dama["export"]["language_slot"] = export["language_slot"]
     data = hub.ModelCardData(
         base_model=base, library_name=LIBRARY.get(kind), language=languages or None,
         pipeline_tag="automatic-speech-recognition", tags=tags, datasets=_hub_datasets(specs) or None,
@@ -157,6 +160,8 @@ def _body(name: str, kind: str, cfg: dict, res: dict, dama: dict, base: str | No
         lines += ["", "Trained with:", "", "```bash", dama["command"], "```"]
     lines += ["", "## Use", ""]
     code = nl["code"] if nl else (cfg.get("language") or (cfg.get("languages") or ["sw"])[0])
+    if dama.get("language_slot") and (kind != "adapter" or not nl):
+        code = dama["language_slot"]["slot"]
     if kind == "adapter":
         lines += ["```python", "from peft import PeftModel",
                   "from transformers import WhisperForConditionalGeneration", "",
@@ -176,9 +181,11 @@ def _body(name: str, kind: str, cfg: dict, res: dict, dama: dict, base: str | No
                   f'segments, info = model.transcribe("clip.wav", language="{code}")', "```"]
     else:
         lines += ["```bash", f"whisper-cli -m ggml-model.bin -l {code} -f clip.wav", "```"]
-    if export and export.get("language_slot"):
-        lines += ["", f"The language is served on Whisper's existing `<|{export['language_slot']}|>` token: pass "
-                  f"`language=\"{export['language_slot']}\"` to any Whisper runtime."]
+    if dama.get("language_slot"):
+        sl = dama["language_slot"]
+        lines += ["", f"{sl.get('name') or sl.get('code') or 'The language'} is served on Whisper's existing "
+                  f"`<|{sl['slot']}|>` token: pass `language=\"{sl['slot']}\"` to any Whisper runtime (the model no "
+                  f"longer transcribes {sl['slot']} as Whisper did)."]
     return "\n".join(lines) + "\n"
 
 

@@ -77,11 +77,41 @@ def _save_hf(w, out: Path) -> None:
     w.model.generation_config.save_pretrained(out)
 
 
+def onto_slot(w, cfg: dict, slot: str, base: str | Path | None = None, label: str = "run"):
+    """The merged model ``w`` of a run that added a new language token, with that token's trained row moved
+    onto Whisper's existing ``<|slot|>`` and the vocabulary, tokenizer and generation config those of the
+    untouched base: a model any Whisper runtime takes unmodified (``language=slot``). Returns (w, what moved)."""
+    import torch
+
+    from dama.languages import resolve_language
+    from dama.models.load import Whisper, load_whisper
+
+    slot = resolve_language(slot)
+    nl = cfg.get("new_language")
+    if not nl:
+        raise DamaError(f"--language-slot {slot}: {label} added no language token (its language is Whisper's "
+                        f"own{', on <|' + cfg['language_slot']['slot'] + '|>' if cfg.get('language_slot') else ''}); "
+                        "there is nothing to move. Export without --language-slot")
+    clean = load_whisper(base or cfg["model"], device="cpu")  # the base's own tokenizer and vocabulary
+    slot_id = clean.language_token_id(slot)
+    n_vocab = clean.model.get_input_embeddings().weight.shape[0]
+    model = w.model
+    with torch.no_grad():
+        model.get_input_embeddings().weight[slot_id] = model.get_input_embeddings().weight[nl["token_id"]]
+    model.resize_token_embeddings(n_vocab, mean_resizing=False)
+    model.config.vocab_size = n_vocab
+    model.generation_config = clean.model.generation_config
+    moved = {"slot": slot, "token_id": slot_id, "code": nl["code"], "name": nl["name"], "from_token_id": nl["token_id"]}
+    return Whisper(model, clean.tokenizer, clean.feature_extractor, w.name), moved
+
+
 def export_run(run_dir: str | Path, fmt: str, out: str | Path, quantization: str = "float32",
-               force: bool = False, base: str | Path | None = None, log=print) -> Path:
+               force: bool = False, base: str | Path | None = None, log=print,
+               language_slot: str | None = None) -> Path:
     """Export the run in ``run_dir`` as ``fmt`` into ``out``; returns ``out``. ``out`` must not be, hold or lie
     in the run (nor be any dama run); an existing ``out`` is replaced only with ``force`` and only if it is
-    an earlier export."""
+    an earlier export. ``language_slot``: put the run's new language token on that existing Whisper token
+    (:func:`onto_slot`)."""
     from dama.models.convert import swap_in
 
     if fmt not in FORMATS:
@@ -94,6 +124,11 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path, quantization: str
     cfg = run.read_config()
     w = run.load(device="cpu", merge=True, base=base)  # checks the base and restores new tokens
     nl = cfg.get("new_language")
+    slot = cfg.get("language_slot")  # trained on an existing token already (dama train --language-slot)
+    if language_slot:
+        w, slot = onto_slot(w, cfg, language_slot, base, label=str(run_dir))
+        nl = None
+        log(f"<|{slot['code']}|> ({slot['name']}) moved onto <|{slot['slot']}|>: use language={slot['slot']!r}")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -115,7 +150,8 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path, quantization: str
         meta = {"format": fmt, "quantization": quantization if fmt == "ct2" else "float32",
                 "run": str(run_dir.resolve()), "base_model": cfg.get("model"),
                 "base_fingerprint": cfg.get("base_fingerprint"), "method": cfg.get("method", {}).get("method"),
-                "language": cfg.get("language"), "new_language": nl}
+                "language": slot["slot"] if slot else cfg.get("language"), "new_language": nl,
+                "language_slot": slot}
         (final / META).write_text(json.dumps(meta, indent=2))
         from dama.deploy.card import CARD, run_card
 

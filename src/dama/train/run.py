@@ -121,6 +121,7 @@ def run_training(
     log=print,
     language_name: str | None = None,
     zero_shot: bool = False,
+    language_slot: dict | None = None,
 ) -> dict:
     """Train, save the adapter, evaluate on ``test_m`` and write the run directory.
 
@@ -140,7 +141,7 @@ def run_training(
     with run.lock():
         try:
             return _run_locked(model_name, method, train_m, val_m, test_m, run, cfg, language, resume, device,
-                               data_specs, log, language_name, zero_shot)
+                               data_specs, log, language_name, zero_shot, language_slot)
         except BaseException:
             if created:
                 run.remove_if_unstarted()
@@ -195,7 +196,7 @@ def _saved_config(run: RunFolder) -> dict:
 def _run_locked(model_name: str, method: MethodConfig, train_m: Manifest, val_m: Manifest | None,
                 test_m: Manifest | None, run: RunFolder, cfg: TrainConfig, language: str | None, resume: bool,
                 device: str | None, data_specs: dict | None, log, language_name: str | None,
-                zero_shot: bool) -> dict:
+                zero_shot: bool, language_slot: dict | None = None) -> dict:
     """:func:`run_training` once the folder is locked."""
     resume = _prepare_run_dir(run, resume, log)
     saved = _saved_config(run) if resume else None
@@ -209,6 +210,12 @@ def _run_locked(model_name: str, method: MethodConfig, train_m: Manifest, val_m:
         method = replace(method, train_token_ids=(token_id,))
         new_language = {"code": language, "name": language_name, "token_id": token_id}
         log(f"new language token <|{language}|> ({language_name}) = id {token_id}; only its row trains")
+    if language_slot:  # a language on an existing token (--language-slot): that token's row trains instead
+        token_id = w.language_token_id(language_slot["slot"])
+        method = replace(method, train_token_ids=(token_id,))
+        language_slot = {**language_slot, "token_id": token_id}
+        log(f"{language_slot.get('name') or 'the language'} on <|{language_slot['slot']}|> = id {token_id}; "
+            "its row trains")
     config = {
         "model": model_name, "method": method.to_dict(),
         # the rate used, not just "default": a later change of a method's default_lr stays visible
@@ -216,7 +223,7 @@ def _run_locked(model_name: str, method: MethodConfig, train_m: Manifest, val_m:
         "language": language,
         "data": data_specs or {}, "device": str(w.device), "device_name": device_name(w.device),
         "torch": torch.__version__, "platform": platform.platform(), "cpu_threads": torch.get_num_threads(),
-        "new_language": new_language, "base_fingerprint": base_fingerprint,
+        "new_language": new_language, "base_fingerprint": base_fingerprint, "language_slot": language_slot,
         "languages": sorted({language} if language else {u.language for u in train_m if u.language}),
     }
     if saved is not None:
