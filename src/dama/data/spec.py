@@ -6,7 +6,8 @@ under ``--data-root`` or ``$DAMA_DATA``), a manifest file (``.jsonl``/``.json``/
 (``hf:NAME[:CONFIG]:SPLIT`` on the Hub, a ``save_to_disk`` folder with an optional ``:split``, a
 ``.parquet``/``.arrow`` file; :mod:`dama.data.hf`), or lhotse manifests (a CutSet or a recordings +
 supervisions pair, ``.jsonl.gz``, or their folder with ``:split``; :mod:`dama.data.lhotse_manifests`).
-Several specs can be joined with commas.
+Several specs can be joined with commas. ``CORPUS:SPLIT-long`` (``swahili:test-long``) is that
+split's clips joined into recordings of minutes, with the true clip boundaries (:mod:`dama.data.longform`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 from pathlib import Path
 
 from dama.data.hf import DatasetColumns
+from dama.data.longform import base_split, build_long, is_long_split
 from dama.data.manifest import Manifest, read_common_voice, read_jsonl, read_table
 from dama.data.recipes import RECIPES
 from dama.errors import DataError
@@ -111,6 +113,9 @@ def _load_one(spec: str, root: str | Path | None, columns: DatasetColumns, max_h
         )
     recipe = RECIPES[name]
     corpus_root = data_root(root) / name
+    if is_long_split(split):  # swahili:test-long: the split's clips joined into recordings of minutes
+        base = base_split(split)
+        return build_long(_load_one(f"{name}:{base}", root, columns, None), name, base)
     splits = (split or recipe.default_split).split("+")
     out = Manifest(name=spec)
     for s in splits:

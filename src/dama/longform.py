@@ -1,0 +1,373 @@
+"""Long-form, timestamped transcription: any length of audio in, segments with times out.
+
+One entry point, :func:`transcribe_long` (``model, audio, options -> segments``), used by
+``dama transcribe``, ``dama eval`` and anything that serves transcripts. Two strategies:
+
+* ``vad`` (default): Silero VAD finds speech; consecutive speech regions are packed into windows
+  of at most 30 s (contiguous slices of the audio, so times map back by an offset); the windows are
+  decoded in batches in Whisper's timestamp mode (prompt without ``<|notimestamps|>``, Whisper's
+  timestamp grammar enforced by transformers' ``WhisperTimeStampLogitsProcessor``) with dama's own
+  prompt, so adapters and new language tokens work as in short-form decoding. Silence and noise
+  that the VAD rejects are never decoded.
+* ``sequential``: transformers' own long-form ``generate`` (OpenAI's sequential 30 s windows
+  driven by the last timestamp, temperature fallback, compression-ratio / log-prob / no-speech
+  thresholds), for comparison; it decodes every window, speech or not.
+
+The VAD is the Silero VAD v6 ONNX model that faster-whisper ships (``faster_whisper.vad``): it is
+maintained upstream, needs only onnxruntime (no second torch model, no network), and is the very
+VAD the deployed path (faster-whisper's ``vad_filter=True``) uses, so both runtimes cut the audio
+the same way.
+
+Guards, per window: the loop guard of short-form decoding on the text tokens (a row stops when its
+tail n-gram repeats ``loop_repeats`` times; the loop is trimmed); temperature fallback (greedy
+first; a window whose text compresses more than ``compression_ratio_threshold`` with zlib, or
+whose mean log-probability is below ``logprob_threshold``, is decoded again with sampling at the
+next temperature); and Whisper's no-speech rule (window dropped when p(``<|nospeech|>``) exceeds
+``no_speech_threshold`` and the log-probability is low).
+
+Memory: the decoded waveform plus one batch of windows' features; nothing grows with the length.
+
+The deployed runtime is :func:`transcribe_long_ct2` (faster-whisper on a ``dama export --format
+ct2`` folder) with the same options and the same segments out.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from dama.data.audio import CHUNK_SECONDS, SAMPLE_RATE
+from dama.errors import DamaError
+from dama.models.load import Whisper
+from dama.models.transcribe import find_tail_loop
+
+STRATEGIES = ("vad", "sequential")
+TIME_PRECISION = 0.02  # seconds per timestamp token
+N_TIMESTAMPS = 1501  # <|0.00|> ... <|30.00|>
+
+
+@dataclass
+class LongformOptions:
+    """How to transcribe a long recording (defaults: Whisper's and faster-whisper's own)."""
+
+    language: str | None = None
+    task: str = "transcribe"
+    strategy: str = "vad"
+    batch_size: int = 8  # windows decoded at once (vad strategy)
+    num_beams: int = 1
+    max_window_s: float = CHUNK_SECONDS
+    # Silero VAD (faster-whisper's VadOptions defaults, but windows of at most max_window_s)
+    vad_threshold: float = 0.5
+    min_silence_ms: int = 2000
+    speech_pad_ms: int = 400
+    # Whisper's guards
+    temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    compression_ratio_threshold: float = 2.4
+    logprob_threshold: float = -1.0
+    no_speech_threshold: float = 0.6
+    loop_repeats: int = 4
+    loop_max_ngram: int = 16
+    tokens_per_second: float = 15.0  # text budget per window; timestamps come on top
+
+    def __post_init__(self):
+        if self.strategy not in STRATEGIES:
+            raise DamaError(f"unknown long-form strategy {self.strategy!r}; choose from {', '.join(STRATEGIES)}")
+        if not 0 < self.max_window_s <= CHUNK_SECONDS:
+            raise DamaError(f"max_window_s must be in (0, {CHUNK_SECONDS:.0f}], got {self.max_window_s}")
+        self.temperatures = tuple(self.temperatures) or (0.0,)
+
+
+@dataclass
+class Segment:
+    start: float  # seconds from the start of the recording
+    end: float
+    text: str
+
+    def to_json(self) -> dict:
+        return {"start": round(self.start, 3), "end": round(self.end, 3), "text": self.text}
+
+
+@dataclass
+class Window:
+    """A contiguous slice of the recording decoded at once (samples)."""
+
+    start: int
+    end: int
+    tokens: list[int] = field(default_factory=list)
+
+
+def speech_regions(audio: np.ndarray, opts: LongformOptions) -> list[tuple[int, int]]:
+    """Silero VAD speech regions (sample offsets), each at most ``max_window_s`` long."""
+    try:
+        from faster_whisper.vad import VadOptions, get_speech_timestamps
+    except ImportError:
+        raise DamaError("long-form transcription needs faster-whisper (it ships the Silero VAD model): "
+                        "pip install faster-whisper") from None
+    vo = VadOptions(threshold=opts.vad_threshold, min_silence_duration_ms=opts.min_silence_ms,
+                    speech_pad_ms=opts.speech_pad_ms, max_speech_duration_s=opts.max_window_s - 0.5)
+    return [(int(r["start"]), int(r["end"])) for r in get_speech_timestamps(audio, vo)]
+
+
+def pack_windows(regions: list[tuple[int, int]], max_seconds: float) -> list[Window]:
+    """Consecutive speech regions joined into windows of at most ``max_seconds`` (the silence between
+    them included, so a window is one slice of the audio)."""
+    limit = int(max_seconds * SAMPLE_RATE)
+    out: list[Window] = []
+    for s, e in regions:
+        if out and e - out[-1].start <= limit:
+            out[-1].end = e
+        else:
+            out.append(Window(s, min(e, s + limit)))
+    return out
+
+
+def compression_ratio(text: str) -> float:
+    raw = text.encode("utf-8")
+    return len(raw) / len(zlib.compress(raw)) if raw else 0.0
+
+
+def segments_from_tokens(tokens: list[int], timestamp_begin: int, offset: float, duration: float,
+                         decode) -> list[Segment]:
+    """Whisper's ``<|t0|> text <|t1|><|t1|> text <|t2|>`` -> segments (times plus ``offset``). Text after the
+    last timestamp runs to the end of the window (``duration``)."""
+    out: list[Segment] = []
+    start: float | None = None
+    text: list[int] = []
+    for t in tokens:
+        if timestamp_begin <= t < timestamp_begin + N_TIMESTAMPS:
+            time = (t - timestamp_begin) * TIME_PRECISION
+            if text and start is not None:
+                out.append(Segment(offset + start, offset + max(time, start), decode(text)))
+                start, text = None, []
+            elif start is None or not text:
+                start = time
+        elif t < timestamp_begin:
+            text.append(t)
+    if text:
+        s = start if start is not None else 0.0
+        out.append(Segment(offset + s, offset + max(duration, s), decode(text)))
+    return [s for s in out if s.text.strip()]
+
+
+class _TextLoopGuard:
+    """Stop a row when the text tokens (timestamps ignored) end in a loop, or at its token budget."""
+
+    def __init__(self, prompt_len: int, budget: int, eot: int, opts: LongformOptions):
+        self.prompt_len, self.budget, self.eot, self.opts = prompt_len, budget, eot, opts
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        if input_ids.shape[1] - self.prompt_len >= self.budget:
+            return done | True
+        for i, row in enumerate(input_ids[:, self.prompt_len:].tolist()):
+            text = [t for t in row if t < self.eot]
+            if find_tail_loop(text, self.opts.loop_repeats, self.opts.loop_max_ngram) is not None:
+                done[i] = True
+        return done
+
+
+def _timestamp_prompt(w: Whisper, language: str | None, task: str) -> list[int]:
+    ids = w.prompt_ids(language, task)
+    assert ids[-1] == w.generation_config.no_timestamps_token_id
+    return ids[:-1]
+
+
+def _no_speech_id(w: Whisper) -> int | None:
+    for tok in ("<|nospeech|>", "<|nocaptions|>"):
+        tid = w.tokenizer.convert_tokens_to_ids(tok)
+        if isinstance(tid, int) and tid != w.tokenizer.unk_token_id:
+            return tid
+    return None
+
+
+@torch.no_grad()
+def _decode_windows(w: Whisper, audio: np.ndarray, windows: list[Window], opts: LongformOptions,
+                    temperature: float) -> list[tuple[list[int], float, float]]:
+    """Decode ``windows`` as one batch in timestamp mode: (tokens, mean log-prob, p(no speech)) each."""
+    from transformers import GenerationConfig, GenerationMixin
+    from transformers.generation import (
+        LogitsProcessorList,
+        StoppingCriteriaList,
+        SuppressTokensLogitsProcessor,
+        WhisperTimeStampLogitsProcessor,
+    )
+    from transformers.utils import logging as hf_logging
+
+    model, gc = w.model, w.generation_config
+    feats = w.feature_extractor([audio[x.start:x.end] for x in windows], sampling_rate=SAMPLE_RATE,
+                                return_tensors="pt").input_features.to(w.device, dtype=model.dtype)
+    enc = model.get_encoder()(feats)
+    prompt = _timestamp_prompt(w, opts.language, opts.task)
+    p_len = len(prompt)
+    ids = torch.tensor([prompt] * len(windows), device=w.device)
+    ts_begin = gc.no_timestamps_token_id + 1
+    # p(no speech) is read where Whisper reads it: the distribution right after <|startoftranscript|>
+    no_speech = [0.0] * len(windows)
+    ns_id = _no_speech_id(w)
+    if ns_id is not None:
+        first = model(encoder_outputs=enc, decoder_input_ids=ids[:, :1]).logits[:, 0].float().softmax(-1)
+        no_speech = first[:, ns_id].tolist()
+    longest = max(x.end - x.start for x in windows) / SAMPLE_RATE
+    budget = min(model.config.max_target_positions - p_len,
+                 math.ceil(longest * opts.tokens_per_second * 1.3) + 16)
+    vocab = model.config.vocab_size
+    suppress = list(gc.suppress_tokens or [])
+    suppress += [t for t in range(ts_begin + N_TIMESTAMPS, vocab)]  # added language tokens are not timestamps
+    processors = LogitsProcessorList([
+        SuppressTokensLogitsProcessor(suppress, device=w.device),
+        WhisperTimeStampLogitsProcessor(gc, begin_index=p_len),
+    ])
+    sample = temperature > 0
+    cfg = GenerationConfig(
+        decoder_start_token_id=gc.decoder_start_token_id, eos_token_id=gc.eos_token_id,
+        pad_token_id=gc.pad_token_id, bos_token_id=gc.bos_token_id,
+        num_beams=1 if sample else opts.num_beams, do_sample=sample, temperature=temperature if sample else None,
+        top_k=0 if sample else None, max_new_tokens=budget, suppress_tokens=[], begin_suppress_tokens=[],
+        output_scores=True, return_dict_in_generate=True,
+    )
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        if sample:
+            torch.manual_seed(int(temperature * 1000))
+        out = GenerationMixin.generate(
+            model, encoder_outputs=enc, decoder_input_ids=ids, generation_config=cfg, logits_processor=processors,
+            stopping_criteria=StoppingCriteriaList([_TextLoopGuard(p_len, budget, gc.eos_token_id, opts)]))
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    seqs = out.sequences[:, p_len:]
+    if out.scores and opts.num_beams == 1 or sample:
+        logp = torch.stack([s.float().log_softmax(-1) for s in out.scores], dim=1)  # (B, steps, V)
+        chosen = logp.gather(-1, seqs[:, : logp.shape[1], None])[..., 0]
+    else:
+        chosen = None
+    result = []
+    eot = gc.eos_token_id
+    for i, row in enumerate(seqs.tolist()):
+        n = row.index(eot) if eot in row else len(row)
+        toks = row[:n]
+        lp = float(chosen[i, : max(n, 1)].clamp(min=-1e4).mean()) if chosen is not None else 0.0
+        result.append((toks, lp, float(no_speech[i])))
+    return result
+
+
+def _trim_text_loop(tokens: list[int], eot: int, opts: LongformOptions) -> list[int]:
+    text_pos = [k for k, t in enumerate(tokens) if t < eot]
+    keep = find_tail_loop([tokens[k] for k in text_pos], opts.loop_repeats, opts.loop_max_ngram)
+    if keep is None or keep >= len(text_pos):
+        return tokens
+    return tokens[: text_pos[keep]]
+
+
+def _transcribe_vad(w: Whisper, audio: np.ndarray, opts: LongformOptions) -> list[Segment]:
+    windows = pack_windows(speech_regions(audio, opts), opts.max_window_s)
+    eot = w.generation_config.eos_token_id
+    ts_begin = w.generation_config.no_timestamps_token_id + 1
+
+    def text_of(toks: list[int]) -> str:
+        return w.tokenizer.decode([t for t in toks if t < eot], skip_special_tokens=True).strip()
+
+    segments: list[Segment] = []
+    for b in range(0, len(windows), opts.batch_size):
+        batch = windows[b: b + opts.batch_size]
+        pending = list(range(len(batch)))
+        for temp in opts.temperatures:
+            got = _decode_windows(w, audio, [batch[i] for i in pending], opts, temp)
+            retry = []
+            for i, (toks, logprob, p_ns) in zip(pending, got):
+                toks = _trim_text_loop(toks, eot, opts)
+                batch[i].tokens = toks
+                if p_ns > opts.no_speech_threshold and logprob < opts.logprob_threshold:
+                    batch[i].tokens = []  # Whisper's no-speech rule: nothing said here
+                    continue
+                text = text_of(toks)
+                bad = compression_ratio(text) > opts.compression_ratio_threshold or logprob < opts.logprob_threshold
+                if bad and temp != opts.temperatures[-1]:
+                    retry.append(i)
+            pending = retry
+            if not pending:
+                break
+        for x in batch:
+            segments += segments_from_tokens(x.tokens, ts_begin, x.start / SAMPLE_RATE, (x.end - x.start) / SAMPLE_RATE,
+                                             lambda t: w.tokenizer.decode(t, skip_special_tokens=True).strip())
+    return segments
+
+
+@torch.no_grad()
+def _transcribe_sequential(w: Whisper, audio: np.ndarray, opts: LongformOptions) -> list[Segment]:
+    """transformers' long-form generate (sequential windows moved by the last timestamp)."""
+    from transformers.utils import logging as hf_logging
+
+    gc = w.generation_config
+    lang = f"<|{opts.language}|>" if opts.language else None
+    if len(audio) <= CHUNK_SECONDS * SAMPLE_RATE:
+        inputs = w.feature_extractor(audio, sampling_rate=SAMPLE_RATE, return_tensors="pt")
+    else:
+        inputs = w.feature_extractor(audio, sampling_rate=SAMPLE_RATE, return_tensors="pt", truncation=False,
+                                     padding="longest", return_attention_mask=True)
+    kw = {"attention_mask": inputs.attention_mask.to(w.device)} if "attention_mask" in inputs else {}
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        out = w.model.generate(
+            inputs.input_features.to(w.device, dtype=w.model.dtype), **kw, language=lang, task=opts.task,
+            return_timestamps=True, return_segments=True, num_beams=opts.num_beams,
+            temperature=opts.temperatures if len(opts.temperatures) > 1 else opts.temperatures[0],
+            compression_ratio_threshold=opts.compression_ratio_threshold, logprob_threshold=opts.logprob_threshold,
+            no_speech_threshold=opts.no_speech_threshold, condition_on_prev_tokens=False,
+            generation_config=gc)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    eot = gc.eos_token_id
+    segs = []
+    for s in (out["segments"][0] if isinstance(out, dict) and "segments" in out else []):
+        toks = [int(t) for t in s["tokens"].tolist() if int(t) < eot]
+        toks = toks[: find_tail_loop(toks, opts.loop_repeats, opts.loop_max_ngram) or len(toks)]
+        text = w.tokenizer.decode(toks, skip_special_tokens=True).strip()
+        if text:
+            segs.append(Segment(float(s["start"]), float(s["end"]), text))
+    return segs
+
+
+def transcribe_long(model, audio: np.ndarray, options: LongformOptions | None = None) -> list[Segment]:
+    """Transcribe 16 kHz mono float32 ``audio`` of any length into timestamped segments.
+
+    ``model``: a :class:`~dama.models.load.Whisper` (dama's transformers path, adapters merged or not) or a
+    ``faster_whisper.WhisperModel`` (the deployed path, :func:`transcribe_long_ct2`). Pure silence or
+    noise gives ``[]``.
+    """
+    opts = options or LongformOptions()
+    audio = np.ascontiguousarray(audio, dtype=np.float32)
+    if audio.ndim != 1:
+        raise DamaError(f"transcribe_long takes mono audio (1-D), got shape {audio.shape}")
+    if not len(audio):
+        return []
+    if not isinstance(model, Whisper):
+        return transcribe_long_ct2(model, audio, opts)
+    if opts.strategy == "sequential":
+        return _transcribe_sequential(w=model, audio=audio, opts=opts)
+    return _transcribe_vad(model, audio, opts)
+
+
+def transcribe_long_ct2(fw_model, audio: np.ndarray, opts: LongformOptions) -> list[Segment]:
+    """faster-whisper's own ``WhisperModel.transcribe(..., vad_filter=True)`` with timestamps: the deployed
+    path of a ``dama export --format ct2`` folder (load it with :func:`dama.deploy.export.load_faster_whisper`,
+    which teaches faster-whisper a new language token)."""
+    from faster_whisper.vad import VadOptions
+
+    vo = VadOptions(threshold=opts.vad_threshold, min_silence_duration_ms=opts.min_silence_ms,
+                    speech_pad_ms=opts.speech_pad_ms)
+    segs, _info = fw_model.transcribe(
+        audio, language=opts.language, task=opts.task, beam_size=opts.num_beams, vad_filter=True,
+        vad_parameters=asdict(vo), without_timestamps=False, condition_on_previous_text=False,
+        temperature=list(opts.temperatures), compression_ratio_threshold=opts.compression_ratio_threshold,
+        log_prob_threshold=opts.logprob_threshold, no_speech_threshold=opts.no_speech_threshold)
+    return [Segment(float(s.start), float(s.end), s.text.strip()) for s in segs if s.text.strip()]
+
+
+def text_of(segments: list[Segment]) -> str:
+    return " ".join(s.text.strip() for s in segments if s.text.strip())
