@@ -24,12 +24,12 @@ def worker(args) -> dict:
     import ctranslate2
     import numpy as np
 
-    from dama.data import load_audio, load_data
+    from dama.data import SAMPLE_RATE, load_audio, load_data
     from dama.models.load import load_whisper
 
     w = load_whisper("whisper-base", device="cpu")
     m = load_data(args.data)[: args.clips]
-    feats = w.feature_extractor([load_audio(u.audio) for u in m], sampling_rate=16000,
+    feats = w.feature_extractor([load_audio(u.audio) for u in m], sampling_rate=SAMPLE_RATE,
                                 return_tensors="np").input_features
     model = ctranslate2.models.Whisper(args.folder, device="cpu", compute_type=args.compute_type,
                                        intra_threads=os.cpu_count() or 1)

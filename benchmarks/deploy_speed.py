@@ -49,7 +49,8 @@ def main() -> None:
     import ctranslate2
     import torch
 
-    from dama.data import load_audio, load_data
+    from dama.data import SAMPLE_RATE, load_audio, load_data
+    from dama.data.audio import CHUNK_SECONDS
     from dama.data.manifest import Manifest
     from dama.deploy import export_run
     from dama.evaluate.run import manifest_languages
@@ -61,11 +62,11 @@ def main() -> None:
     full = load_data(args.data, args.data_root)
     full.raise_problems()
     full.fill_durations()
-    m = Manifest([u for u in full if (u.duration or 0) <= 30.0], name=full.name)  # one 30 s window each
+    m = Manifest([u for u in full if (u.duration or 0) <= CHUNK_SECONDS], name=full.name)  # one 30 s window each
     if args.limit:
         m[:] = m[: args.limit]
     audios = [load_audio(u.audio) for u in m]
-    durations = [len(a) / 16000 for a in audios]
+    durations = [len(a) / SAMPLE_RATE for a in audios]
     langs = manifest_languages(m, None)
     refs = [u.text for u in m]
     opts = DecodeOptions(loop_repeats=10_000)
@@ -78,7 +79,7 @@ def main() -> None:
         with torch.no_grad():
             for s in range(0, len(m), args.batch_size):
                 sl = slice(s, s + args.batch_size)
-                feats = w.feature_extractor(audios[sl], sampling_rate=16000, return_tensors="pt").input_features
+                feats = w.feature_extractor(audios[sl], sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
                 prompts = [w.prompt_ids(lang) for lang in langs[sl]]
                 toks = decode_features(w, feats, prompts, budgets[sl], opts)
                 texts += [w.tokenizer.decode(x, skip_special_tokens=True) for x in toks]
@@ -91,7 +92,7 @@ def main() -> None:
         texts, t = [], time.perf_counter()
         for s in range(0, len(m), args.batch_size):
             sl = slice(s, s + args.batch_size)
-            feats = w.feature_extractor(audios[sl], sampling_rate=16000, return_tensors="np").input_features
+            feats = w.feature_extractor(audios[sl], sampling_rate=SAMPLE_RATE, return_tensors="np").input_features
             prompts = [w.prompt_ids(lang) for lang in langs[sl]]
             res = ct.generate(ctranslate2.StorageView.from_array(np.ascontiguousarray(feats)), prompts, beam_size=1,
                               max_length=len(prompts[0]) + max(budgets[sl]), suppress_blank=False,

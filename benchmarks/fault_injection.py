@@ -45,6 +45,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from dama.runs import RunFolder
+
 KINDS = ("kill", "cache-bytes", "checkpoint-bytes", "cache-truncate", "checkpoint-pickle", "cache-index",
          "checkpoint-truncate", "disk-full")
 DAMA = [sys.executable, "-m", "dama"]
@@ -74,7 +76,7 @@ def _run(cmd: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
 def _adapter(run: Path) -> dict:
     from safetensors.torch import load_file
 
-    files = sorted((run / "adapter").glob("*.safetensors"))
+    files = sorted(RunFolder(run).adapter_path.glob("*.safetensors"))
     return load_file(str(files[0])) if files else {}
 
 
@@ -128,14 +130,14 @@ def _interrupted_run(ws: Path, out: Path, cache: Path, rng: random.Random, tries
                              env={**os.environ, "TQDM_DISABLE": "1"})
         deadline = time.time() + 300
         while time.time() < deadline and p.poll() is None:
-            if (out / "checkpoint.pt").is_file():
+            if RunFolder(out).has_checkpoint():
                 time.sleep(rng.uniform(0.0, 0.3))
                 break
             time.sleep(0.02)
         if p.poll() is None:
             p.send_signal(signal.SIGKILL)
         p.wait()
-        if (out / "checkpoint.pt").is_file() and not (out / "results.json").is_file():
+        if RunFolder(out).has_checkpoint() and not RunFolder(out).is_finished():
             return True
     return False
 
@@ -160,7 +162,7 @@ def run_case(kind: str, i: int, ws: Path, ref: dict, ref_cache: Path, ref_second
         if killed:
             p.send_signal(signal.SIGKILL)
         p.wait()
-        case.update(kill_at_s=round(at, 2), killed=killed, checkpoint_left=(out / "checkpoint.pt").is_file())
+        case.update(kill_at_s=round(at, 2), killed=killed, checkpoint_left=RunFolder(out).has_checkpoint())
         r = _finish(ws, out, cache)
         case.update(detected=None, recovered=r.returncode == 0, identical=_identical(out, ref),
                     message=_last_line(r) if r.returncode else "")
@@ -185,7 +187,7 @@ def run_case(kind: str, i: int, ws: Path, ref: dict, ref_cache: Path, ref_second
         if not _interrupted_run(ws, out, cache, rng):
             case.update(skipped="the run finished before it could be interrupted")
             return case
-        ckpt = out / "checkpoint.pt"
+        ckpt = RunFolder(out).checkpoint_path
         marker = ws / f"case{i}" / "PWNED"
         if kind == "checkpoint-bytes":
             _corrupt_bytes(ckpt, rng)
@@ -198,7 +200,7 @@ def run_case(kind: str, i: int, ws: Path, ref: dict, ref_cache: Path, ref_second
         detected = _clean_error(r) and "checkpoint" in r.stderr and not marker.exists()
         case.update(detected=detected, code_ran=marker.exists(), message=_last_line(r))
         if r.returncode != 0:  # what the message tells the user to do: drop the checkpoint and start again
-            for f in out.glob("checkpoint*"):
+            for f in out.glob(RunFolder.CHECKPOINT + "*"):
                 f.unlink()
             r = _finish(ws, out, cache)
         case.update(recovered=r.returncode == 0, identical=_identical(out, ref))

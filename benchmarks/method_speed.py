@@ -31,6 +31,7 @@ GRID_CACHE = Path(__file__).parent / "cpu-whisper-base" / "runs" / ".encoder-cac
 
 def build_cache(args) -> None:
     """Encode the training clips once, in this process, so no timed run pays for it."""
+    from dama.data.audio import CHUNK_SECONDS
     from dama.data.spec import load_data
     from dama.encoder_cache import EncoderCache
     from dama.models.load import load_whisper
@@ -40,7 +41,7 @@ def build_cache(args) -> None:
     if args.hours:
         m = m.subset(args.hours, args.data_seed)
     m.fill_durations()
-    m = type(m)([u for u in m if (u.duration or 0) <= 30.0], name=m.name)
+    m = type(m)([u for u in m if (u.duration or 0) <= CHUNK_SECONDS], name=m.name)
     EncoderCache.build(w, m, args.cache_dir)
 
 

@@ -22,54 +22,50 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from dama.adapt import METHODS
+from dama.bench.report.findings import targets
+from dama.bench.report.markdown import REPORT_FILE
+from dama.bench.report.results import RESULTS_FILE, comparison
+from dama.bench.report.text import (
+    MINUS,
+    NONE,
+    diff_ci,
+    forgetting_ci,
+    params,
+    points,
+    seed_note,
+    seeds_cell,
+    time_left,
+    with_ci,
+)
 from dama.evaluate.stats import UtteranceErrors, paired_compare, read_hyps
+from dama.runs import RunFolder
 
 HERE = Path(__file__).parent
 NAMES = {"zero-shot": "zero-shot", "dama": "DAMA", "lora": "LoRA r=64", "dora": "DoRA", "lora-fa": "LoRA-FA",
          "adalora": "AdaLoRA", "pissa": "PiSSA", "full": "full fine-tuning"}
 
 
-def _points(x: float | None) -> str:
-    """A WER change in points, with a real minus sign."""
-    return "–" if x is None else f"{100 * x:+.1f}".replace("-", "−")
-
-
-def _wer_ci(s: dict, bold: bool = False) -> str:
-    w = f"**{s['wer']:.3f}**" if bold else f"{s['wer']:.3f}"
-    return f"{w} [{s['wer_lo']:.3f}, {s['wer_hi']:.3f}]"
-
-
-def _params(n: float | None) -> str:
-    return "–" if not n else f"{n / 1e6:.2f} M"
-
-
 def _vs(comparisons: list[dict], lang: str, hours: str, a: str, b: str, on: str | None = None) -> str:
     """a minus b on the same test utterances (paired bootstrap), from the results file; with
     ``on="forgetting"``, on the same control clips instead."""
-    from dama.bench.report import comparison, seed_note
-
     c = comparison(comparisons, lang, hours, a, b)
     if not c:
-        return "–"
+        return NONE
     note = seed_note(c)  # two rows averaging different seeds are compared over the seeds both have
     c = c.get(on) if on else c
     if not c:
-        return "–"
-    return (f"{_points(c['diff'])} [{_points(c['ci'][0])}, {_points(c['ci'][1])}] (p = {c['p_bootstrap']:.2f}"
-            + (f"; {note}" if note else "") + ")")
+        return NONE
+    return f"{diff_ci(c, MINUS)} (p = {c['p_bootstrap']:.2f}" + (f"; {note}" if note else "") + ")"
 
 
-def _forgetting(s: dict) -> str:
-    """All-control forgetting with its paired interval against zero-shot, when the results have one."""
-    if s.get("forgetting_lo") is None:
-        return _points(s["forgetting"])
-    return f"{_points(s['forgetting'])} [{_points(s['forgetting_lo'])}, {_points(s['forgetting_hi'])}]"
+def _params(n: float | None) -> str:
+    """Trainable parameters; zero-shot's none is a dash here."""
+    return params(n or None)
 
 
-def grid(path: Path = HERE / "cpu-whisper-base" / "results.json") -> str:
+def grid(path: Path = HERE / "cpu-whisper-base" / RESULTS_FILE) -> str:
     """The main grid, every finished method per language and amount of training data."""
-    from dama.bench.report import seeds_cell, time_left
-
     d = json.loads(path.read_text())
     out = [f"{d['runs_finished']} of {d['runs_total']} runs finished{time_left(d)}; seeds averaged per utterance "
            "(with several, each seed's own WER is in brackets).", "",
@@ -85,23 +81,21 @@ def grid(path: Path = HERE / "cpu-whisper-base" / "results.json") -> str:
             best = min(s["wer"] for s in rows)
             for s in rows:
                 m = s["method"]
-                vs = "–" if m == "dama" else _vs(d["comparisons"], lang, hours, "dama", m)
-                vs_fg = "–" if m in ("dama", "zero-shot") else _vs(d["comparisons"], lang, hours, "dama", m,
+                vs = NONE if m == "dama" else _vs(d["comparisons"], lang, hours, "dama", m)
+                vs_fg = NONE if m in ("dama", "zero-shot") else _vs(d["comparisons"], lang, hours, "dama", m,
                                                                    on="forgetting")
                 out.append(f"| {lang} | {hours} | {NAMES.get(m, m)} | {seeds_cell(s)} "
-                           f"| {_wer_ci(s, s['wer'] == best)} | {_params(s['trainable_params'])} "
-                           f"| {_points(s['forgetting_en'])} | {_forgetting(s)} | {vs} | {vs_fg} |")
+                           f"| {with_ci(s, bold=s['wer'] == best)} | {_params(s['trainable_params'])} "
+                           f"| {points(s['forgetting_en'], MINUS)} | {forgetting_ci(s, MINUS)} | {vs} | {vs_fg} |")
     return "\n".join(out)
 
 
-def grid_targets(path: Path = HERE / "cpu-whisper-base" / "results.json") -> str:
+def grid_targets(path: Path = HERE / "cpu-whisper-base" / RESULTS_FILE) -> str:
     """The issue's targets as the report checks them, from the grid's results file."""
-    from dama.bench.report import targets
-
     return "\n".join(f"- {t}" for t in targets(json.loads(path.read_text())))
 
 
-def ablation(path: Path = HERE / "cpu-whisper-base-ablation" / "results.json") -> str:
+def ablation(path: Path = HERE / "cpu-whisper-base-ablation" / RESULTS_FILE) -> str:
     """DAMA's parts and schedule switched one at a time, against LoRA on the same utterances."""
     d = json.loads(path.read_text())
     out = ["| language | run | lr | epochs | val WER | test WER [95 % CI] | English forgetting "
@@ -112,10 +106,11 @@ def ablation(path: Path = HERE / "cpu-whisper-base-ablation" / "results.json") -
         best_val, best = min(s["val_wer"] for s in rows), min(s["wer"] for s in rows)
         for s in rows:
             m = s["method"]
-            vs = "–" if m == "lora" else _vs(d["comparisons"], lang, s["hours"], m, "lora")
+            vs = NONE if m == "lora" else _vs(d["comparisons"], lang, s["hours"], m, "lora")
             val = f"**{s['val_wer']:.3f}**" if s["val_wer"] == best_val else f"{s['val_wer']:.3f}"
-            out.append(f"| {lang} | `{m}` | {s['lr']:g} | {s['epochs']:.0f} | {val} | {_wer_ci(s, s['wer'] == best)} | "
-                       f"{_points(s['forgetting_en'])} | {_forgetting(s)} | {vs} |")
+            out.append(f"| {lang} | `{m}` | {s['lr']:g} | {s['epochs']:.0f} | {val} "
+                       f"| {with_ci(s, bold=s['wer'] == best)} | {points(s['forgetting_en'], MINUS)} "
+                       f"| {forgetting_ci(s, MINUS)} | {vs} |")
     return "\n".join(out)
 
 
@@ -152,8 +147,8 @@ def _proxy_choices() -> list[str]:
         vs = []
         for r, hyps in others:
             c = paired_compare(read_hyps(best_hyps), read_hyps(hyps))
-            vs.append(f"minus `{next(iter(r['by_language']))}` {_points(c.diff)} [{_points(c.ci[0])}, "
-                      f"{_points(c.ci[1])}] WER points (p = {c.p_bootstrap:.2f})")
+            vs.append(f"minus `{next(iter(r['by_language']))}` {diff_ci(c.to_dict(), MINUS)} WER points "
+                      f"(p = {c.p_bootstrap:.2f})")
         out.append(f"{corpus.capitalize()} has no Whisper token; its proxy was chosen on `{best['data']}` "
                    f"({best['n']} clips, not the test split). Val WER / CER: {cells}; paired, `{token}` "
                    f"{'; '.join(vs)}. `{token}` decodes the test split.")
@@ -225,7 +220,7 @@ def _ranks(r: list[int]) -> str:
     return f"{r[0]} × {len(r)}" if len(set(r)) == 1 else ", ".join(map(str, r))
 
 
-def allocation(path: Path = HERE / "cpu-whisper-base-allocation" / "results.json") -> str:
+def allocation(path: Path = HERE / "cpu-whisper-base-allocation" / RESULTS_FILE) -> str:
     """DAMA's ranks from the fixed rule, from each probe profile, and uniform: one column pair per language."""
     d = json.loads(path.read_text())
     langs = d["languages"]
@@ -241,21 +236,21 @@ def allocation(path: Path = HERE / "cpu-whisper-base-allocation" / "results.json
                 row += " – | – | – | – |"
                 continue
             best = min(x["wer"] for x in d["summary"] if x["language"] == lang)
-            c = next((c for c in d["comparisons"] if (c["language"], c["a"], c["b"]) == (lang, "dama", m)), None)
+            c = comparison(d["comparisons"], lang, s["hours"], "dama", m)
             p = c and ("p < 0.001" if c["p_bootstrap"] < 0.001 else f"p = {c['p_bootstrap']:.2g}")
-            vs = "–" if c is None else f"{_points(-c['diff'])} ({p})"  # the allocation minus the fixed rule
+            vs = NONE if c is None else f"{points(-c['diff'], MINUS)} ({p})"  # the allocation minus the fixed rule
             row += (f" {_ranks(run['ranks'])} | {_params(run['trainable_params'])} | "
-                    f"{_wer_ci(s, s['wer'] == best)} | {vs} |")
+                    f"{with_ci(s, bold=s['wer'] == best)} | {vs} |")
         out.append(row)
     return "\n".join(out)
 
 
-def _lora_vs(run: Path, lora: Path, lora_errors: UtteranceErrors | None) -> str:
+def _lora_vs(run: RunFolder, lora: RunFolder, lora_errors: UtteranceErrors | None) -> str:
     """This run minus the LoRA run on the same test utterances (paired bootstrap), in WER points."""
-    if lora_errors is None or run == lora:
-        return "–"
-    c = paired_compare(read_hyps(run / "test.hyps.jsonl"), lora_errors)
-    return f"{_points(c.diff)} [{_points(c.ci[0])}, {_points(c.ci[1])}] (p = {c.p_bootstrap:.2f})"
+    if lora_errors is None or run.path == lora.path:
+        return NONE
+    c = paired_compare(read_hyps(run.hyps_path("test")), lora_errors)
+    return f"{diff_ci(c.to_dict(), MINUS)} (p = {c.p_bootstrap:.2f})"
 
 
 def whole_split() -> str:
@@ -267,22 +262,23 @@ def whole_split() -> str:
            "| best epoch | minus LoRA, paired [95 % CI] |",
            "|---|---|---|---|---|---|---|---|---|---|"]
     for lang, corpus in (("yoruba", "yoruba_test"), ("swahili", "swahili_test")):
-        runs = sorted((HERE / "results").glob(f"{lang}-*/results.json"))
+        runs = [RunFolder(p.parent) for p in sorted((HERE / "results").glob(f"{lang}-*/{RunFolder.RESULTS}"))]
         if not runs:
             continue
         z = zs[corpus]
         out.append(f"| {lang} | – | zero-shot | – | 0 | {z['wer']:.3f} | {z['cer']:.3f} | – | – | – |")
-        lora = HERE / "results" / f"{lang}-full-lora"
-        lora_errors = read_hyps(lora / "test.hyps.jsonl") if (lora / "test.hyps.jsonl").is_file() else None
-        for p in runs:
-            r = json.loads(p.read_text())
-            cfg = json.loads((p.parent / "config.json").read_text())
-            method, amount = cfg["method"]["method"], p.parent.name.split("-")[1]
-            lr = cfg["train"]["lr"] or 1e-3  # runs made before config.json recorded the rate: the 1e-3 default
+        lora = RunFolder(HERE / "results" / f"{lang}-full-lora")
+        lora_errors = read_hyps(lora.hyps_path("test")) if lora.hyps_path("test").is_file() else None
+        for run in runs:
+            r, cfg = run.read_results(), run.read_config()
+            method, amount = cfg["method"]["method"], run.path.name.split("-")[1]
+            # runs made before config.json recorded the rate trained at the method's default, the one dama
+            # train uses without --lr (TrainConfig.learning_rate)
+            lr = cfg["train"]["lr"] or METHODS[method].default_lr
             change = f"{100 * (r['wer'] / z['wer'] - 1):+.0f} %".replace("-", "−")
             out.append(f"| {lang} | {amount} | {NAMES.get(method, method)} | {lr:g} | {r['trainable_params']:,} | "
                        f"{r['wer']:.3f} | {r['cer']:.3f} | {change} | {r['best_epoch']} of {len(r['epoch_seconds'])} | "
-                       f"{_lora_vs(p.parent, lora, lora_errors)} |")
+                       f"{_lora_vs(run, lora, lora_errors)} |")
     return "\n".join(out)
 
 
@@ -328,7 +324,7 @@ def deploy_speed(path: Path = HERE / "results" / "deploy_speed_cpu.json", timing
                + f" {v['wer']:.3f} | {v['cer']:.3f} |")
         if paired:
             c = v.get("paired_vs_baseline")
-            row += (f" {_points(c['diff'])} [{_points(c['ci'][0])}, {_points(c['ci'][1])}] "
+            row += (f" {diff_ci(c, MINUS)} "
                     f"(p = {c['p_bootstrap']:.2f}) |" if c else " – |")
         out.append(row)
     return "\n".join(out)
@@ -432,14 +428,14 @@ def filed_numbers(root: Path = HERE) -> frozenset[str]:
             found.update(_as_quoted(key, o))
 
     for path in root.rglob("*.json"):
-        if "adapter" not in path.parts and path.name != "config.json":
+        if RunFolder.ADAPTER not in path.parts and path.name != RunFolder.CONFIG:
             walk(json.loads(path.read_text()))
-    for path in root.rglob("metrics.jsonl"):  # epoch lines: validation WER, epoch time
+    for path in root.rglob(RunFolder.METRICS):  # epoch lines: validation WER, epoch time
         for line in path.read_text().splitlines():
             rec = json.loads(line)
             if rec.get("kind") != "step":
                 walk(rec)
-    for path in root.rglob("report.md"):
+    for path in root.rglob(REPORT_FILE):
         found.update(_bare(n) for n in _NUMBER.findall(path.read_text()))
     return frozenset(found)
 

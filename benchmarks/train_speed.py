@@ -37,7 +37,7 @@ def hf_worker(args) -> dict:
     from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
 
     from dama.adapt.peft_compat import target_regex
-    from dama.data import load_audio, load_data
+    from dama.data import SAMPLE_RATE, load_audio, load_data
     from dama.models.load import load_whisper
     from dama.train.batches import make_examples
 
@@ -52,7 +52,8 @@ def hf_worker(args) -> dict:
     rows = []
     for e in examples:
         u = m[e.row]
-        feats = w.feature_extractor(load_audio(u.audio), sampling_rate=16000, return_tensors="pt").input_features[0]
+        feats = w.feature_extractor(load_audio(u.audio), sampling_rate=SAMPLE_RATE,
+                                    return_tensors="pt").input_features[0]
         rows.append({"input_features": feats, "labels": e.tokens[1:], "decoder_input_ids": e.tokens[:-1],
                      "n_prompt": e.n_prompt})
     prep = time.perf_counter() - t0

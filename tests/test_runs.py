@@ -1,5 +1,4 @@
-"""RunFolder: the one place a run folder's names are spelled, and how a folder is recognised as dama's;
-plus the old import paths (before issue 25) that still lead to the moved code."""
+"""RunFolder: the one place a run folder's names are spelled, and how a folder is recognised as dama's."""
 
 from __future__ import annotations
 
@@ -58,33 +57,3 @@ def test_run_folder_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", "import sys, dama.runs; print('torch' in sys.modules)"],
                          capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"  # dama bench's grid and report can use it cheaply
-
-
-def test_old_import_paths_lead_to_the_moved_code(tmp_path, monkeypatch):
-    """Kept until every caller uses dama.encoder_cache, dama.evaluate.cached and dama.runs."""
-    import dama.encoder_cache as ec
-    import dama.evaluate.cached as ev
-    import dama.runs as runs
-    import dama.train.cache as old_cache
-    import dama.train.run as old_run
-    import dama.train.trainer as old_trainer
-    from dama.train.config import TrainConfig
-
-    assert old_cache.EncoderCache is ec.EncoderCache and old_cache.prune_cache is ec.prune_cache
-    assert old_cache.cache_info is ec.cache_info and old_cache.clip_key is ec.clip_key
-    assert old_trainer.decode_rows is ev.decode_rows and old_trainer.decoding_view is ev.decoding_view
-    assert old_trainer.TrainConfig is TrainConfig and old_run.load_run is runs.load_run
-    with pytest.raises(ModelError, match="not a dama run directory"):
-        old_run.read_run_config(tmp_path)
-    seen = {}
-    monkeypatch.setattr(old_run, "evaluate_cached", lambda *a, **k: seen.update(args=a, kw=k) or {"wer": 0})
-    old_run.evaluate_split("w", "m", "sw", tmp_path, TrainConfig(cache_dir=str(tmp_path / "c"), decode_batch_size=3),
-                           hyps_name="x.hyps.jsonl")
-    assert seen["args"] == ("w", "m", "sw", tmp_path / "x.hyps.jsonl", tmp_path / "c")
-    assert seen["kw"]["opts"].batch_size == 3 and seen["kw"]["use_cache"] is True
-    d = tmp_path / "stuck"
-    d.mkdir()
-    (d / "metrics.jsonl").write_text("")
-    (d / "config.json").write_text(json.dumps({"method": {}, "train": {}}))
-    old_trainer.remove_incomplete(d)
-    assert not d.exists()

@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from dama.errors import ModelError
-from dama.outputs import WRITE_CHECK_PREFIX
-from dama.safeio import LOCK_NAME, FileError, FolderLock, is_temp_name, read_json, write_json
+from dama.outputs import WRITE_CHECK_PREFIX, is_temp_name
+from dama.safeio import LOCK_NAME, FileError, FolderLock, read_json, write_json
 
 if TYPE_CHECKING:
     from dama.adapt.base import Adapted

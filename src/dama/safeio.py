@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from dama.errors import DamaError
-from dama.outputs import atomic_write, atomic_write_text, is_temp_name  # noqa: F401 (re-exported)
+from dama.outputs import atomic_write, atomic_write_text
 
 try:  # POSIX only; elsewhere folders go unlocked (dama's targets are Linux and macOS)
     import fcntl
@@ -289,5 +289,5 @@ class FolderLock:
             self._fd = None
 
 
-__all__ = ["CheckpointError", "FileError", "FolderLock", "FolderLockedError", "atomic_write", "load_checkpoint",
-           "read_json", "save_checkpoint_file", "write_json"]
+__all__ = ["CheckpointError", "FileError", "FolderLock", "FolderLockedError", "load_checkpoint", "read_json",
+           "save_checkpoint_file", "write_json"]

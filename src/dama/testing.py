@@ -14,6 +14,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from dama.data.audio import SAMPLE_RATE
+
 SPECIALS = [
     "<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|sw|>", "<|yo|>", "<|translate|>",
     "<|transcribe|>", "<|startoflm|>", "<|startofprev|>", "<|nospeech|>", "<|notimestamps|>",
@@ -84,7 +86,7 @@ def make_corpus(root: Path, n_train: int = 8, n_val: int = 3, n_test: int = 3) -
     return root
 
 
-def write_wav(path: Path, seconds: float = 1.0, sr: int = 16000, channels: int = 1, freq: float = 440.0) -> Path:
+def write_wav(path: Path, seconds: float = 1.0, sr: int = SAMPLE_RATE, channels: int = 1, freq: float = 440.0) -> Path:
     t = np.arange(int(seconds * sr)) / sr
     x = 0.3 * np.sin(2 * np.pi * freq * t).astype(np.float32)
     if channels > 1:

@@ -88,10 +88,10 @@ def test_one_colour_per_method_in_every_grid_and_every_plot(tmp_path, monkeypatc
     assert a["dama"] == b["dama"] == METHOD_COLOURS["dama"] and a["lora"] == b["lora"] == METHOD_COLOURS["lora"]
     assert len(set(a.values())) == len(a) and len(set(b.values())) == len(b)  # no two methods share one
 
-    from dama.bench import report
+    from dama.bench.report import figures as module
 
     figures = {}
-    monkeypatch.setattr(report, "_save", lambda fig, path, made, layout=True: figures.setdefault(path.name, fig))
+    monkeypatch.setattr(module, "_save", lambda fig, path, made, layout=True: figures.setdefault(path.name, fig))
     cfg = tuned_grid(tmp_path)
     plots(collect(cfg), tmp_path / "plots")
     assert {"wer_vs_hours.png", "wer_vs_params.png", "frontier.png", "cost.png"} <= set(figures)

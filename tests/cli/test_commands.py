@@ -167,7 +167,7 @@ def test_data_download_offline_is_one_line_naming_the_source(tmp_path, capsys, m
     monkeypatch.setattr("dama.data.recipes._records.subprocess.run", offline)
     assert main(["data", "download", "swahili", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and swahili.SOURCE_URL in err and "network" in err
+    assert err.count("\n") == 1 and swahili.CORPUS.source_url in err and "network" in err
 
     def no_git(cmd, **kw):
         raise FileNotFoundError(2, "No such file or directory", "git")

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from dama.data import load_data
+from dama.data.audio import CHUNK_SECONDS
 from dama.data.check import check_manifest
 from dama.data.recipes import NEW_LANGUAGES, RECIPES, new_language_of
 from dama.data.recipes.malagasy import DEVICES, device_of
@@ -93,7 +94,7 @@ def test_real_splits_as_shipped(real_root, name):
         assert {u.language for u in m} == {code} and all(u.text.strip() for u in m)
         errors, _ = check_manifest(m, extra_languages=NEW_LANGUAGES)
         assert errors == [], errors[:3]
-        assert all(0.3 <= u.duration <= 30.0 for u in m)
+        assert all(0.3 <= u.duration <= CHUNK_SECONDS for u in m)
         assert m.hours <= {"train": 1.5, "val": 0.2, "test": 0.5}[split] + 1e-3
         ids = {u.id for u in m}
         assert not ids & seen

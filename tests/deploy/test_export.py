@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from dama.data import load_audio, load_data
+from dama.data import SAMPLE_RATE, load_audio, load_data
 from dama.deploy import export_run
 from dama.errors import DamaError, ModelError
 from dama.models.load import load_whisper
@@ -38,7 +38,7 @@ def tiny_run(tmp_path_factory):
 
 def _greedy(w, corpus, language="sw"):
     m = load_data("swahili:test", corpus)
-    feats = w.feature_extractor([load_audio(u.audio) for u in m], sampling_rate=16000,
+    feats = w.feature_extractor([load_audio(u.audio) for u in m], sampling_rate=SAMPLE_RATE,
                                 return_tensors="pt").input_features
     prompts = [w.prompt_ids(language)] * len(m)
     return feats, prompts, decode_features(w, feats, prompts, [20] * len(m), DecodeOptions(loop_repeats=10_000))

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from dama.data import load_audio, load_data
+from dama.data import SAMPLE_RATE, load_audio, load_data
 from dama.deploy import export_run, load_faster_whisper
 from dama.evaluate.metrics import corpus_errors
 from dama.models.load import load_whisper
@@ -53,7 +53,7 @@ def test_merged_export_ct2_float32_and_int8_on_real_clips(sw_run, tmp_path):
     merged_dir = export_run(sw_run, "hf", tmp_path / "hf", log=lambda *a: None)
     merged, unmerged = load_whisper(merged_dir), load_run(sw_run, merge=False)
     few = _clips(4)
-    feats = merged.feature_extractor([load_audio(u.audio) for u in few], sampling_rate=16000,
+    feats = merged.feature_extractor([load_audio(u.audio) for u in few], sampling_rate=SAMPLE_RATE,
                                      return_tensors="pt").input_features
     prompts = [merged.prompt_ids("sw")] * len(few)
     opts = DecodeOptions(loop_repeats=10_000)
@@ -67,7 +67,7 @@ def test_merged_export_ct2_float32_and_int8_on_real_clips(sw_run, tmp_path):
 
     # int8 vs float32 on more clips (float32 stands for the HF model, as just checked)
     many = _clips(40)
-    feats = merged.feature_extractor([load_audio(u.audio) for u in many], sampling_rate=16000,
+    feats = merged.feature_extractor([load_audio(u.audio) for u in many], sampling_rate=SAMPLE_RATE,
                                      return_tensors="pt").input_features
     prompts = [merged.prompt_ids("sw")] * len(many)
     i8 = export_run(sw_run, "ct2", tmp_path / "i8", quantization="int8", log=lambda *a: None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dama.data.audio import SAMPLE_RATE
 from dama.errors import ModelError
 from dama.models.transcribe import DecodeOptions, decode_features, find_tail_loop, split_long, transcribe
 
@@ -20,7 +21,7 @@ def test_find_tail_loop(tokens, expected):
 
 
 def test_split_long_cuts_at_silence_and_keeps_every_sample():
-    sr = 16000
+    sr = SAMPLE_RATE
     rng = np.random.default_rng(0)
     audio = rng.normal(0, 0.1, size=70 * sr).astype(np.float32)
     audio[27 * sr: 27 * sr + sr // 5] = 0.0  # a pause 27 s in
@@ -32,7 +33,7 @@ def test_split_long_cuts_at_silence_and_keeps_every_sample():
 
 
 def test_transcribe_tiny_model_respects_budget_and_order(tiny_whisper):
-    sr = 16000
+    sr = SAMPLE_RATE
     rng = np.random.default_rng(1)
     audios = [rng.normal(0, 0.1, size=int(s * sr)).astype(np.float32) for s in (1.0, 3.0, 35.0)]
     opts = DecodeOptions(batch_size=2, tokens_per_second=4, min_tokens=2, loop_repeats=1000)
@@ -40,7 +41,7 @@ def test_transcribe_tiny_model_respects_budget_and_order(tiny_whisper):
     texts = transcribe(tiny_whisper, audios, "sw", opts, progress=done.append)
     assert len(texts) == 3 and sum(done) == 3
     # every row stops at its own budget
-    feats = tiny_whisper.feature_extractor([a[:16000] for a in audios], sampling_rate=sr, return_tensors="pt")
+    feats = tiny_whisper.feature_extractor([a[:sr] for a in audios], sampling_rate=sr, return_tensors="pt")
     prompts = [tiny_whisper.prompt_ids("sw")] * 3
     rows = decode_features(tiny_whisper, feats.input_features, prompts, [3, 7, 11], opts)
     assert all(len(r) <= b for r, b in zip(rows, [3, 7, 11]))

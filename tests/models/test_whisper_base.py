@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from dama.data import load_audio, load_data
+from dama.data import SAMPLE_RATE, load_audio, load_data
 from tests.conftest import SHARED_DATA
 
 pytestmark = pytest.mark.integration
@@ -30,7 +30,7 @@ def test_conversion_matches_ctranslate2_on_real_clips(whisper_base, whisper_base
     w = whisper_base
     ct = ctranslate2.models.Whisper(str(whisper_base_ct2_dir), device="cpu", compute_type="float32")
     clips = _clips()
-    feats = w.feature_extractor([load_audio(u.audio) for u in clips], sampling_rate=16000,
+    feats = w.feature_extractor([load_audio(u.audio) for u in clips], sampling_rate=SAMPLE_RATE,
                                 return_tensors="np").input_features
     prompts = [w.prompt_ids(u.language) for u in clips]
     res = ct.generate(ctranslate2.StorageView.from_array(feats), prompts, beam_size=1, suppress_blank=False,

@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dama.adapt.allocation import allocate, allocation_from_file
 from dama.cli.main import main
 from dama.errors import DamaError
-from dama.probe import allocate, language_variance, lid_probe, linear_cka
-from dama.probe.plan import allocation_from_file
+from dama.probe import language_variance, lid_probe, linear_cka
 from dama.testing import write_wav
 
 
@@ -173,7 +173,7 @@ def test_parallel_pairs_match_content_across_languages():
     ("swahili", "fisher", 945_152), ("yoruba", "fisher", 885_248), ("swahili", "lid", 1_211_392)])
 def test_plan_parameter_count_matches_the_trained_runs(language, measure, measured, tmp_path, capsys):
     """Counts `dama train` reported for these allocations on whisper-base (benchmarks/cpu-whisper-base/runs)."""
-    from dama.probe.plan import allocation_fixed
+    from dama.adapt.allocation import allocation_fixed
 
     probe = Path(__file__).resolve().parents[2] / "benchmarks" / "probe" / f"whisper-base-prompt-{language}.json"
     assert allocation_from_file(probe, measure).trainable_params(512, 2048) == measured

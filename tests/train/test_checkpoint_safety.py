@@ -23,6 +23,7 @@ import torch
 from dama.adapt import make_method
 from dama.data import load_data
 from dama.errors import DamaError
+from dama.outputs import atomic_write
 from dama.runs import RunFolder
 from dama.safeio import (
     LOCK_NAME,
@@ -30,7 +31,6 @@ from dama.safeio import (
     FileError,
     FolderLock,
     FolderLockedError,
-    atomic_write,
     load_checkpoint,
     read_json,
     save_checkpoint_file,

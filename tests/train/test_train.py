@@ -10,7 +10,7 @@ import torch
 
 from dama.adapt import make_method
 from dama.adapt.dama import DamaMethod
-from dama.data import load_data
+from dama.data import SAMPLE_RATE, load_data
 from dama.data.manifest import Manifest
 from dama.errors import DamaError, DataError, ModelError
 from dama.models.load import load_whisper
@@ -178,7 +178,7 @@ def test_encoder_cache_is_reused_and_exact(tiny6_ct2_dir, corpus, tmp_path):
     c1 = EncoderCache.build(w, m, tmp_path / "c", log=msgs.append, show_progress=False)
     c2 = EncoderCache.build(w, m, tmp_path / "c", log=msgs.append, show_progress=False)
     assert c1.path == c2.path and "hit" in msgs[-1] and "MiB" in msgs[0]
-    feats = w.feature_extractor([load_audio(m[1].audio)], sampling_rate=16000, return_tensors="pt").input_features
+    feats = w.feature_extractor([load_audio(m[1].audio)], sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
     with torch.no_grad():
         ref = w.model.get_encoder()(feats).last_hidden_state[0]
     assert torch.allclose(c1.get([1])[0].float(), ref, atol=2e-2)

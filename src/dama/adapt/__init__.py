@@ -6,6 +6,7 @@
   registry.py    METHODS by name, make_method
   dama.py, lora.py, dora.py, lora_fa.py, adalora.py, pissa.py, full.py, zero_shot.py: one method each
   ranks.py       DAMA's depth-aware rank allocation r(l)
+  allocation.py  ranks and segments from a measured per-layer profile (dama plan, --allocation)
   peft_compat.py PEFT's traps for Whisper, wrapped once
 
 The registry and the methods (which load torch and PEFT) are imported on first use (PEP 562), so

@@ -29,7 +29,7 @@ from dama.errors import DamaError
 if TYPE_CHECKING:
     from dama.adapt.base import MethodConfig
 
-ALLOCATION_MEASURES = ("lid", "variance", "fisher")  # dama.probe.plan.MEASURES (which imports numpy and torch)
+ALLOCATION_MEASURES = ("lid", "variance", "fisher")  # the profiles dama.adapt.allocation can allocate from
 # options that set DAMA's per-layer ranks or ablations: an error for a method without those fields
 DAMA_OPTIONS = ("ranks", "segments", "allocation", "uniform_rank", "random_init", "no_bpp")
 
@@ -154,7 +154,7 @@ def method_settings(method: str, **options) -> dict:
     if "allocation" in given:
         if "ranks" in given or "segments" in given:
             raise DamaError("--allocation sets ranks and segments; do not also give --ranks/--segments")
-        from dama.probe import allocation_from_file
+        from dama.adapt.allocation import allocation_from_file
 
         a = allocation_from_file(Path(given["allocation"]), given.get("allocation_measure", ALLOCATION_MEASURES[0]),
                                  given.get("r_high", option_default("r_high")),

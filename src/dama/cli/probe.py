@@ -43,7 +43,7 @@ def _decoder_dims(model: str | None) -> tuple[int, int] | None:
 
 
 def cmd_plan(args) -> dict:
-    from dama.probe.plan import allocate, allocation_fixed, profile_from_probe, read_probe
+    from dama.adapt.allocation import allocate, allocation_fixed, profile_from_probe, read_probe
 
     probe = read_probe(args.probe)
     a = allocate(profile_from_probe(probe, args.measure), args.r_high, args.r_low, args.measure)

@@ -6,9 +6,9 @@ import time
 from pathlib import Path
 
 from dama.cli.common import add_decode_args, decode_opts, explicit_base, load_model, setup_torch, write_json
+from dama.data.audio import SAMPLE_RATE
 from dama.errors import DamaError
 
-SAMPLE_RATE = 16_000
 TRANSCRIBE_BLOCK = 32  # audio files decoded into memory at a time by `dama transcribe`
 
 

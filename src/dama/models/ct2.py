@@ -191,6 +191,31 @@ def _split(arr: np.ndarray, parts: int) -> list[np.ndarray]:
     return np.split(arr, parts, axis=0)
 
 
+def _name_map(stack: str, layers: int):
+    """Each Hugging Face Whisper module of one stack and the CTranslate2 variable it is stored as, in
+    both directions (:func:`ct2_to_hf_state_dict`, :func:`hf_to_ct2`): ``(kind, hf, ct2)`` with kind
+    "ln" (a layer norm), "lin" (a linear or conv layer) or "fused" (several HF projections stacked
+    into one CT2 matrix; ``hf`` is then their list). The convolutions are the encoder's only."""
+    p = f"model.{stack}"
+    yield "ln", f"{p}.layer_norm", f"{stack}/layer_norm"
+    for i in range(layers):
+        hf, ct = f"{p}.layers.{i}", f"{stack}/layer_{i}"
+        yield "ln", f"{hf}.self_attn_layer_norm", f"{ct}/self_attention/layer_norm"
+        yield "fused", [f"{hf}.self_attn.{x}_proj" for x in "qkv"], f"{ct}/self_attention/linear_0"
+        yield "lin", f"{hf}.self_attn.out_proj", f"{ct}/self_attention/linear_1"
+        if stack == "decoder":
+            yield "ln", f"{hf}.encoder_attn_layer_norm", f"{ct}/attention/layer_norm"
+            yield "lin", f"{hf}.encoder_attn.q_proj", f"{ct}/attention/linear_0"
+            yield "fused", [f"{hf}.encoder_attn.k_proj", f"{hf}.encoder_attn.v_proj"], f"{ct}/attention/linear_1"
+            yield "lin", f"{hf}.encoder_attn.out_proj", f"{ct}/attention/linear_2"
+        yield "ln", f"{hf}.final_layer_norm", f"{ct}/ffn/layer_norm"
+        yield "lin", f"{hf}.fc1", f"{ct}/ffn/linear_0"
+        yield "lin", f"{hf}.fc2", f"{ct}/ffn/linear_1"
+    if stack == "encoder":
+        for c in ("conv1", "conv2"):
+            yield "lin", f"{p}.{c}", f"{stack}/{c}"
+
+
 def ct2_to_hf_state_dict(ct: CT2Model) -> dict[str, torch.Tensor]:
     """Rename and un-fuse CTranslate2 Whisper tensors into a HF ``state_dict`` (float32)."""
     sd: dict[str, np.ndarray] = {}
@@ -199,10 +224,9 @@ def ct2_to_hf_state_dict(ct: CT2Model) -> dict[str, torch.Tensor]:
         for a, b in _LN.items():
             sd[f"{dst}.{b}"] = ct.get(f"{src}/{a}")
 
-    def lin(dst: str, src: str, bias: bool = True) -> None:
+    def lin(dst: str, src: str) -> None:
         sd[f"{dst}.weight"] = ct.get(f"{src}/weight")
-        if bias:
-            sd[f"{dst}.bias"] = ct.get(f"{src}/bias")
+        sd[f"{dst}.bias"] = ct.get(f"{src}/bias")
 
     def fused(dsts: list[str], src: str) -> None:
         ws = _split(ct.get(f"{src}/weight"), len(dsts))
@@ -212,25 +236,11 @@ def ct2_to_hf_state_dict(ct: CT2Model) -> dict[str, torch.Tensor]:
             if not dst.endswith("k_proj"):  # Whisper's key projections have no bias (CT2 stores zeros)
                 sd[f"{dst}.bias"] = b
 
+    by_kind = {"ln": ln, "lin": lin, "fused": fused}
     for stack in ("encoder", "decoder"):
-        p = f"model.{stack}"
-        sd[f"{p}.embed_positions.weight"] = ct.get(f"{stack}/position_encodings/encodings")
-        ln(f"{p}.layer_norm", f"{stack}/layer_norm")
-        for i in range(_count_layers(ct, stack)):
-            src, dst = f"{stack}/layer_{i}", f"{p}.layers.{i}"
-            ln(f"{dst}.self_attn_layer_norm", f"{src}/self_attention/layer_norm")
-            fused([f"{dst}.self_attn.{x}_proj" for x in "qkv"], f"{src}/self_attention/linear_0")
-            lin(f"{dst}.self_attn.out_proj", f"{src}/self_attention/linear_1")
-            if stack == "decoder":
-                ln(f"{dst}.encoder_attn_layer_norm", f"{src}/attention/layer_norm")
-                lin(f"{dst}.encoder_attn.q_proj", f"{src}/attention/linear_0")
-                fused([f"{dst}.encoder_attn.k_proj", f"{dst}.encoder_attn.v_proj"], f"{src}/attention/linear_1")
-                lin(f"{dst}.encoder_attn.out_proj", f"{src}/attention/linear_2")
-            ln(f"{dst}.final_layer_norm", f"{src}/ffn/layer_norm")
-            lin(f"{dst}.fc1", f"{src}/ffn/linear_0")
-            lin(f"{dst}.fc2", f"{src}/ffn/linear_1")
-    for c in ("conv1", "conv2"):
-        lin(f"model.encoder.{c}", f"encoder/{c}")
+        sd[f"model.{stack}.embed_positions.weight"] = ct.get(f"{stack}/position_encodings/encodings")
+        for kind, hf, ct_name in _name_map(stack, _count_layers(ct, stack)):
+            by_kind[kind](hf, ct_name)
     sd["model.decoder.embed_tokens.weight"] = ct.get("decoder/embeddings/weight")
     return {k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in sd.items()}
 
@@ -259,26 +269,12 @@ def hf_to_ct2(state_dict: dict[str, torch.Tensor], config, dtype: str = "float16
             [g.get(f"{s}.bias", np.zeros(g[f"{s}.weight"].shape[0], np.float32)) for s in srcs]
         )
 
+    by_kind = {"ln": ln, "lin": lin, "fused": fused}
     for stack, n in (("encoder", config.encoder_layers), ("decoder", config.decoder_layers)):
-        p = f"model.{stack}"
         var[f"{stack}/num_heads"] = np.array(getattr(config, f"{stack}_attention_heads"), dtype=np.int16)
-        var[f"{stack}/position_encodings/encodings"] = g[f"{p}.embed_positions.weight"]
-        ln(f"{p}.layer_norm", f"{stack}/layer_norm")
-        for i in range(n):
-            src, dst = f"{p}.layers.{i}", f"{stack}/layer_{i}"
-            ln(f"{src}.self_attn_layer_norm", f"{dst}/self_attention/layer_norm")
-            fused([f"{src}.self_attn.{x}_proj" for x in "qkv"], f"{dst}/self_attention/linear_0")
-            lin(f"{src}.self_attn.out_proj", f"{dst}/self_attention/linear_1")
-            if stack == "decoder":
-                ln(f"{src}.encoder_attn_layer_norm", f"{dst}/attention/layer_norm")
-                lin(f"{src}.encoder_attn.q_proj", f"{dst}/attention/linear_0")
-                fused([f"{src}.encoder_attn.k_proj", f"{src}.encoder_attn.v_proj"], f"{dst}/attention/linear_1")
-                lin(f"{src}.encoder_attn.out_proj", f"{dst}/attention/linear_2")
-            ln(f"{src}.final_layer_norm", f"{dst}/ffn/layer_norm")
-            lin(f"{src}.fc1", f"{dst}/ffn/linear_0")
-            lin(f"{src}.fc2", f"{dst}/ffn/linear_1")
-    for c in ("conv1", "conv2"):
-        lin(f"model.encoder.{c}", f"encoder/{c}")
+        var[f"{stack}/position_encodings/encodings"] = g[f"model.{stack}.embed_positions.weight"]
+        for kind, hf, ct_name in _name_map(stack, n):
+            by_kind[kind](hf, ct_name)
     var["decoder/embeddings/weight"] = g["model.decoder.embed_tokens.weight"]
     out = {}
     for k, v in sorted(var.items()):

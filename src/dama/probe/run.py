@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
+from dama.adapt.allocation import allocate
 from dama.data.manifest import Manifest
 from dama.errors import DamaError
 from dama.models.load import Whisper
 from dama.probe.features import layer_features
 from dama.probe.measures import gradient_importance, language_variance, lid_probe, linear_cka
-from dama.probe.plan import allocate
 
 
 def run_probe(w: Whisper, m: Manifest, target: Manifest | None = None, mode: str = "prompt",

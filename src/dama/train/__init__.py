@@ -14,7 +14,7 @@ Elsewhere: the encoder cache is :mod:`dama.encoder_cache`, decoding from it
 import importlib
 
 # loaded on first use (PEP 562): `dama train --help` reads dama.train.config without torch
-_LAZY = {"load_run": "dama.runs", "TrainingError": "dama.train.checkpoint", "TrainConfig": "dama.train.config",
+_LAZY = {"TrainingError": "dama.train.checkpoint", "TrainConfig": "dama.train.config",
          "run_training": "dama.train.run", "train": "dama.train.trainer"}
 
 
@@ -24,4 +24,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'dama.train' has no attribute {name!r}")
 
 
-__all__ = ["TrainConfig", "TrainingError", "load_run", "run_training", "train"]
+__all__ = ["TrainConfig", "TrainingError", "run_training", "train"]

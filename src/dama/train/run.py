@@ -25,7 +25,7 @@ from dama.memory import peak_memory_mb
 from dama.models.load import Whisper, load_whisper, model_fingerprint
 from dama.models.new_language import add_language_token
 from dama.models.transcribe import DecodeOptions
-from dama.runs import RunFolder, load_run
+from dama.runs import RunFolder
 from dama.safeio import read_json, write_json
 from dama.train.config import TrainConfig
 from dama.train.trainer import train
@@ -278,33 +278,4 @@ def _zero_shot(w: Whisper, test_m: Manifest, language: str | None, run: RunFolde
     return zs
 
 
-# -- old import paths (before the run folder, the encoder cache and cached evaluation had modules of
-# their own); kept so existing callers keep working. New code uses dama.runs and dama.evaluate.cached.
-
-
-def read_run_config(run_dir: str | Path) -> dict:
-    """:meth:`RunFolder.read_config`."""
-    return RunFolder(run_dir).read_config()
-
-
-def check_base(w: Whisper, cfg: dict, label: str) -> None:
-    """:meth:`RunFolder.check_base` with the run's config already read."""
-    RunFolder(label).check_base(w, cfg, label)
-
-
-def restore_new_language(w: Whisper, cfg: dict, label: str) -> None:
-    """:meth:`RunFolder.restore_new_language` with the run's config already read."""
-    RunFolder(label).restore_new_language(w, cfg, label)
-
-
-def evaluate_split(w: Whisper, m: Manifest, language: str | None, run_dir: Path, cfg: TrainConfig,
-                   use_cache: bool = True, hyps_name: str = "test.hyps.jsonl", log=print,
-                   opts: DecodeOptions | None = None) -> dict:
-    """:func:`dama.evaluate.cached.evaluate_cached` with hypotheses in ``run_dir / hyps_name`` and the
-    cache where ``cfg`` keeps it."""
-    return evaluate_cached(w, m, language, Path(run_dir) / hyps_name, cfg.cache_root(Path(run_dir)),
-                           opts=opts or DecodeOptions(batch_size=cfg.decode_batch_size), use_cache=use_cache, log=log)
-
-
-__all__ = ["RESUME_IGNORED", "RESUME_MAY_DIFFER", "check_base", "evaluate_split", "load_run", "read_run_config",
-           "restore_new_language", "resume_changes", "run_training"]
+__all__ = ["RESUME_IGNORED", "RESUME_MAY_DIFFER", "resume_changes", "run_training"]

@@ -384,10 +384,4 @@ class Trainer:
         return adapted, state, summary
 
 
-def remove_incomplete(run_dir: Path) -> None:
-    """:meth:`dama.runs.RunFolder.remove_if_unstarted` (the old name, kept for existing callers)."""
-    RunFolder(run_dir).remove_if_unstarted()
-
-
-__all__ = ["RunState", "TrainConfig", "Trainer", "TrainingError", "decode_rows", "decoding_view", "read_checkpoint",
-           "remove_incomplete", "save_checkpoint", "train"]
+__all__ = ["RunState", "Trainer", "train"]

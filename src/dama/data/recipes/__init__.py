@@ -14,6 +14,7 @@ from dama.data.recipes import (
     swahili,
     yoruba,
 )
+from dama.data.recipes._records import RecordsCorpus
 
 
 @dataclass(frozen=True)
@@ -43,20 +44,15 @@ class Recipe:
         return self.language_name is not None
 
 
-def _records_recipe(mod, prepare: Callable, download: Callable) -> Recipe:
-    """A Recipe for an ALFFA-layout corpus module (NAME, LANGUAGE, SPLITS, SOURCE_URL, optional LANGUAGE_NAME)."""
-    return Recipe(mod.NAME, mod.SPLITS, "test", mod.SOURCE_URL, prepare, download, language=mod.LANGUAGE,
-                  language_name=getattr(mod, "LANGUAGE_NAME", None),
-                  zero_shot_proxy=getattr(mod, "ZERO_SHOT_PROXY", None))
+def _records_recipe(corpus: RecordsCorpus) -> Recipe:
+    """The Recipe of a corpus in the shared recordings layout (see :mod:`dama.data.recipes._records`)."""
+    return Recipe(corpus.name, corpus.splits, "test", corpus.source_url, corpus.prepare, corpus.download,
+                  language=corpus.language, language_name=corpus.language_name,
+                  zero_shot_proxy=corpus.zero_shot_proxy)
 
 
 RECIPES: dict[str, Recipe] = {
-    "swahili": _records_recipe(swahili, swahili.prepare_swahili, swahili.download_swahili),
-    "yoruba": _records_recipe(yoruba, yoruba.prepare_yoruba, yoruba.download_yoruba),
-    "amharic": _records_recipe(amharic, amharic.prepare_amharic, amharic.download_amharic),
-    "malagasy": _records_recipe(malagasy, malagasy.prepare_malagasy, malagasy.download_malagasy),
-    "kinyarwanda": _records_recipe(kinyarwanda, kinyarwanda.prepare_kinyarwanda, kinyarwanda.download_kinyarwanda),
-    "pidgin": _records_recipe(pidgin, pidgin.prepare_pidgin, pidgin.download_pidgin),
+    **{m.CORPUS.name: _records_recipe(m.CORPUS) for m in (swahili, yoruba, amharic, malagasy, kinyarwanda, pidgin)},
     "fleurs-control": Recipe("fleurs-control", fleurs_control.SPLITS, "all", fleurs_control.SOURCE_URL,
                              fleurs_control.prepare_fleurs_control, fleurs_control.download_fleurs_control),
 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import unicodedata
+from dataclasses import dataclass
 from pathlib import Path
 
 from dama.data.manifest import Manifest, Problem, Utterance, read_utf8
@@ -67,3 +68,29 @@ def git_download(url: str, commit: str, dest: Path) -> Path:
     subprocess.run(["git", "-C", str(tmp), "checkout", commit], check=True)
     tmp.rename(dest)
     return dest
+
+
+@dataclass(frozen=True)
+class RecordsCorpus:
+    """A corpus in this layout, published as a git repository: what a recipe module declares, and its
+    ``download``/``prepare`` (the module's ``download_<name>``/``prepare_<name>``).
+
+    ``language_name`` only for a language Whisper has no token for (training adds one);
+    ``zero_shot_proxy`` the existing token its zero-shot runs decode with.
+    """
+
+    name: str
+    language: str
+    splits: tuple[str, ...]
+    source_url: str
+    source_commit: str
+    language_name: str | None = None
+    zero_shot_proxy: str | None = None
+
+    def download(self, dest: str | Path) -> Path:
+        """Clone the corpus at its pinned commit into ``dest`` (kept if it is there already)."""
+        return git_download(self.source_url, self.source_commit, Path(dest))
+
+    def prepare(self, root: str | Path, split: str = "test") -> Manifest:
+        """The manifest of one split of a copy of the corpus at ``root``."""
+        return prepare_records(Path(root), split, self.language, self.name, self.splits)

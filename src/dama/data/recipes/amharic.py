@@ -14,21 +14,8 @@ rebuilt from the linker files, WER on this corpus is mostly measured against oth
 
 from __future__ import annotations
 
-from pathlib import Path
+from dama.data.recipes._records import RecordsCorpus
 
-from dama.data.manifest import Manifest
-from dama.data.recipes._records import git_download, prepare_records
-
-NAME = "amharic"
-LANGUAGE = "am"
-SPLITS = ("train", "val", "test")
-SOURCE_URL = "https://github.com/IsraelAbebe/Amharic-ASR-Dataset"
-SOURCE_COMMIT = "0429362"
-
-
-def download_amharic(dest: str | Path) -> Path:
-    return git_download(SOURCE_URL, SOURCE_COMMIT, Path(dest))
-
-
-def prepare_amharic(root: str | Path, split: str = "test") -> Manifest:
-    return prepare_records(Path(root), split, LANGUAGE, NAME, SPLITS)
+CORPUS = RecordsCorpus("amharic", "am", ("train", "val", "test"),
+                       "https://github.com/IsraelAbebe/Amharic-ASR-Dataset", "0429362")
+download_amharic, prepare_amharic = CORPUS.download, CORPUS.prepare

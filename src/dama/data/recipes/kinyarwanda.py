@@ -1,9 +1,9 @@
 """Kinyarwanda read speech (one device), MIT, github.com/Andrews2017/Speech-Kinyarwanda-dataset.
 
 Whisper has no Kinyarwanda token, so this recipe exercises the new-language path: its
-utterances carry the ISO 639-1 code ``rw`` and ``LANGUAGE_NAME`` names the token that
+utterances carry the ISO 639-1 code ``rw`` and ``language_name`` names the token that
 ``dama train`` adds (``--language rw --language-name Kinyarwanda``). Zero-shot decoding
-needs an existing token instead. ``ZERO_SHOT_PROXY`` was chosen on the val split (never
+needs an existing token instead. ``zero_shot_proxy`` was chosen on the val split (never
 the test split) among three Bantu languages Whisper has: Swahili (``sw``, also the regional
 lingua franca), Shona (``sn``) and Lingala (``ln``). Lingala had the lowest val WER
 (benchmarks/zero-shot/kinyarwanda_val_*.json), and keeps it when the val hypotheses are
@@ -28,23 +28,9 @@ choice above rests on that.
 
 from __future__ import annotations
 
-from pathlib import Path
+from dama.data.recipes._records import RecordsCorpus
 
-from dama.data.manifest import Manifest
-from dama.data.recipes._records import git_download, prepare_records
-
-NAME = "kinyarwanda"
-LANGUAGE = "rw"
-LANGUAGE_NAME = "Kinyarwanda"
-ZERO_SHOT_PROXY = "ln"  # lowest val WER of sw, sn, ln (see the module doc)
-SPLITS = ("train", "val", "test")
-SOURCE_URL = "https://github.com/Andrews2017/Speech-Kinyarwanda-dataset"
-SOURCE_COMMIT = "a0df7a3"
-
-
-def download_kinyarwanda(dest: str | Path) -> Path:
-    return git_download(SOURCE_URL, SOURCE_COMMIT, Path(dest))
-
-
-def prepare_kinyarwanda(root: str | Path, split: str = "test") -> Manifest:
-    return prepare_records(Path(root), split, LANGUAGE, NAME, SPLITS)
+CORPUS = RecordsCorpus("kinyarwanda", "rw", ("train", "val", "test"),
+                       "https://github.com/Andrews2017/Speech-Kinyarwanda-dataset", "a0df7a3",
+                       language_name="Kinyarwanda", zero_shot_proxy="ln")  # lowest val WER of sw, sn, ln (see above)
+download_kinyarwanda, prepare_kinyarwanda = CORPUS.download, CORPUS.prepare

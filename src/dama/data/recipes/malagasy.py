@@ -8,27 +8,15 @@ corpora. The device is the third ``_``-field of each id (``200623-203708_mlg_7f0
 
 from __future__ import annotations
 
-from pathlib import Path
+from dama.data.recipes._records import RecordsCorpus
 
-from dama.data.manifest import Manifest
-from dama.data.recipes._records import git_download, prepare_records
+CORPUS = RecordsCorpus("malagasy", "mg", ("train", "val", "test"),
+                       "https://github.com/dimbyr/Malagasy_Speech_Data", "908b241")
+download_malagasy, prepare_malagasy = CORPUS.download, CORPUS.prepare
 
-NAME = "malagasy"
-LANGUAGE = "mg"
-SPLITS = ("train", "val", "test")
-SOURCE_URL = "https://github.com/dimbyr/Malagasy_Speech_Data"
-SOURCE_COMMIT = "908b241"
 DEVICES = {"train": "7f0", "val": "7f0", "test": "2f0"}  # as shipped; see the module doc
 
 
 def device_of(utt_id: str) -> str:
     """The recording device of a Lig-Aikuma id: ``DATE-TIME_LANG_DEVICE_elicit_N`` -> ``DEVICE``."""
     return utt_id.split("_")[2]
-
-
-def download_malagasy(dest: str | Path) -> Path:
-    return git_download(SOURCE_URL, SOURCE_COMMIT, Path(dest))
-
-
-def prepare_malagasy(root: str | Path, split: str = "test") -> Manifest:
-    return prepare_records(Path(root), split, LANGUAGE, NAME, SPLITS)

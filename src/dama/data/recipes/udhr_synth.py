@@ -22,6 +22,7 @@ import tarfile
 import unicodedata
 from pathlib import Path
 
+from dama.data.audio import CHUNK_SECONDS
 from dama.data.manifest import Manifest, Utterance
 from dama.errors import DataError
 
@@ -112,7 +113,7 @@ def synthesize(text: str, voice: str, out: Path, speed: int = 150) -> Path:
 
 
 def prepare_udhr_synth(declarations: str | Path, out: str | Path, languages: list[str], articles: int = 12,
-                       max_seconds: float = 30.0) -> Manifest:
+                       max_seconds: float = CHUNK_SECONDS) -> Manifest:
     """Synthesise articles 1..``articles`` in each language (clips already there are kept) and
     write ``out/manifest.jsonl``. Utterance ids are ``udhr-<article>-<language>``: the same
     article in two languages is parallel content."""

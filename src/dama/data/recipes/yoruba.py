@@ -2,21 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from dama.data.recipes._records import RecordsCorpus
 
-from dama.data.manifest import Manifest
-from dama.data.recipes._records import git_download, prepare_records
-
-NAME = "yoruba"
-LANGUAGE = "yo"
-SPLITS = ("train", "val", "test", "extra")
-SOURCE_URL = "https://github.com/ogunlao/yoruba_speech_project"
-SOURCE_COMMIT = "7000026"
-
-
-def download_yoruba(dest: str | Path) -> Path:
-    return git_download(SOURCE_URL, SOURCE_COMMIT, Path(dest))
-
-
-def prepare_yoruba(root: str | Path, split: str = "test") -> Manifest:
-    return prepare_records(Path(root), split, LANGUAGE, NAME, SPLITS)
+CORPUS = RecordsCorpus("yoruba", "yo", ("train", "val", "test", "extra"),
+                       "https://github.com/ogunlao/yoruba_speech_project", "7000026")
+download_yoruba, prepare_yoruba = CORPUS.download, CORPUS.prepare

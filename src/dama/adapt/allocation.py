@@ -1,5 +1,7 @@
 """From a measured per-layer profile to DAMA's allocation (`dama plan`, `dama train --allocation`).
 
+Beside the ranks it sets (:mod:`dama.adapt.ranks`); :mod:`dama.probe` measures the profiles.
+
 The rule, for a decoder of L layers and a profile p(l) (higher = more language-specific or
 more in need of adapting):
 
@@ -21,10 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
+from dama.adapt.options import ALLOCATION_MEASURES
 from dama.adapt.ranks import Segments, default_segments, depth_aware_param_count, depth_aware_ranks
 from dama.errors import DamaError
 
-MEASURES = ("lid", "variance", "fisher")
+MEASURES = ALLOCATION_MEASURES
 
 
 @dataclass
