@@ -68,7 +68,7 @@ def cmd_data_prepare(args) -> dict:
 
 def cmd_data_synth(args) -> dict:
     from dama.data.recipes.udhr_synth import download_udhr, prepare_udhr_synth
-    from dama.models.fetch import cache_dir
+    from dama.paths import cache_dir
 
     decl = Path(args.udhr) if args.udhr else download_udhr(cache_dir() / "udhr")
     langs = [x.strip() for x in args.languages.split(",") if x.strip()]

@@ -92,7 +92,7 @@ def plan_recordings(durations: list[float]) -> list[list[int]]:
 
 
 def cache_root() -> Path:
-    from dama.models.fetch import cache_dir
+    from dama.paths import cache_dir
 
     return cache_dir() / "longform"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 
 def audio_store() -> Path:
-    from dama.models.fetch import cache_dir
+    from dama.paths import cache_dir
 
     return cache_dir() / "audio-store"
 

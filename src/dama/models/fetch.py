@@ -14,7 +14,6 @@ Cache layout (``$DAMA_CACHE``, default ``~/.cache/dama``)::
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import subprocess
 import sys
@@ -26,8 +25,8 @@ from pathlib import Path
 
 from dama.errors import ChecksumError, ModelError
 from dama.models.convert import check_replaceable, convert_ct2_to_hf, hf_model_dir_problem, swap_in
+from dama.paths import CACHE_ENV, cache_dir
 
-CACHE_ENV = "DAMA_CACHE"
 COMPLETE_MARK = ".dama-complete"
 
 
@@ -65,10 +64,6 @@ KNOWN_MODELS: dict[str, KnownModel] = {
         "openai/whisper-base",
     ),
 }
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "dama").expanduser()
 
 
 def cached_model_dir(name: str) -> Path:
