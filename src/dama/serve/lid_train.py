@@ -3,7 +3,8 @@
 Each adapter's run folder says what it was trained on (``config.json``: ``data.train``, ``language``), so
 the router learns each adapter's language from exactly the audio that adapter knows; ``--other`` brings
 clips of languages no adapter serves (class ``base``: the bare model with Whisper's detected language).
-At most ``max_per_class`` clips per class (evenly spread over the data), so fitting takes a minute on CPU.
+At most ``max_per_class`` clips per class (evenly spread over the data; for ``base``, shared out equally
+among its languages, so a big corpus does not crowd out the others), so fitting takes a minute or two on CPU.
 """
 
 from __future__ import annotations
@@ -65,7 +66,11 @@ def train_router(opts: LidTrainOptions, log=print) -> tuple[LanguageRouter, Path
     if opts.other:
         served = set(multi.languages.values())
         utts = [u for u in load_data(opts.other, opts.data_root) if u.language not in served]
-        sources[BASE] = _spread(utts, opts.max_per_class)
+        by_lang: dict[str | None, list] = {}
+        for u in utts:
+            by_lang.setdefault(u.language, []).append(u)
+        each = max(1, -(-opts.max_per_class // max(1, len(by_lang))))  # every other language gets its share
+        sources[BASE] = [u for group in by_lang.values() for u in _spread(group, each)]
     feats, labels = [], []
     for cls, utts in sources.items():
         log(f"lid: {cls}: {len(utts)} clips")
