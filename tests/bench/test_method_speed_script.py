@@ -7,7 +7,7 @@ import json
 import pytest
 
 from dama.testing import make_corpus
-from tests.conftest import load_benchmark
+from tests.helpers import load_benchmark
 
 
 def load_script():

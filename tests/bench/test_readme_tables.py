@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import load_benchmark
+from tests.helpers import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[2]
 

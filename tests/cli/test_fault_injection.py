@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import load_benchmark
+from tests.helpers import load_benchmark
 
 
 def test_every_fault_is_detected_or_recovered_and_the_result_is_identical(tmp_path):

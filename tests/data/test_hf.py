@@ -19,7 +19,7 @@ from dama.data.audio import audio_duration
 from dama.data.hf import DatasetColumns
 from dama.data.store import audio_store
 from dama.errors import DataError
-from tests.conftest import SHARED_DATA, _need_real_data
+from tests.helpers import SHARED_DATA, need_real_data
 
 datasets = pytest.importorskip("datasets", reason="the `datasets` package is not installed (pip install datasets)")
 
@@ -32,7 +32,7 @@ def _cache(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def clips():
     """Eight real Swahili training clips with their transcripts."""
-    _need_real_data()
+    need_real_data()
     m = load_data("swahili:train", SHARED_DATA)[:8]
     for u in m:
         u.duration = audio_duration(u.audio)

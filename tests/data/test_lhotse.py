@@ -10,7 +10,7 @@ import pytest
 from dama.cli.main import main
 from dama.data import load_audio, load_data
 from dama.errors import DataError
-from tests.conftest import SHARED_DATA, _need_real_data
+from tests.helpers import SHARED_DATA, need_real_data
 
 lhotse = pytest.importorskip("lhotse", reason="lhotse is not installed (pip install lhotse)")
 
@@ -22,12 +22,12 @@ def _cache(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def clips():
-    _need_real_data()
+    need_real_data()
     return load_data("swahili:train", SHARED_DATA)[:4]
 
 
 def test_prepare_format_lhotse_is_read_back_by_lhotse_and_dama(tmp_path, capsys):
-    _need_real_data()
+    need_real_data()
     out = tmp_path / "lh"
     assert main(["data", "prepare", "swahili:train", "--data-root", str(SHARED_DATA), "--hours", "0.01",
                  "--format", "lhotse", "--out", str(out), "--json", str(tmp_path / "p.json")]) == 0

@@ -18,7 +18,7 @@ from dama.data.recipes import NEW_LANGUAGES, RECIPES, new_language_of
 from dama.data.recipes.malagasy import DEVICES, device_of
 from dama.languages import WHISPER_LANGUAGES
 from dama.testing import write_wav
-from tests.conftest import SHARED_DATA, _need_real_data
+from tests.helpers import SHARED_DATA, need_real_data
 
 # corpus -> (language code, name of a new token or None, utterances per train/val/test as shipped)
 CORPORA = {
@@ -76,7 +76,7 @@ def test_new_language_recipe_on_a_fixture(tmp_path):
 
 @pytest.fixture(scope="module")
 def real_root():
-    _need_real_data()
+    need_real_data()
     if not all((SHARED_DATA / name).is_dir() for name in CORPORA):
         pytest.skip(f"{SHARED_DATA} predates the four corpora of issue 26")
     return SHARED_DATA
@@ -129,7 +129,7 @@ def test_real_transcripts_fit_their_audio(real_root, name):
 
 def test_data_check_accepts_the_codes_recipes_bring_for_new_languages(capsys):
     """`dama data check pidgin:val` must not call `pcm` an unknown language: the recipe brings its name."""
-    _need_real_data()
+    need_real_data()
     from dama.cli.main import main
 
     assert main(["data", "check", "pidgin:val", "--data-root", str(SHARED_DATA)]) == 0

@@ -13,7 +13,7 @@ from dama.evaluate.metrics import corpus_errors
 from dama.models.load import load_whisper
 from dama.models.transcribe import DecodeOptions, decode_features
 from dama.runs import load_run
-from tests.conftest import SHARED_DATA
+from tests.helpers import SHARED_DATA
 
 pytestmark = pytest.mark.integration
 

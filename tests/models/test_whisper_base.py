@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dama.data import SAMPLE_RATE, load_audio, load_data
-from tests.conftest import SHARED_DATA
+from tests.helpers import SHARED_DATA
 
 pytestmark = pytest.mark.integration
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SHARED_DATA
+from tests.helpers import SHARED_DATA
 
 
 def _real_manifest(path: Path, spec: str, n: int, language: str | None = None) -> Path:
