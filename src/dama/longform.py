@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from dama.data.audio import CHUNK_SECONDS, SAMPLE_RATE
-from dama.errors import DamaError
+from dama.errors import DamaError, ModelError
 from dama.models.load import Whisper
 from dama.models.transcribe import find_tail_loop
 
@@ -133,18 +133,18 @@ def compression_ratio(text: str) -> float:
 def segments_from_tokens(tokens: list[int], timestamp_begin: int, offset: float, duration: float,
                          decode) -> list[Segment]:
     """Whisper's ``<|t0|> text <|t1|><|t1|> text <|t2|>`` -> segments (times plus ``offset``). Text after the
-    last timestamp runs to the end of the window (``duration``)."""
+    last timestamp runs to the end of the window (``duration``); no time lies past it."""
     out: list[Segment] = []
     start: float | None = None
     text: list[int] = []
     for t in tokens:
         if timestamp_begin <= t < timestamp_begin + N_TIMESTAMPS:
-            time = (t - timestamp_begin) * TIME_PRECISION
-            if text and start is not None:
-                out.append(Segment(offset + start, offset + max(time, start), decode(text)))
-                start, text = None, []
-            elif start is None or not text:
-                start = time
+            time = min((t - timestamp_begin) * TIME_PRECISION, duration)  # a window's times end with the window
+            if text:  # closes a segment; the next one starts here unless a timestamp follows
+                s = start if start is not None else 0.0
+                out.append(Segment(offset + s, offset + max(time, s), decode(text)))
+                text = []
+            start = time
         elif t < timestamp_begin:
             text.append(t)
     if text:
@@ -198,6 +198,9 @@ def _decode_windows(w: Whisper, audio: np.ndarray, windows: list[Window], opts: 
     from transformers.utils import logging as hf_logging
 
     model, gc = w.model, w.generation_config
+    if model.config.vocab_size < gc.no_timestamps_token_id + 1 + N_TIMESTAMPS:
+        raise ModelError(f"{w.name} has no timestamp tokens (<|0.00|> ... <|30.00|>); long-form transcription "
+                         "needs a Whisper model with them")
     feats = w.feature_extractor([audio[x.start:x.end] for x in windows], sampling_rate=SAMPLE_RATE,
                                 return_tensors="pt").input_features.to(w.device, dtype=model.dtype)
     enc = model.get_encoder()(feats)

@@ -1,19 +1,20 @@
-"""Timestamped segments as the files people use: plain text, SubRip (.srt), WebVTT (.vtt), JSON."""
+"""Timestamped segments as the files people use: plain text, SubRip (.srt), WebVTT (.vtt), JSON
+(``dama transcribe --format``)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 FORMATS = ("txt", "srt", "vtt", "json")
 
 
-def _clock(seconds: float, sep: str) -> str:
-    ms = max(0, int(round(seconds * 1000)))
-    h, ms = divmod(ms, 3_600_000)
-    m, ms = divmod(ms, 60_000)
-    s, ms = divmod(ms, 1000)
-    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+@dataclass
+class _Cue:
+    start: float
+    end: float
+    text: str
 
 
 def _clean(text: str) -> str:
@@ -30,12 +31,11 @@ def format_segments(segments: Sequence, fmt: str, language: str | None = None, a
     segs = [s for s in segments if _clean(s.text)]
     if fmt == "txt":
         return "".join(_clean(s.text) + "\n" for s in segs)
-    if fmt == "srt":
-        return "\n".join(f"{i}\n{_clock(s.start, ',')} --> {_clock(s.end, ',')}\n{_clean(s.text)}\n"
-                         for i, s in enumerate(segs, 1))
-    if fmt == "vtt":
-        return "WEBVTT\n\n" + "\n".join(f"{_clock(s.start, '.')} --> {_clock(s.end, '.')}\n{_clean(s.text)}\n"
-                                        for s in segs)
+    if fmt in ("srt", "vtt"):  # the server's writers (dama.serve.formats): one SRT/VTT layout in dama
+        from dama.serve.formats import to_srt, to_vtt
+
+        cues = [_Cue(s.start, s.end, _clean(s.text)) for s in segs]
+        return to_srt(cues) if fmt == "srt" else to_vtt(cues)
     if fmt == "json":
         obj = {"audio": audio, "language": language, "text": " ".join(_clean(s.text) for s in segs),
                "segments": [{"start": round(s.start, 3), "end": round(s.end, 3), "text": _clean(s.text)}

@@ -22,8 +22,12 @@ SPECIALS = [
 ]
 
 
-def write_tiny_tokenizer(path: Path) -> None:
-    """A byte-level BPE with Whisper's special tokens (no merges): 256 + 11 tokens."""
+TIMESTAMPS = [f"<|{i * 0.02:.2f}|>" for i in range(1501)]  # Whisper's <|0.00|> ... <|30.00|>
+
+
+def write_tiny_tokenizer(path: Path, timestamps: bool = False) -> None:
+    """A byte-level BPE with Whisper's special tokens (no merges): 256 + 11 tokens (+ 1501 timestamp
+    tokens with ``timestamps``, as Whisper has them right after ``<|notimestamps|>``)."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
     from tokenizers.pre_tokenizers import ByteLevel
 
@@ -31,7 +35,8 @@ def write_tiny_tokenizer(path: Path) -> None:
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in SPECIALS])
+    tok.add_special_tokens([AddedToken(s, special=True, normalized=False)
+                            for s in SPECIALS + (TIMESTAMPS if timestamps else [])])
     tok.save(str(path))
 
 
@@ -46,22 +51,24 @@ def tiny_config(decoder_layers: int = 2, vocab_size: int = 267):
     )
 
 
-def make_tiny_ct2(d: Path, decoder_layers: int = 2, seed: int = 0) -> Path:
-    """A random tiny Whisper written in CTranslate2 format, as faster-whisper ships it."""
+def make_tiny_ct2(d: Path, decoder_layers: int = 2, seed: int = 0, timestamps: bool = False) -> Path:
+    """A random tiny Whisper written in CTranslate2 format, as faster-whisper ships it (``timestamps``: with
+    Whisper's 1501 timestamp tokens, for timestamp-mode training and long-form decoding)."""
     from tokenizers import Tokenizer
     from transformers import WhisperForConditionalGeneration
 
     from dama.models.ct2 import hf_to_ct2, write_ct2
 
     torch.manual_seed(seed)
-    hf = WhisperForConditionalGeneration(tiny_config(decoder_layers)).eval()
+    hf = WhisperForConditionalGeneration(tiny_config(decoder_layers, 267 + (len(TIMESTAMPS) if timestamps else 0))
+                                         ).eval()
     with torch.no_grad():  # make biases non-zero so a wrong mapping shows
         for n, p in hf.named_parameters():
             if n.endswith("bias"):
                 p.normal_(0, 0.1)
     d.mkdir(parents=True)
     write_ct2(d / "model.bin", hf_to_ct2(hf.state_dict(), hf.config, dtype="float32"))
-    write_tiny_tokenizer(d / "tokenizer.json")
+    write_tiny_tokenizer(d / "tokenizer.json", timestamps)
     tok = Tokenizer.from_file(str(d / "tokenizer.json"))
     (d / "vocabulary.json").write_text(json.dumps([tok.id_to_token(i) for i in range(tok.get_vocab_size())]))
     (d / "config.json").write_text(json.dumps({

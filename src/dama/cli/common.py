@@ -57,6 +57,12 @@ def add_decode_args(p: argparse.ArgumentParser) -> None:
     add_json_arg(p, "write results as JSON")
 
 
+def add_longform_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--long-strategy", choices=("vad", "sequential"), default="vad",
+                   help="long-form decoding: vad = Silero VAD windows decoded in batches (default), sequential = "
+                        "transformers' 30 s windows moved by the last timestamp")
+
+
 def decode_opts(args):
     from dama.models.transcribe import DecodeOptions
 

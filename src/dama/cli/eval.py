@@ -8,6 +8,7 @@ from pathlib import Path
 from dama.cli.common import (
     add_dataset_args,
     add_decode_args,
+    add_longform_args,
     dataset_columns,
     decode_opts,
     load_model,
@@ -30,7 +31,17 @@ def cmd_eval(args) -> dict:
     model_label = Path(args.adapter).name if args.adapter else Path(str(args.model)).name
     default_hyps = f"{safe_name(model_label)}__{safe_name(args.data)}.hyps.jsonl"
     hyps = args.hyps or Path("dama_runs") / "eval" / default_hyps
-    if args.cache_dir:  # encoder outputs from (or into) a cache keyed by the encoder's weights
+    if args.long or "-long" in args.data:  # long recordings: VAD + timestamps, boundaries scored too
+        from dama.cli.transcribe import longform_opts
+        from dama.evaluate.longform import evaluate_long
+
+        res = evaluate_long(w, m, longform_opts(args), language=args.language, hyps_path=hyps,
+                            log=lambda s: print(s, file=sys.stderr))
+        res["model"] = w.name
+        if res.get("boundary_median_ms") is not None:
+            print(f"segment boundaries: median {res['boundary_median_ms']:.0f} ms, 90th percentile "
+                  f"{res['boundary_p90_ms']:.0f} ms over {res['n_boundaries']}; hypotheses with a loop: {res['loops']}")
+    elif args.cache_dir:  # encoder outputs from (or into) a cache keyed by the encoder's weights
         from dama.evaluate.cached import evaluate_cached
 
         res = evaluate_cached(w, m, args.language, hyps, args.cache_dir, opts=decode_opts(args),
@@ -62,5 +73,9 @@ def register(sub) -> None:
     p.add_argument("--hyps", help="where to write per-utterance hypotheses (JSONL)")
     p.add_argument("--cache-dir", help="reuse/keep encoder outputs here (keyed by the encoder's weights); "
                    "RTF then excludes the encoder")
+    p.add_argument("--long", action="store_true",
+                   help="transcribe each recording with the long-form path (VAD + timestamps; automatic for "
+                        "CORPUS:SPLIT-long data) and score segment boundaries where the true ones are known")
+    add_longform_args(p)
     add_decode_args(p)
     p.set_defaults(func=cmd_eval)

@@ -5,16 +5,23 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from dama.cli.common import add_decode_args, decode_opts, explicit_base, load_model, setup_torch, write_json
+from dama.cli.common import (
+    add_decode_args,
+    add_longform_args,
+    decode_opts,
+    explicit_base,
+    load_model,
+    setup_torch,
+    write_json,
+)
 from dama.data.audio import SAMPLE_RATE
-from dama.errors import DamaError
+from dama.errors import DamaError, DataError
 
 TRANSCRIBE_BLOCK = 32  # audio files decoded into memory at a time by `dama transcribe`
 
 
 def cmd_transcribe(args) -> dict:
     from dama.data.audio import load_audio
-    from dama.models.transcribe import transcribe
 
     setup_torch(args)
     if args.adapters:
@@ -24,6 +31,8 @@ def cmd_transcribe(args) -> dict:
     for a in args.audio:  # a typo in the 100th file should not cost the first 99 decodes
         if not Path(a).is_file():
             raise DamaError(f"{a}: audio file not found")
+    if args.format:
+        return _transcribe_long_files(args)
     w = load_model(args)
     texts, audio_s, secs = [], 0.0, 0.0
     for start in range(0, len(args.audio), TRANSCRIBE_BLOCK):
@@ -31,11 +40,78 @@ def cmd_transcribe(args) -> dict:
         audios = [load_audio(a) for a in block]  # a block at a time: memory does not grow with the file count
         audio_s += sum(len(a) for a in audios) / SAMPLE_RATE
         t = time.perf_counter()
-        got = transcribe(w, audios, args.language, decode_opts(args))
+        got = _transcribe_any_length(w, audios, args)
         secs += time.perf_counter() - t
         _print_transcripts(block, got)
         texts += got
     return _report_transcripts(args, args.audio, audio_s, texts, secs)
+
+
+def _transcribe_any_length(w, audios, args) -> list[str]:
+    """Clips within Whisper's 30 s window in batches; longer files through the long-form path (VAD and
+    timestamps) rather than cut blindly."""
+    from dama.data.audio import CHUNK_SECONDS
+    from dama.longform import text_of, transcribe_long
+    from dama.models.transcribe import transcribe
+
+    short = [i for i, a in enumerate(audios) if len(a) <= CHUNK_SECONDS * SAMPLE_RATE]
+    out = [""] * len(audios)
+    for i, text in zip(short, transcribe(w, [audios[i] for i in short], args.language, decode_opts(args))):
+        out[i] = text
+    for i in sorted(set(range(len(audios))) - set(short)):
+        out[i] = text_of(transcribe_long(w, audios[i], longform_opts(args)))
+    return out
+
+
+def longform_opts(args):
+    """The long-form options the decoding flags (and --long-strategy) ask for."""
+    from dama.longform import LongformOptions
+
+    return LongformOptions(language=args.language, strategy=args.long_strategy, batch_size=args.batch_size,
+                           num_beams=args.beams, loop_repeats=args.loop_repeats)
+
+
+def _transcribe_long_files(args) -> dict:
+    """--format txt|srt|vtt|json: each file of any length through :func:`dama.longform.transcribe_long`, one
+    file at a time (memory: one decoded waveform). Every file's header is checked before any decoding, so a
+    non-audio file fails the command before it writes anything; with --out-dir each transcript is written
+    atomically as ``<stem>.<format>`` (a complete file or none)."""
+    from dama.data.audio import audio_duration, load_audio
+    from dama.longform import text_of, transcribe_long
+    from dama.outputs import atomic_write_text, check_writable_dir
+    from dama.subtitles import format_segments
+
+    for a in args.audio:  # DataError naming the file: unreadable, not audio, unsupported container, empty
+        if audio_duration(a) <= 0:
+            raise DataError(f"{a}: audio is empty (0 samples). Remove it or replace the file.")
+    out_dir = check_writable_dir(args.out_dir, "--out-dir") if args.out_dir else None
+    if out_dir:
+        stems = [Path(a).stem for a in args.audio]
+        dup = sorted({s for s in stems if stems.count(s) > 1})
+        if dup:
+            raise DamaError(f"--out-dir: several inputs would write {dup[0]}.{args.format}; transcribe them "
+                            "into separate folders")
+    w = load_model(args)
+    opts = longform_opts(args)
+    results, audio_s, secs = [], 0.0, 0.0
+    for a in args.audio:
+        audio = load_audio(a)
+        audio_s += len(audio) / SAMPLE_RATE
+        t = time.perf_counter()
+        segs = transcribe_long(w, audio, opts)
+        secs += time.perf_counter() - t
+        del audio
+        doc = format_segments(segs, args.format, language=args.language, audio=str(a))
+        if out_dir:
+            dest = atomic_write_text(out_dir / f"{Path(a).stem}.{args.format}", doc)
+            print(f"{a}\t{dest}", flush=True)
+        else:
+            print(doc, end="" if doc.endswith("\n") else "\n", flush=True)
+        results.append({"audio": str(a), "text": text_of(segs), "language": args.language,
+                        "segments": [s.to_json() for s in segs]})
+    out = {"n": len(results), "rtf": secs / audio_s if audio_s else 0.0, "seconds": secs, "results": results}
+    write_json(args.json, out)
+    return out
 
 
 def _print_transcripts(paths, texts, keys=None) -> None:
@@ -101,4 +177,10 @@ def register(sub) -> None:
                    help="serve several runs' adapters from one base model, e.g. sw=runs/sw,yo=runs/yo")
     p.add_argument("--language-from-adapter", action="store_true",
                    help="use the language each adapter was trained on (with --adapters)")
+    add_longform_args(p)
+    p.add_argument("--format", choices=("txt", "srt", "vtt", "json"),
+                   help="long-form, timestamped transcription of audio of any length (VAD + Whisper timestamps), "
+                        "written as plain text, subtitles or JSON segments; without it, one line of text per file")
+    p.add_argument("--out-dir", metavar="DIR", help="with --format: write <stem>.<format> per file here "
+                   "(default: print)")
     p.set_defaults(func=cmd_transcribe)

@@ -14,6 +14,9 @@ from dama.evaluate.run import check_languages
 from dama.models.load import Whisper
 from dama.train.loss import IGNORE
 
+TIME_PRECISION = 0.02  # seconds per Whisper timestamp token
+N_TIMESTAMPS = 1501  # <|0.00|> ... <|30.00|>
+
 
 @dataclass
 class Example:
@@ -22,11 +25,29 @@ class Example:
     n_prompt: int
 
 
-def make_examples(w: Whisper, m: Manifest, languages: list[str], max_seconds: float = CHUNK_SECONDS
-                  ) -> tuple[list[Example], list[Problem]]:
+def in_timestamp_mode(row: int, share: float, seed: int) -> bool:
+    """Whether training example ``row`` is in timestamp mode: a fixed, seeded draw per example, so a share
+    ``share`` of the examples is, the same ones in every epoch and on resume."""
+    return share > 0 and random.Random(f"timestamps:{seed}:{row}").random() < share
+
+
+def timestamp_token(w: Whisper, seconds: float) -> int:
+    """``<|t|>`` for ``seconds`` on Whisper's 0.02 s grid (capped at ``<|30.00|>``)."""
+    steps = min(N_TIMESTAMPS - 1, max(0, round(seconds / TIME_PRECISION)))
+    return w.generation_config.no_timestamps_token_id + 1 + steps
+
+
+def make_examples(w: Whisper, m: Manifest, languages: list[str], max_seconds: float = CHUNK_SECONDS,
+                  timestamp_share: float = 0.0, seed: int = 0) -> tuple[list[Example], list[Problem]]:
     """Tokenise transcripts. Clips over 30 s (``CHUNK_SECONDS``, the encoder's window: audio and
     transcript would no longer match) and transcripts over the decoder's length are skipped and
-    reported."""
+    reported.
+
+    A share ``timestamp_share`` of the examples (:func:`in_timestamp_mode`) is in Whisper's timestamp
+    mode, so adaptation keeps the timestamps long-form decoding needs: the prompt without
+    ``<|notimestamps|>``, then ``<|0.00|> text <|d|>`` with ``d`` the clip's duration on the 0.02 s grid
+    (each clip is one segment). The timestamps are targets like the text; the rest are in
+    ``<|notimestamps|>`` mode as before. A clip of unknown duration stays in ``<|notimestamps|>`` mode."""
     check_languages(w, m, languages)
     empty = [u.where or str(u.audio) for u in m if not u.text.strip()]
     if empty:  # an empty target teaches the model to emit nothing: almost always a data error
@@ -43,6 +64,9 @@ def make_examples(w: Whisper, m: Manifest, languages: list[str], max_seconds: fl
             continue
         prompt = w.prompt_ids(lang)
         text = w.tokenizer(" " + u.text.strip(), add_special_tokens=False).input_ids
+        if u.duration and in_timestamp_mode(i, timestamp_share, seed):
+            prompt = prompt[:-1]  # drop <|notimestamps|>
+            text = [timestamp_token(w, 0.0), *text, timestamp_token(w, u.duration)]
         tokens = prompt + text + [eot]
         if len(tokens) > max_len:
             skipped.append(Problem(where, f"{u.id}: {len(tokens)} tokens exceed the decoder's {max_len}; skipped"))

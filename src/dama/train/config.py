@@ -49,6 +49,9 @@ class TrainConfig:
     save_every: int = _opt(0, "also checkpoint every N optimizer steps (0 = at epoch ends only)")
     decode_batch_size: int = _opt(16, "clips decoded at once for validation and test", cli=False)
     cache_dir: str | None = _opt(None, "encoder-output cache (default: .encoder-cache beside --out)")
+    timestamp_share: float = _opt(0.0, "share of training clips in Whisper's timestamp mode (<|0.00|> text <|end|>, "
+                                       "no <|notimestamps|>), so the adapted model keeps the timestamps long-form "
+                                       "transcription needs; 0 = none (docs/longform.md)")
     low_memory: bool = _opt(False, "return freed activations to the OS at once: ~40%% lower peak RSS on CPU, "
                                    "~25%% slower")
     report_to: str = _opt("none", "also log loss, lr and val WER/CER to these trackers through accelerate, "
@@ -68,6 +71,8 @@ class TrainConfig:
             raise DamaError(f"schedule must be linear or cosine, got {self.schedule!r}")
         if self.precision not in PRECISIONS:
             raise DamaError(f"precision must be auto, no, bf16 or fp16, got {self.precision!r}")
+        if not 0 <= self.timestamp_share <= 1:
+            raise DamaError(f"timestamp_share must be in [0, 1], got {self.timestamp_share}")
         if not 0 <= self.warmup_frac < 1:
             raise DamaError(f"warmup_frac must be in [0, 1), got {self.warmup_frac}")
 

@@ -152,7 +152,8 @@ class Trainer:
         m.raise_problems()
         langs = manifest_languages(m, self.language)
         m.fill_durations()
-        self.examples, skipped = make_examples(self.w, m, langs)
+        self.examples, skipped = make_examples(self.w, m, langs, timestamp_share=self.cfg.timestamp_share,
+                                               seed=self.cfg.seed)
         for p in skipped:
             self.log(f"note: {p}")
         if not self.examples:
