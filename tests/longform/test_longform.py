@@ -17,7 +17,7 @@ from dama.longform import LongformOptions, Segment, pack_windows, segments_from_
 from dama.subtitles import format_segments
 from dama.testing import make_tiny_ct2
 
-from ..helpers import SHARED_DATA
+from tests.helpers import SHARED_DATA
 
 
 def test_pack_windows_joins_regions_up_to_the_limit():
