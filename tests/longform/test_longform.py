@@ -16,7 +16,6 @@ from dama.evaluate.longform import boundary_errors_ms, has_loop
 from dama.longform import LongformOptions, Segment, pack_windows, segments_from_tokens, transcribe_long
 from dama.subtitles import format_segments
 from dama.testing import make_tiny_ct2
-
 from tests.helpers import SHARED_DATA
 
 
