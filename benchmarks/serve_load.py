@@ -4,7 +4,8 @@ Bounded to run in about a quarter of an hour on 2 CPU cores, so every part uses 
 of real clips (the counts are in the output); read the numbers as a smoke-level measurement, not a
 leaderboard. Parts:
 
-- memory: resident memory (VmRSS) of a fresh process holding the base model and 0, 1, 3 and all the
+- memory: resident memory (VmRSS, after ``malloc_trim``: loading's freed temporaries such as the base's
+  weights hash are handed back) of a fresh process holding the base model and 0, 1, 3 and all the
   DAMA adapters (``--runs``), and the same with LoRA r=64 adapters (``--lora-runs``; one LoRA run loaded
   under several keys when fewer are given: memory depends on the adapter's shape, not its values);
 - routing: ``dama lid train`` on the adapters' own training clips and ``--other`` clips (class ``base``),
@@ -52,6 +53,11 @@ else:
     from dama.models.load import load_whisper
     keep = load_whisper("whisper-base", device="cpu")
 gc.collect()
+import ctypes
+try:  # hand back what loading freed (the base's weights hash, file buffers): measure what stays resident
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+except OSError:
+    pass
 rss = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmRSS:"))
 print(json.dumps({"rss_mb": rss / 1024}))
 """

@@ -219,16 +219,21 @@ class RunFolder:
         adapted.model.generation_config.save_pretrained(out)
         return out
 
-    def check_base(self, w: Whisper, config: dict | None = None, label: str | None = None) -> None:
+    def check_base(self, w: Whisper, config: dict | None = None, label: str | None = None,
+                   fingerprint: str | None = None) -> None:
         """The base model ``w`` must be the one the run's adapter was trained on (weights fingerprint
-        in config.json). ``config``: the run's, if already read; ``label`` names the run in errors."""
+        in config.json). ``config``: the run's, if already read; ``label`` names the run in errors;
+        ``fingerprint``: ``w``'s, if already computed (checking many runs against one base hashes it once)."""
         from dama.models.load import model_fingerprint
 
         config = self.read_config() if config is None else config
         want = config.get("base_fingerprint")
-        if want and model_fingerprint(w.model) != want:
+        if not want:
+            return
+        have = fingerprint or model_fingerprint(w.model)
+        if have != want:
             raise ModelError(f"{label or self.path}: the base model {w.name} is not the one its adapter was trained "
-                             f"on (weights fingerprint {model_fingerprint(w.model)} != {want} in {self.CONFIG}). "
+                             f"on (weights fingerprint {have} != {want} in {self.CONFIG}). "
                              "Use the exact base model the run used.")
 
     def restore_new_language(self, w: Whisper, config: dict | None = None, label: str | None = None) -> None:

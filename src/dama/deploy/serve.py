@@ -77,8 +77,11 @@ class MultiAdapterWhisper:
         w = load_whisper(base or models.pop(), device=device)
         self.languages: dict[str, str | None] = {}
         self.new_languages: dict[str, dict] = {}  # adapter key -> its run's new_language (code, name, token_id)
+        from dama.models.load import model_fingerprint
+
+        fingerprint = model_fingerprint(w.model) if any(c.get("base_fingerprint") for c in cfgs.values()) else None
         for k, c in cfgs.items():  # every base check before any new token changes the embeddings (and the hash)
-            dirs[k].check_base(w, c, f"adapter {k} ({dirs[k]})")
+            dirs[k].check_base(w, c, f"adapter {k} ({dirs[k]})", fingerprint=fingerprint)
         for k, c in cfgs.items():
             _restore_shared_new_language(w, dirs[k], c, f"adapter {k} ({dirs[k]})")
             if c.get("new_language"):
