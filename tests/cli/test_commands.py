@@ -19,6 +19,7 @@ OLD_TRAIN_OPTIONS = {
     "epochs", "batch_size", "grad_accum", "lr", "warmup", "schedule", "precision", "val_max_utts", "patience",
     "save_every", "low_memory", "device", "threads", "rank", "alpha_ratio", "r_high", "r_low", "ranks",
     "segments", "uniform_rank", "random_init", "no_bpp", "cache_dir", "allocation", "allocation_measure",
+    "effective_batch", "gradient_checkpointing",
 }
 
 

@@ -120,13 +120,14 @@ def _fused_lora_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     """PEFT's vanilla LoRA forward for one active adapter without dropout, as
     ``base(x).addmm_(A x, Bᵀ, alpha=scaling)``: the same sum, but without the separate
     scaled and summed copies PEFT makes — for cross-attention k/v those are batch x 1500
-    frames x d_model each. Anything else falls back to PEFT's own forward."""
+    frames x d_model each. Anything else (also under autocast) falls back to PEFT's own forward."""
     names = self.active_adapters
     base = self.base_layer
     if (args or kwargs or self.disable_adapters or self.merged or len(names) != 1 or names[0] not in self.lora_A
             or names[0] in self.lora_variant or type(base) is not torch.nn.Linear
             or not isinstance(self.lora_dropout[names[0]], torch.nn.Identity)
-            or x.dtype != self.lora_A[names[0]].weight.dtype):
+            or x.dtype != self.lora_A[names[0]].weight.dtype
+            or torch.is_autocast_enabled(x.device.type)):  # mixed precision: addmm_ would mix dtypes
         return type(self).forward(self, x, *args, **kwargs)
     name = names[0]
     flat = x.reshape(-1, x.shape[-1])

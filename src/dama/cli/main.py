@@ -17,12 +17,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dama.cli import bench, cache, data, export, languages, model, probe, push, serve, train, transcribe
+from dama.cli import bench, cache, data, estimate, export, languages, model, probe, push, serve, train, transcribe
 from dama.cli import eval as eval_command
 from dama.errors import DamaError
 
-COMMAND_MODULES = (model, transcribe, eval_command, train, export, push, data, cache, languages, probe, bench,
-                   serve)
+COMMAND_MODULES = (model, transcribe, eval_command, train, estimate, export, push, data, cache, languages, probe,
+                   bench, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -57,6 +57,13 @@ def cmd_train(args) -> dict:
             args.language = resolve_language(args.language)  # unknown code without a name: clear error
     method = make_method(args.method, **method_options(args))
     cfg = train_config(args)
+    if args.dry_run or args.gpu_memory:  # before any data is read or model loaded
+        from dama.cli.estimate import run_estimate
+
+        est = run_estimate(args, method)
+        if args.dry_run:
+            write_json(args.json, est)
+            return est
     cols = dataset_columns(args)
     train_m = load_data(args.data, args.data_root, language=args.language, columns=cols, max_hours=args.hours)
     if args.hours is not None:  # --hours 0 is an error (select_hours says so), not "the whole split"
@@ -143,6 +150,10 @@ def register(sub) -> None:
                    help="also score the untouched base model on the test split (same cache) and report both")
     p.add_argument("--out", required=True, help="run directory to create")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print trainable parameters, predicted peak memory and encoder-cache disk, then stop")
+    p.add_argument("--gpu-memory", metavar="AMOUNT",
+                   help="e.g. 24GB: refuse (exit 2, before any work) a run predicted not to fit")
     add_field_arguments(p, TrainConfig, cli_fields(TrainConfig))
     for cls in OPTION_CLASSES:
         add_field_arguments(p, cls, cli_fields(cls))

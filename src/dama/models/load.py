@@ -17,6 +17,7 @@ from dama.errors import ModelError
 from dama.machine import default_device
 from dama.models.convert import is_ct2_dir, load_ct2_dir
 from dama.models.fetch import KNOWN_MODELS, fetch_model
+from dama.models.sizes import check_tokenizer
 
 
 @dataclass
@@ -80,7 +81,9 @@ def load_whisper(name_or_path: str | Path = "whisper-base", device: str | None =
             model_type = AutoConfig.from_pretrained(source).model_type
             if model_type != "whisper":
                 raise ModelError(f"{name} is a {model_type} model; dama adapts Whisper models only")
-            model = WhisperForConditionalGeneration.from_pretrained(source)
+            # float32 whatever the folder stores: the hub's large-v3 and turbo are float16, which transformers
+            # would keep, and training float16 weights (AdamW on them, or on CPU at all) goes wrong
+            model = WhisperForConditionalGeneration.from_pretrained(source, dtype=dtype or torch.float32)
             tok = WhisperTokenizer.from_pretrained(source)
             fe = WhisperFeatureExtractor.from_pretrained(source)
         except (OSError, ValueError) as e:
@@ -88,6 +91,7 @@ def load_whisper(name_or_path: str | Path = "whisper-base", device: str | None =
                 f"cannot load Whisper model {name!r}: {e}\nGive a known name ({', '.join(KNOWN_MODELS)}), "
                 "a Hugging Face id (needs network), or a folder with a HF or CTranslate2 model."
             ) from e
+    check_tokenizer(len(tok), model.config.vocab_size, name)
     model.to(_resolve_device(device))
     if dtype is not None:
         model.to(dtype)

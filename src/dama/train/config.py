@@ -35,7 +35,12 @@ def _opt(default, help: str, **meta):
 class TrainConfig:
     epochs: int = _opt(5, "passes over the training data")
     batch_size: int = _opt(8, "clips per optimizer step (before --grad-accum)")
-    grad_accum: int = _opt(1, "batches accumulated into one optimizer step")
+    grad_accum: int = _opt(1, "batches accumulated into one optimizer step (each weighted by its tokens: the "
+                              "step equals one batch of them all)")
+    effective_batch: int = _opt(0, "clips per optimizer step, reached by accumulating --batch-size batches "
+                                   "(a multiple of --batch-size; instead of --grad-accum)")
+    gradient_checkpointing: bool = _opt(False, "recompute layer activations in the backward pass: same gradients, "
+                                               "less memory (large models on a GPU), slower")
     lr: float | None = _opt(None, "peak learning rate (default: the method's own: 1e-3 adapters, 1e-5 full)")
     weight_decay: float = _opt(0.01, "AdamW weight decay", cli=False)
     warmup_frac: float = _opt(0.1, "warm-up fraction of all steps", flag="--warmup")
@@ -65,6 +70,12 @@ class TrainConfig:
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1 or self.grad_accum < 1:
             raise DamaError("epochs, batch_size and grad_accum must be >= 1")
+        if self.effective_batch:
+            if self.grad_accum != 1:
+                raise DamaError("give --effective-batch or --grad-accum, not both")
+            if self.effective_batch < self.batch_size or self.effective_batch % self.batch_size:
+                raise DamaError(f"--effective-batch {self.effective_batch} must be a multiple of --batch-size "
+                                f"{self.batch_size} (accumulation adds whole batches)")
         if self.lr is not None and not self.lr > 0:
             raise DamaError(f"lr must be positive, got {self.lr}")
         if self.schedule not in SCHEDULES:
@@ -86,6 +97,11 @@ class TrainConfig:
             raise DamaError(f"unknown training option(s) {unknown}; the options are {sorted(by_option)}")
         return cls(**{by_option[k].name: (not v if by_option[k].metadata.get("negate") else v)
                       for k, v in options.items() if v is not None})
+
+    @property
+    def accumulation(self) -> int:
+        """Batches per optimizer step: ``effective_batch / batch_size`` when set, else ``grad_accum``."""
+        return self.effective_batch // self.batch_size if self.effective_batch else self.grad_accum
 
     def cache_root(self, run_dir: Path) -> Path:
         """Where encoder outputs are cached: --cache-dir, else beside the run directory (shared by runs)."""

@@ -36,7 +36,8 @@ from dama.train.trainer import train
 # "model" (a name or a path, which may move) is judged by "base_fingerprint", the base weights
 # themselves; device, thread count, torch version and platform describe the machine, not the run.
 RESUME_MAY_DIFFER = frozenset({"train.decode_batch_size", "train.cache_dir", "train.low_memory", "train.save_every",
-                               "train.stop_after_steps", "train.report_to", "train.kv_cache"})
+                               "train.stop_after_steps", "train.report_to", "train.kv_cache",
+                               "train.gradient_checkpointing"})
 RESUME_IGNORED = frozenset({"model", "device", "device_name", "torch", "platform", "cpu_threads"})
 
 

@@ -7,7 +7,9 @@
                 the encoder side of every clip (cached) and the optimizer and schedule
     resume      put the checkpoint's tensors, optimizer, schedule, RNG and progress back
     one epoch   length-bucketed batches in a seeded order, one optimizer step per grad_accum
-                batches (:meth:`Trainer.train_epoch`, :meth:`Trainer.train_step`)
+                batches, each batch's loss weighted by its share of the group's transcript tokens, so
+                the step is the one a single batch of them all would take (:meth:`Trainer.train_epoch`,
+                :meth:`Trainer.train_step`)
     validate    after an epoch: greedy decoding of the validation clips; the best weights are kept
     checkpoint  at every epoch end (and every ``save_every`` steps); see :mod:`dama.train.checkpoint`
 
@@ -91,6 +93,17 @@ def _set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _reset_accelerator_if(precision: str) -> None:
+    """accelerate keeps one process-wide state and refuses a second Accelerator with another mixed
+    precision; a process that trains several runs (a benchmark grid, the tests) may well change it between
+    runs, so the old state is dropped first (single-process only: a distributed launch keeps its own)."""
+    from accelerate.state import AcceleratorState, PartialState
+
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision") not in (None, precision) and PartialState().num_processes == 1:
+        AcceleratorState._reset_state()
+
+
 def _scheduler(opt, cfg: TrainConfig, total_steps: int):
     from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
 
@@ -169,18 +182,25 @@ class Trainer:
         precision = cfg.precision
         if precision == "auto":
             precision = "bf16" if w.device.type == "cuda" and torch.cuda.is_bf16_supported() else "no"
+        if precision == "fp16" and w.device.type != "cuda":
+            raise TrainingError("--precision fp16 needs a CUDA GPU (a float16 step on CPU is not supported); "
+                                "on CPU use --precision bf16 or no")
         self.precision = precision
-        self.accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=cfg.grad_accum,
-                                       cpu=w.device.type == "cpu",
+        # accumulation is done here (train_epoch), not by accelerate: groups stay within an epoch and each
+        # batch is weighted by its tokens
+        _reset_accelerator_if(precision)
+        self.accelerator = Accelerator(mixed_precision=precision, cpu=w.device.type == "cpu",
                                        **tracking.accelerator_kwargs(cfg.report_to, self.run))
         _set_seed(cfg.seed)
         n_batches = math.ceil(len(self.examples) / cfg.batch_size)
         n_batches_local = math.ceil(n_batches / self.accelerator.num_processes)
-        self.total_steps = math.ceil(n_batches_local / cfg.grad_accum) * cfg.epochs
+        self.total_steps = math.ceil(n_batches_local / cfg.accumulation) * cfg.epochs
         self.method = self.method.for_run(self.total_steps)
         self.adapted = adapted = self.method.apply(w.model)
         if adapted.is_peft:
             fuse_lora_forward(adapted.model)
+        if cfg.gradient_checkpointing:
+            enable_gradient_checkpointing(adapted.model)
         if adapted.is_peft and adapted.info.get("needs_weight_conversion"):
             # PiSSA's starting point, saved as plain LoRA so PEFT can convert the final adapter
             peft_config = adapted.model.peft_config["default"]
@@ -261,13 +281,19 @@ class Trainer:
         t0 = time.perf_counter()
         bar = tqdm(total=len(batches), initial=state.batch_in_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    unit="batch", disable=not acc.is_local_main_process)
+        ga = cfg.accumulation
         for bi in range(state.batch_in_epoch, len(batches)):
-            loss = self.train_step(batches[bi], epoch)
+            group = batches[bi - bi % ga: bi - bi % ga + ga]  # the batches of this optimizer step
+            sync = bi + 1 == len(batches) or bi % ga == ga - 1
+            weight = n_target_tokens(batches[bi]) / max(1, sum(n_target_tokens(b) for b in group))
+            loss = self.train_step(batches[bi], epoch, weight=weight if ga > 1 else 1.0, sync=sync)
             state.batch_in_epoch = bi + 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}")
             self.log_metric(kind="step", epoch=epoch + 1, step=state.step, loss=loss, lr=self.sched.get_last_lr()[0])
-            if acc.sync_gradients and cfg.save_every and state.step % cfg.save_every == 0:
+            if not sync:
+                continue
+            if cfg.save_every and state.step % cfg.save_every == 0:
                 self.checkpoint()
             if cfg.stop_after_steps and state.step >= cfg.stop_after_steps:
                 self.checkpoint()
@@ -279,8 +305,9 @@ class Trainer:
         state.epoch, state.batch_in_epoch = epoch + 1, 0
         return seconds
 
-    def train_step(self, batch: list[Example], epoch: int) -> float:
-        """Forward and backward of one batch; an optimizer step once ``grad_accum`` batches are in.
+    def train_step(self, batch: list[Example], epoch: int, weight: float = 1.0, sync: bool = True) -> float:
+        """Forward and backward of one batch, its gradient scaled by ``weight`` (its share of the
+        accumulation group's target tokens); with ``sync`` (the group's last batch) the optimizer step.
         Returns the batch's loss."""
         acc, state = self.accelerator, self.state
         cols = collate(batch, self.pad)
@@ -290,27 +317,27 @@ class Trainer:
         labels = cols["labels"].to(acc.device)
         served = (self.kv.serving(kw["encoder_outputs"].last_hidden_state, rows) if self.kv is not None
                   else contextlib.nullcontext())
-        with acc.accumulate(self.model), served:
+        with contextlib.nullcontext() if sync else acc.no_sync(self.model), served:
             if self.head is not None:  # loss in vocabulary chunks: no batch x tokens x vocab logits
                 with hidden_states_as_logits(acc.unwrap_model(self.model)):
-                    hidden = self.model(**kw, decoder_input_ids=dec_ids).logits
+                    hidden = self.model(**kw, decoder_input_ids=dec_ids, use_cache=False).logits
                 loss = chunked_cross_entropy(hidden, self.head.weight, labels)
             else:
-                loss = self.model(**kw, decoder_input_ids=dec_ids, labels=labels).loss
+                loss = self.model(**kw, decoder_input_ids=dec_ids, labels=labels, use_cache=False).loss
             if not torch.isfinite(loss):
                 path = self.run.checkpoint_path
                 last = f"the last good checkpoint is {path}" if path.is_file() else "no checkpoint had been written yet"
                 raise TrainingError(f"loss became {loss.item()} at epoch {epoch + 1}, step {state.step}; stopped. "
                                     f"{last}. Lower --lr or use --precision no, then --resume.")
-            acc.backward(loss)
-            if acc.sync_gradients and self.cfg.max_grad_norm:
+            acc.backward(loss * weight if weight != 1.0 else loss)
+        if sync:
+            if self.cfg.max_grad_norm:
                 acc.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
             self.opt.step()
             self.sched.step()
-            if acc.sync_gradients:
-                if self.adapted.step_hook is not None:
-                    self.adapted.step_hook(state.step)
-                state.step += 1
+            if self.adapted.step_hook is not None:
+                self.adapted.step_hook(state.step)
+            state.step += 1
             self.opt.zero_grad()
         return loss.item()
 
@@ -383,6 +410,24 @@ class Trainer:
             "kv_cache": self.kv is not None,
         }
         return adapted, state, summary
+
+
+def n_target_tokens(batch: list[Example]) -> int:
+    """The tokens a batch's loss averages over (transcript and end-of-text, not the prompt)."""
+    return sum(len(e.tokens) - e.n_prompt for e in batch)
+
+
+def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
+    """Recompute each encoder/decoder layer's activations in the backward pass instead of keeping them
+    (transformers' checkpointing, non-reentrant: it needs no input that requires grad, which a frozen
+    embedding under PEFT does not give). Gradients are the same; memory falls, time rises."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    kwargs = {"use_reentrant": False}
+    if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.x's name for it
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    base.config.use_cache = False
 
 
 __all__ = ["RunState", "Trainer", "train"]

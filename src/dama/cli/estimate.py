@@ -1,0 +1,46 @@
+"""``dama estimate``: trainable parameters, peak memory (CPU and GPU), encoder-cache disk and whether a run
+fits a GPU, before any work (also ``dama train --dry-run``). See :mod:`dama.estimate`."""
+
+from __future__ import annotations
+
+from dama.cli.common import DEFAULT_MODEL, add_field_arguments, add_json_arg, write_json
+
+
+def run_estimate(args, method) -> dict:
+    """The estimate for the parsed flags (shared with ``dama train --dry-run`` / ``--gpu-memory``)."""
+    from dama.estimate import check_fits, estimate, format_estimate
+
+    est = estimate(args.model, method, batch_size=args.batch_size or 8, precision=args.precision or "auto",
+                   gradient_checkpointing=bool(args.gradient_checkpointing), gpu_memory=args.gpu_memory)
+    print(format_estimate(est))
+    check_fits(est)
+    return est.to_dict()
+
+
+def cmd_estimate(args) -> dict:
+    from dama.adapt import make_method
+    from dama.cli.train import method_options
+
+    res = run_estimate(args, make_method(args.method, **method_options(args)))
+    write_json(args.json, res)
+    return res
+
+
+def register(sub) -> None:
+    from dama.adapt.options import OPTION_CLASSES
+    from dama.train.config import PRECISIONS
+    from dama.train.config import cli_fields as _fields
+
+    p = sub.add_parser("estimate", help="trainable parameters, peak memory and cache disk of a run, before it")
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help="a size (tiny, base, small, medium, large-v2, large-v3, large-v3-turbo), a name dama "
+                        "fetches, or a model folder (only its config.json and tokenizer are read)")
+    p.add_argument("--method", default="dama", help="dama, lora, dora, lora-fa, adalora, pissa, full")
+    p.add_argument("--batch-size", type=int, help="clips per step (default: 8)")
+    p.add_argument("--precision", choices=PRECISIONS, help="GPU precision (default: auto = bf16)")
+    p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--gpu-memory", metavar="AMOUNT", help="e.g. 24GB: exit 2 if the run is predicted not to fit")
+    for cls in OPTION_CLASSES:
+        add_field_arguments(p, cls, _fields(cls))
+    add_json_arg(p)
+    p.set_defaults(func=cmd_estimate, allocation=None, allocation_measure=None)
