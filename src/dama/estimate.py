@@ -119,8 +119,19 @@ def _meta_model(config: dict):
         return WhisperForConditionalGeneration(WhisperConfig(**keep))
 
 
+_COUNTS: dict[tuple[str, str], tuple[int, int, list[int] | None]] = {}
+
+
 def trainable_params(config: dict, method) -> tuple[int, int, list[int] | None]:
-    """(trainable, total, per-layer ranks) of ``method`` on the model of ``config``, counted on the meta device."""
+    """(trainable, total, per-layer ranks) of ``method`` on the model of ``config``, counted on the meta device
+    (once per process for each model shape and method)."""
+    key = (json.dumps(config, sort_keys=True, default=str), repr(method))
+    if key not in _COUNTS:
+        _COUNTS[key] = _count(config, method)
+    return _COUNTS[key]
+
+
+def _count(config: dict, method) -> tuple[int, int, list[int] | None]:
     from dama.adapt.peft_compat import count_trainable
 
     model = _meta_model(config)
@@ -234,15 +245,35 @@ def check_fits(est: Estimate) -> None:
 
 def largest_batch(model: str, method, gpu_memory: str, precision: str = "bf16",
                   gradient_checkpointing: bool = False, limit: int = 64) -> int:
-    """The largest batch whose predicted GPU peak fits ``gpu_memory`` (0: not even one clip)."""
-    best = 0
-    for b in (1, 2, 4, 8, 16, 32, 64):
-        if b > limit:
+    """The largest power-of-two batch (up to ``limit``) whose predicted GPU peak fits ``gpu_memory`` (0: not
+    even one clip)."""
+    e = estimate(model, method, 1, precision, gradient_checkpointing, gpu_memory)
+    enc = 0 if e.encoder_frozen else read_model_shape(model).config["encoder_layers"]
+    best, b = 0, 1
+    while b <= limit:
+        peak = peak_memory_mb(e.total_params, e.trainable_params, b, e.decoder_layers, e.d_model, True,
+                              "bf16" if precision == "auto" else precision, gradient_checkpointing, enc)
+        if peak > e.gpu_memory_mb:
             break
-        e = estimate(model, method, b, precision, gradient_checkpointing, gpu_memory)
-        if e.fits:
-            best = b
+        best, b = b, 2 * b
     return best
+
+
+def run_flops(model: str, hours: float = 0.5, epochs: int = 5, clip_seconds: float = DEFAULT_CLIP_SECONDS,
+              target_tokens: int = DEFAULT_TARGET_TOKENS) -> dict:
+    """Compute of a decoder-adapter run (encoder frozen and cached), counted from the architecture: the
+    encoder once per clip (its linear layers and attention over 1500 frames), then per clip and epoch a
+    decoder step: forward over ``target_tokens`` tokens of every decoder linear (backward twice that:
+    gradients of inputs and adapters), cross-attention keys and values over the 1500 frames forward only
+    (a cached encoder output needs no gradient), the output projection over the vocabulary."""
+    c = read_model_shape(model).config
+    d, T, F = c["d_model"], target_tokens, FRAMES
+    clips = hours * 3600 / clip_seconds
+    enc = c["encoder_layers"] * (2 * F * (4 * d * d + 2 * d * c["encoder_ffn_dim"]) + 4 * F * F * d)
+    tok = 2 * T * (6 * d * d + 2 * d * c["decoder_ffn_dim"]) + 4 * T * F * d
+    kv = 2 * 2 * F * d * d
+    step = c["decoder_layers"] * (3 * tok + kv) + 6 * T * d * c["vocab_size"]
+    return {"clips": round(clips), "encoder_tflop": clips * enc / 1e12, "train_tflop": epochs * clips * step / 1e12}
 
 
 def format_estimate(e: Estimate) -> str:
@@ -269,5 +300,5 @@ def format_estimate(e: Estimate) -> str:
 
 
 __all__ = ["ACT", "CPU_FIXED_MB", "Estimate", "GPU_ACT_SCALE", "ModelShape", "check_fits", "estimate",
-           "format_estimate", "largest_batch", "parse_memory", "peak_memory_mb", "read_model_shape",
+           "format_estimate", "largest_batch", "parse_memory", "peak_memory_mb", "read_model_shape", "run_flops",
            "trainable_params"]
