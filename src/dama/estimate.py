@@ -171,6 +171,7 @@ class Estimate:
     gpu_peak_mb: float
     cache_mb_per_clip: float
     cache_mb_per_hour: float
+    kv_cache_mb_per_hour: float  # the cross-attention K/V cache (dama.kv_cache) of a float32 run; 0 when unused
     clip_seconds: float
     encoder_frozen: bool
     notes: list[str] = field(default_factory=list)
@@ -197,7 +198,8 @@ def peak_memory_mb(total: int, trainable: int, batch: int, layers: int, d_model:
 
 
 def estimate(model: str, method, batch_size: int = 8, precision: str = "no", gradient_checkpointing: bool = False,
-             gpu_memory: str | None = None, clip_seconds: float = DEFAULT_CLIP_SECONDS) -> Estimate:
+             gpu_memory: str | None = None, clip_seconds: float = DEFAULT_CLIP_SECONDS,
+             kv_cache: bool = True) -> Estimate:
     """The estimate for a run of ``method`` on ``model`` (see the module doc)."""
     shape = read_model_shape(model)
     c = shape.config
@@ -206,6 +208,10 @@ def estimate(model: str, method, batch_size: int = 8, precision: str = "no", gra
     L, d = c["decoder_layers"], c["d_model"]
     enc = 0 if frozen_encoder else c["encoder_layers"]
     gpu_precision = "bf16" if precision == "auto" else precision
+    # dama.kv_cache: frozen cross-attention K/V per clip, float32, for vanilla-LoRA-like methods in float32 runs
+    # (a CPU run, or --precision no); 12x the encoder cache on base, 128x on large (32 layers x K and V x 4 B)
+    kv = kv_cache and frozen_encoder and method.name in ("dama", "lora", "lora-fa", "pissa")
+    kv_per_clip = L * 2 * FRAMES * d * 4 / MB if kv else 0.0
     est = Estimate(
         model=shape.where, size=shape.size, method=method.name, batch_size=batch_size, precision=precision,
         gradient_checkpointing=gradient_checkpointing, decoder_layers=L, d_model=d, trainable_params=trainable,
@@ -216,6 +222,7 @@ def estimate(model: str, method, batch_size: int = 8, precision: str = "no", gra
                                          gradient_checkpointing, enc)),
         cache_mb_per_clip=round(CACHE_MB_PER_CLIP_PER_D * d, 3),
         cache_mb_per_hour=round(CACHE_MB_PER_CLIP_PER_D * d * 3600 / clip_seconds),
+        kv_cache_mb_per_hour=round(kv_per_clip * 3600 / clip_seconds),
         clip_seconds=clip_seconds, encoder_frozen=frozen_encoder,
         gpu_memory_mb=parse_memory(gpu_memory) if gpu_memory else None,
     )
@@ -293,6 +300,9 @@ def format_estimate(e: Estimate) -> str:
     if e.encoder_frozen:
         lines.append(f"encoder cache: {e.cache_mb_per_clip:.2f} MB per clip, about {e.cache_mb_per_hour / 1024:.1f} GB "
                      f"per hour of audio at {e.clip_seconds:.0f} s clips")
+    if e.kv_cache_mb_per_hour:
+        lines.append(f"cross-attention K/V cache (float32 runs only: CPU, or --precision no): about "
+                     f"{e.kv_cache_mb_per_hour / 1024:.1f} GB per hour of audio; --no-kv-cache skips it")
     if e.gpu_memory_mb is not None:
         lines.append(f"fits --gpu-memory {e.gpu_memory_mb / 1024:.0f} GB: {'yes' if e.fits else 'NO'}")
     lines += [f"note: {n}" for n in e.notes]

@@ -11,7 +11,8 @@ def run_estimate(args, method) -> dict:
     from dama.estimate import check_fits, estimate, format_estimate
 
     est = estimate(args.model, method, batch_size=args.batch_size or 8, precision=args.precision or "auto",
-                   gradient_checkpointing=bool(args.gradient_checkpointing), gpu_memory=args.gpu_memory)
+                   gradient_checkpointing=bool(args.gradient_checkpointing), gpu_memory=args.gpu_memory,
+                   kv_cache=not getattr(args, "no_kv_cache", None))
     print(format_estimate(est))
     check_fits(est)
     return est.to_dict()
@@ -40,6 +41,8 @@ def register(sub) -> None:
     p.add_argument("--precision", choices=PRECISIONS, help="GPU precision (default: auto = bf16)")
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--gpu-memory", metavar="AMOUNT", help="e.g. 24GB: exit 2 if the run is predicted not to fit")
+    p.add_argument("--no-kv-cache", action="store_true",
+                   help="the run will not cache cross-attention keys/values (dama train --no-kv-cache)")
     for cls in OPTION_CLASSES:
         add_field_arguments(p, cls, _fields(cls))
     add_json_arg(p)
