@@ -34,13 +34,22 @@ def decoding_view(w: Whisper, model: torch.nn.Module) -> Whisper:
 
 @torch.no_grad()
 def decode_rows(w: Whisper, inputs: ClipInputs, m: Manifest, rows: list[int], langs: list[str],
-                opts: DecodeOptions, batch_size: int | None = None, desc: str = "decode") -> list[str]:
+                opts: DecodeOptions, batch_size: int | None = None, desc: str = "decode",
+                lean: bool = True, merge: bool = True) -> list[str]:
     """Greedy-decode manifest rows from their cached encoder outputs (or features); ``langs`` is per
-    manifest row. The model is left in the mode (train/eval) it was in."""
+    manifest row. The model is left in the mode (train/eval) it was in.
+
+    ``lean`` (greedy only): :func:`dama.models.greedy.greedy_decode` instead of ``generate`` (the same
+    rules, finished rows leave the batch); ``merge``: adapters merged into a decoder copy for it
+    (``benchmarks/eval_decode.py`` measures both against ``generate``, transcript by transcript)."""
+    from dama.models.greedy import greedy_decode, merged_decoder
+
     model = w.model
     was_training = model.training
     model.eval()
     batch_size = batch_size or opts.batch_size
+    lean = lean and opts.num_beams == 1
+    decoder = merged_decoder(model) if lean and merge else None
     order = sorted(rows, key=lambda r: -(m[r].duration or 0))
     hyps: dict[int, str] = {}
     for b in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", leave=False):
@@ -49,7 +58,10 @@ def decode_rows(w: Whisper, inputs: ClipInputs, m: Manifest, rows: list[int], la
         enc = kw.get("encoder_outputs") or model.get_encoder()(kw["input_features"])
         prompts = [w.prompt_ids(langs[r]) for r in chunk]
         budgets = [token_budget(m[r].duration or CHUNK_SECONDS, opts) for r in chunk]
-        toks = decode_features(w, None, prompts, budgets, opts, encoder_outputs=enc)
+        if lean:
+            toks = greedy_decode(w, enc.last_hidden_state, prompts, budgets, opts, decoder)
+        else:
+            toks = decode_features(w, None, prompts, budgets, opts, encoder_outputs=enc)
         for r, t in zip(chunk, toks):
             hyps[r] = w.tokenizer.decode(t, skip_special_tokens=True).strip()
     model.train(was_training)
