@@ -106,8 +106,8 @@ class CrossKVCache:
     def __init__(self, folder: Path, files: list[Path]):
         self.path = folder
         self._files = files
-        self._arrays: dict[Path, np.ndarray] = {}
-        self._serving: tuple[torch.Tensor, list[int]] | None = None
+        self._headers: dict[Path, tuple[tuple[int, ...], int]] = {}  # shape, data offset
+        self._serving: tuple[torch.Tensor, list[int], np.ndarray, set] | None = None
         self.hits = 0
 
     @classmethod
@@ -179,15 +179,36 @@ class CrossKVCache:
             written[key] = target
         return written
 
-    def _array(self, path: Path) -> np.ndarray:
-        arr = self._arrays.get(path)
-        if arr is None:
-            arr = self._arrays[path] = np.load(path, mmap_mode="r")  # checked by build()
-        return arr
+    def _header(self, path: Path) -> tuple[tuple[int, ...], int]:
+        h = self._headers.get(path)
+        if h is None:
+            with path.open("rb") as f:
+                shape, _, _ = _npy_header(f)
+                h = self._headers[path] = (shape, f.tell())
+        return h
+
+    def load(self, rows: list[int], block: tuple[int, int] | None = None) -> np.ndarray:
+        """(layers, 2, len(rows), frames, d_model) float32 (or one (layer, k|v) ``block`` of it), read (not
+        memory-mapped: mapped pages would count as the process's memory), each block contiguous."""
+        shape, _ = self._header(self._files[rows[0]])
+        blocks = [block] if block else [(li, w) for li in range(shape[0]) for w in range(shape[1])]
+        buf = np.empty((*((1, 1) if block else shape[:2]), len(rows), *shape[2:]), dtype=np.float32)
+        one = int(np.prod(shape[2:])) * 4
+        for j, r in enumerate(rows):
+            path = self._files[r]
+            if self._header(path)[0] != shape:
+                raise DamaError(f"{path}: key/value block of shape {self._header(path)[0]}, expected {shape}")
+            with path.open("rb", buffering=0) as f:
+                for li, w in blocks:
+                    f.seek(self._header(path)[1] + (li * shape[1] + w) * one)
+                    view = memoryview(buf[0, 0, j] if block else buf[li, w, j]).cast("B")
+                    if f.readinto(view) != view.nbytes:
+                        raise DamaError(f"{path}: truncated key/value file; delete it to recompute it")
+        return buf
 
     def get(self, rows: list[int], layer: int, which: int) -> torch.Tensor:
-        """(len(rows), frames, d_model) float32: a fresh tensor (the LoRA path adds into it in place)."""
-        return torch.from_numpy(np.stack([self._array(self._files[r])[layer, which] for r in rows]))
+        """(len(rows), frames, d_model) float32 of one projection (a fresh tensor)."""
+        return torch.from_numpy(self.load(rows)[layer, which])
 
     # -- serving during a step ---------------------------------------------------------------------------
 
@@ -212,7 +233,7 @@ class CrossKVCache:
     @contextmanager
     def serving(self, encoder_hidden: torch.Tensor, rows: list[int]) -> Iterator[None]:
         """Within the block, projections of exactly ``encoder_hidden`` are served from rows ``rows``."""
-        self._serving = (encoder_hidden, rows)
+        self._serving = (encoder_hidden, rows, self.load(rows), set())
         try:
             yield
         finally:
@@ -222,20 +243,39 @@ class CrossKVCache:
         s = self._serving
         if s is None:
             return None
-        enc, rows = s
+        enc, rows, buf, served = s
         if x.data_ptr() != enc.data_ptr() or x.shape != enc.shape:
             return None
         self.hits += 1
-        return self.get(rows, layer, which).to(device=x.device, dtype=x.dtype)
+        if (layer, which) in served:  # asked again in this step (activation checkpointing recomputes the
+            block = self.load(rows, (layer, which))[0, 0]  # forward): the first copy has had LoRA added to it
+        else:
+            served.add((layer, which))
+            block = buf[layer, which]
+        # its own tensor (own version counter) over its block: the LoRA path adds into it in place
+        return torch.from_numpy(block).to(device=x.device, dtype=x.dtype)
+
+
+def _npy_header(f) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran order, dtype) of the .npy file ``f``, which is left at the start of the data."""
+    version = np.lib.format.read_magic(f)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    return read(f)
 
 
 def _intact(path: Path) -> bool:
     """The file reads as a float32 array whose CRC-32 is the one in its name."""
     try:
         crc = int(path.name.split(".")[1], 16)
-        arr = np.load(path, mmap_mode="r")
-        return arr.dtype == np.float32 and arr.ndim == 4 and arr.flags.c_contiguous and \
-            zlib.crc32(arr.data) & 0xFFFFFFFF == crc
+        with path.open("rb") as f:
+            shape, fortran, dtype = _npy_header(f)
+            if dtype != np.float32 or len(shape) != 4 or fortran:
+                return False
+            need, got, crc_now = int(np.prod(shape)) * 4, 0, 0
+            while chunk := f.read(1 << 22):  # in chunks: a mapped file's pages would count as our memory
+                crc_now = zlib.crc32(chunk, crc_now)
+                got += len(chunk)
+        return got == need and crc_now & 0xFFFFFFFF == crc
     except (ValueError, IndexError, OSError, EOFError):
         return False
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -41,12 +43,10 @@ def _loss_and_grads(t: Trainer, batch, served: bool) -> tuple[torch.Tensor, dict
     rows = cols.pop("rows").tolist()
     kw = t.train_inputs.model_kwargs(rows, "cpu", torch.float32)
     t.opt.zero_grad()
-    if served:
-        with t.kv.serving(kw["encoder_outputs"].last_hidden_state, rows):
-            out = t.model(**kw, decoder_input_ids=cols["decoder_input_ids"], labels=cols["labels"])
-    else:
+    ctx = t.kv.serving(kw["encoder_outputs"].last_hidden_state, rows) if served else contextlib.nullcontext()
+    with ctx:  # backward inside too, as Trainer.train_step does (checkpointed layers recompute there)
         out = t.model(**kw, decoder_input_ids=cols["decoder_input_ids"], labels=cols["labels"])
-    out.loss.backward()
+        out.loss.backward()
     return out.loss.detach(), {n: p.grad.clone() for n, p in t.model.named_parameters() if p.grad is not None}
 
 
@@ -126,3 +126,20 @@ def test_no_kv_cache_flag_turns_it_off():
 
     assert C.from_options(no_kv_cache=True).kv_cache is False
     assert C.from_options().kv_cache is True
+
+
+def test_recomputed_forward_gets_the_base_values_again(tiny6_ct2_dir, corpus, tmp_path):
+    """Activation checkpointing runs a layer's forward twice in a step; the second must not see the
+    first's LoRA update (added in place into the served block)."""
+    t = _trainer(tiny6_ct2_dir, make_method("lora", r=4), corpus, tmp_path)
+    batch = bucket_batches(t.examples, 3, 0, 0)[0]
+    loss_plain, g_plain = _loss_and_grads(t, batch, served=False)
+    base = t.adapted.model.get_base_model()
+    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    base.train()
+    hits = t.kv.hits
+    loss_kv, g_kv = _loss_and_grads(t, batch, served=True)
+    assert t.kv.hits - hits > 2 * t.w.model.config.decoder_layers, "the backward pass recomputed layers"
+    assert torch.allclose(loss_plain, loss_kv, rtol=1e-5, atol=1e-6)
+    for n in g_plain:
+        assert torch.allclose(g_plain[n], g_kv[n], rtol=1e-4, atol=1e-6), n
