@@ -12,10 +12,12 @@ def cmd_export(args) -> dict:
     from dama.deploy import export_run
 
     t = time.perf_counter()
+    if args.quantization is None:
+        args.quantization = "float16" if args.format == "ggml" else "float32"
     out = export_run(args.adapter, args.format, args.out, quantization=args.quantization, force=args.force,
                      base=args.model, log=lambda m: print(m, file=sys.stderr), language_slot=args.language_slot)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
-    res = {"path": str(out), "format": args.format, "quantization": args.quantization if args.format == "ct2"
+    res = {"path": str(out), "format": args.format, "quantization": args.quantization if args.format != "hf"
            else "float32", "bytes": size, "seconds": time.perf_counter() - t}
     print(out)
     write_json(args.json, res)
@@ -25,9 +27,10 @@ def cmd_export(args) -> dict:
 def register(sub) -> None:
     p = sub.add_parser("export", help="merge a run's adapter and save it as a transformers or CTranslate2 model")
     p.add_argument("--adapter", metavar="RUN_DIR", required=True, help="a finished `dama train` run directory")
-    p.add_argument("--format", choices=("hf", "ct2"), default="hf",
-                   help="hf: transformers folder; ct2: CTranslate2 folder for faster-whisper (default: hf)")
-    p.add_argument("--quantization", default="float32", help="ct2 weights: float32, float16 or int8")
+    p.add_argument("--format", choices=("hf", "ct2", "ggml"), default="hf",
+                   help="hf: transformers folder; ct2: CTranslate2 folder for faster-whisper; ggml: ggml-model.bin "
+                        "for whisper.cpp (default: hf)")
+    p.add_argument("--quantization", help="ct2: float32 (default), float16 or int8; ggml: float16 (default) or float32")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--force", action="store_true",
                    help="replace --out if it is an earlier export (a run or any other folder is refused)")

@@ -23,8 +23,7 @@ if TYPE_CHECKING:
     from dama.runs import RunFolder
 
 CARD = "README.md"
-LIBRARY = {"adapter": "peft", "model": "transformers", "hf": "transformers", "ct2": "ctranslate2",
-           "ggml": "whisper.cpp"}
+LIBRARY = {"adapter": "peft", "model": "transformers", "hf": "transformers", "ct2": "ctranslate2"}
 HF_PREFIX = "hf:"
 
 
@@ -94,7 +93,7 @@ def run_card(run: RunFolder, kind: str = "adapter", command: str | None = None,
     if kind == "adapter":
         tags += ["peft", "lora"]
     elif kind in ("ct2", "ggml"):
-        tags += ["faster-whisper" if kind == "ct2" else "ggml"]
+        tags += ["faster-whisper"] if kind == "ct2" else ["ggml", "whisper.cpp"]
     evals = []
     ds = _dataset_of(specs.get("test"))
     if "wer" in res and ds:

@@ -4,6 +4,7 @@
   language token, feature extractor, generation config).
 - ``ct2``: that directory converted by the converter the ``ctranslate2`` package ships,
   loadable by ``faster_whisper.WhisperModel(DIR)``; quantisation float32, float16 or int8.
+- ``ggml``: ``ggml-model.bin`` for whisper.cpp (:mod:`dama.models.ggml`), float16 or float32.
 
 Both write ``dama_export.json`` (source run, base model, languages) and a Hugging Face model card
 (``README.md``, :mod:`dama.deploy.card`), and appear atomically:
@@ -25,15 +26,16 @@ from dama.errors import DamaError
 from dama.runs import RunFolder
 from dama.safeio import read_json
 
-FORMATS = ("hf", "ct2")
+FORMATS = ("hf", "ct2", "ggml")
 QUANTIZATIONS = ("float32", "float16", "int8")
+GGML_QUANTIZATIONS = ("float16", "float32")  # whisper.cpp's q5_0/q8_0 come from its own `quantize` tool
 META = "dama_export.json"
 RUN_MARKS = RunFolder.MARKS  # what a folder holding a dama run has (any one is enough): never an export's target
 # What an export holds: save_pretrained's files (hf) or CTranslate2's (ct2), and META.
 EXPORT_FILES = frozenset({
     META, "README.md", "config.json", "generation_config.json", "preprocessor_config.json", "processor_config.json",
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.json",
-    "merges.txt", "normalizer.json", "model.bin", "vocabulary.json", "vocabulary.txt",
+    "merges.txt", "normalizer.json", "model.bin", "vocabulary.json", "vocabulary.txt", "ggml-model.bin",
 })
 EXPORT_WEIGHTS = re.compile(r"model(-\d{5}-of-\d{5})?\.safetensors|model\.safetensors\.index\.json")
 
@@ -105,7 +107,7 @@ def onto_slot(w, cfg: dict, slot: str, base: str | Path | None = None, label: st
     return Whisper(model, clean.tokenizer, clean.feature_extractor, w.name), moved
 
 
-def export_run(run_dir: str | Path, fmt: str, out: str | Path, quantization: str = "float32",
+def export_run(run_dir: str | Path, fmt: str, out: str | Path, quantization: str | None = None,
                force: bool = False, base: str | Path | None = None, log=print,
                language_slot: str | None = None) -> Path:
     """Export the run in ``run_dir`` as ``fmt`` into ``out``; returns ``out``. ``out`` must not be, hold or lie
@@ -116,8 +118,12 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path, quantization: str
 
     if fmt not in FORMATS:
         raise DamaError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
+    quantization = quantization or ("float16" if fmt == "ggml" else "float32")
     if fmt == "ct2" and quantization not in QUANTIZATIONS:
         raise DamaError(f"unknown quantization {quantization!r}; choose from {', '.join(QUANTIZATIONS)}")
+    if fmt == "ggml" and quantization not in GGML_QUANTIZATIONS:
+        raise DamaError(f"--format ggml writes {' or '.join(GGML_QUANTIZATIONS)}, not {quantization!r}; for "
+                        "whisper.cpp's q5_0/q8_0, run its `quantize` tool on the float16 file")
     run_dir, out = Path(run_dir), Path(out)
     check_out(run_dir, out, force)
     run = RunFolder(run_dir)
@@ -147,7 +153,18 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path, quantization: str
                 c = json.loads((final / "config.json").read_text())
                 c["lang_ids"] = sorted(set(c.get("lang_ids", [])) | {nl["token_id"]})
                 (final / "config.json").write_text(json.dumps(c, indent=2))
-        meta = {"format": fmt, "quantization": quantization if fmt == "ct2" else "float32",
+        if fmt == "ggml":
+            from dama.models.ggml import FILE_NAME, write_ggml
+
+            if nl:
+                raise DamaError(f"--format ggml: {run_dir} added the language token <|{nl['code']}|>, and "
+                                "whisper.cpp's language table is fixed; export with --language-slot CODE to serve "
+                                f"{nl['name']} on an existing Whisper language token")
+            final = tmp / "ggml"
+            final.mkdir()
+            log(f"writing whisper.cpp's ggml format ({quantization})")
+            write_ggml(w, final / FILE_NAME, use_f16=quantization == "float16")
+        meta = {"format": fmt, "quantization": quantization if fmt in ("ct2", "ggml") else "float32",
                 "run": str(run_dir.resolve()), "base_model": cfg.get("model"),
                 "base_fingerprint": cfg.get("base_fingerprint"), "method": cfg.get("method", {}).get("method"),
                 "language": slot["slot"] if slot else cfg.get("language"), "new_language": nl,
