@@ -83,6 +83,10 @@ def cmd_train(args) -> dict:
                        log=lambda m: print(m, file=sys.stderr), language_name=args.language_name,
                        language_slot=slot,
                        zero_shot=args.compare_zero_shot)
+    from dama.train.distributed import world
+
+    if not world(args.device).is_main:  # one of several processes: the main one reports and writes the card
+        return res
     _write_card(args)
     line = f"{args.method}: trainable={res['trainable_params']:,}  peak_memory={res['peak_memory_mb']:.0f} MB  "
     line += f"train={res['train_seconds']:.1f} s"

@@ -27,6 +27,7 @@ from dama.models.new_language import add_language_token
 from dama.models.transcribe import DecodeOptions
 from dama.runs import RunFolder
 from dama.safeio import read_json, write_json
+from dama.train import distributed
 from dama.train.config import TrainConfig
 from dama.train.trainer import train
 
@@ -138,15 +139,58 @@ def run_training(
     if resume and run.is_finished():
         log(f"{run.path} is already finished; its results:")
         return run.read_results()
+    world = distributed.world(device)
+    if not world.is_main:  # one of several processes (accelerate launch): the main one writes the folder
+        return _run_helper(world, model_name, method, train_m, val_m, run, cfg, language, resume, device,
+                           language_name, language_slot)
     created = not run.path.exists()
     with run.lock():
         try:
             return _run_locked(model_name, method, train_m, val_m, test_m, run, cfg, language, resume, device,
-                               data_specs, log, language_name, zero_shot, language_slot)
+                               data_specs, log, language_name, zero_shot, language_slot, world)
         except BaseException:
             if created:
                 run.remove_if_unstarted()
             raise
+
+
+def _load_base(model_name: str, method: MethodConfig, language: str | None, device: str | None,
+               language_name: str | None, language_slot: dict | None, log):
+    """The base model with the run's language token (a new one, or a slot), the method training it, and
+    the fingerprint of the base weights as loaded (before a new token's row is added)."""
+    w = load_whisper(model_name, device=device)
+    base_fingerprint = model_fingerprint(w.model)
+    new_language = None
+    if language_name:
+        if not language:
+            raise DamaError("--language-name needs --language CODE for the new language")
+        token_id = add_language_token(w, language, language_name)
+        method = replace(method, train_token_ids=(token_id,))
+        new_language = {"code": language, "name": language_name, "token_id": token_id}
+        log(f"new language token <|{language}|> ({language_name}) = id {token_id}; only its row trains")
+    if language_slot:  # a language on an existing token (--language-slot): that token's row trains instead
+        token_id = w.language_token_id(language_slot["slot"])
+        method = replace(method, train_token_ids=(token_id,))
+        language_slot = {**language_slot, "token_id": token_id}
+        log(f"{language_slot.get('name') or 'the language'} on <|{language_slot['slot']}|> = id {token_id}; "
+            "its row trains")
+    return w, method, new_language, language_slot, base_fingerprint
+
+
+def _run_helper(world: distributed.World, model_name: str, method: MethodConfig, train_m: Manifest,
+                val_m: Manifest | None, run: RunFolder, cfg: TrainConfig, language: str | None, resume: bool,
+                device: str | None, language_name: str | None, language_slot: dict | None) -> dict:
+    """A process other than the main one: it waits while the main process prepares the folder (and
+    scores zero-shot), trains its share of every batch, waits while the main process saves and tests,
+    and returns the results the main process wrote. It writes nothing."""
+    world.barrier()  # the folder is ready (or the main process failed, and the launcher ends us)
+    resume = resume and run.has_checkpoint()
+    w, method, _, _, _ = _load_base(model_name, method, language, device, language_name, language_slot,
+                                 log=lambda m: None)
+    if method.trains:
+        train(w, method, train_m, val_m, run.path, cfg, language, resume, log=lambda m: None)
+    world.barrier()  # the main process has written results.json
+    return run.read_results()
 
 
 def _prepare_run_dir(run: RunFolder, resume: bool, log) -> bool:
@@ -197,26 +241,14 @@ def _saved_config(run: RunFolder) -> dict:
 def _run_locked(model_name: str, method: MethodConfig, train_m: Manifest, val_m: Manifest | None,
                 test_m: Manifest | None, run: RunFolder, cfg: TrainConfig, language: str | None, resume: bool,
                 device: str | None, data_specs: dict | None, log, language_name: str | None,
-                zero_shot: bool, language_slot: dict | None = None) -> dict:
-    """:func:`run_training` once the folder is locked."""
+                zero_shot: bool, language_slot: dict | None = None,
+                world: distributed.World | None = None) -> dict:
+    """:func:`run_training` once the folder is locked (in the main process, when there are several)."""
+    world = world or distributed.World()
     resume = _prepare_run_dir(run, resume, log)
     saved = _saved_config(run) if resume else None
-    w = load_whisper(model_name, device=device)
-    base_fingerprint = model_fingerprint(w.model)
-    new_language = None
-    if language_name:
-        if not language:
-            raise DamaError("--language-name needs --language CODE for the new language")
-        token_id = add_language_token(w, language, language_name)
-        method = replace(method, train_token_ids=(token_id,))
-        new_language = {"code": language, "name": language_name, "token_id": token_id}
-        log(f"new language token <|{language}|> ({language_name}) = id {token_id}; only its row trains")
-    if language_slot:  # a language on an existing token (--language-slot): that token's row trains instead
-        token_id = w.language_token_id(language_slot["slot"])
-        method = replace(method, train_token_ids=(token_id,))
-        language_slot = {**language_slot, "token_id": token_id}
-        log(f"{language_slot.get('name') or 'the language'} on <|{language_slot['slot']}|> = id {token_id}; "
-            "its row trains")
+    w, method, new_language, language_slot, base_fingerprint = _load_base(model_name, method, language, device,
+                                                                          language_name, language_slot, log)
     config = {
         "model": model_name, "method": method.to_dict(),
         # the rate used, not just "default": a later change of a method's default_lr stays visible
@@ -247,6 +279,7 @@ def _run_locked(model_name: str, method: MethodConfig, train_m: Manifest, val_m:
             log(f"no zero-shot baseline: Whisper has no <|{language}|> token before training")
         else:
             zs = _zero_shot(w, test_m, language, run, cache_root, test_opts, log)
+    world.barrier()  # the folder is ready: the other processes start (see _run_helper)
     if method.trains:
         adapted, _, summary = train(w, method, train_m, val_m, run.path, cfg, language, resume, log)
         summary["adapter_dir"] = str(run.save_adapted(adapted, w))
@@ -265,6 +298,7 @@ def _run_locked(model_name: str, method: MethodConfig, train_m: Manifest, val_m:
     if run.metrics_path.is_file():
         plot_metrics(run)
     run.write_results(results)
+    world.barrier()  # the other processes now read results.json
     return results
 
 

@@ -51,7 +51,7 @@ from dama.memory import limit_heap_fragmentation, peak_memory_mb
 from dama.models.load import Whisper
 from dama.models.transcribe import DecodeOptions
 from dama.runs import RunFolder
-from dama.train import tracking
+from dama.train import distributed, tracking
 from dama.train.batches import Example, bucket_batches, collate, make_examples
 from dama.train.checkpoint import (
     RunState,
@@ -83,7 +83,9 @@ def train(
     ``run_dir`` is locked for the whole of training: a second process training into it fails at
     once instead of interleaving checkpoints."""
     run = RunFolder(run_dir)
-    with run.lock():
+    world = distributed.world(w.device.type)
+    # several processes (accelerate launch): the main one holds the folder's lock for them all
+    with run.lock() if world.is_main else contextlib.nullcontext():
         return Trainer(w, method, train_m, val_m, run, cfg or TrainConfig(), language, log).fit(resume)
 
 
@@ -120,6 +122,7 @@ class Trainer:
         self.w, self.method, self.train_m, self.val_m = w, method, train_m, val_m
         self.run, self.cfg, self.language, self.log = run, cfg, language, log
         self.state = RunState()
+        self.world = distributed.world(w.device.type)  # one process, or one of several (dama.train.distributed)
         self.best: dict[str, torch.Tensor] | None = None  # adapter tensors of the best validation epoch
 
     def fit(self, resume: bool) -> tuple[Adapted, RunState, dict]:
@@ -139,13 +142,19 @@ class Trainer:
         self._prepare_loop()
         tracking.start(self.accelerator, self.run, {"train": self.cfg.__dict__, "method": self.method.to_dict()})
         try:
-            with self.run.metrics_path.open("a", encoding="utf-8") as self.metrics:
+            metrics = (self.run.metrics_path.open("a", encoding="utf-8") if self.world.is_main
+                       else contextlib.nullcontext(None))
+            with metrics as self.metrics:
                 for epoch in range(self.state.epoch, self.cfg.epochs):
                     seconds = self.train_epoch(epoch)
                     if self.end_epoch(epoch, seconds):
                         break
         finally:
-            self.accelerator.end_training()  # flushes and closes the --report-to trackers
+            if self.world.distributed:  # end_training would also end the process group run_training still uses
+                for tracker in self.accelerator.trackers:
+                    tracker.finish()
+            else:
+                self.accelerator.end_training()  # flushes and closes the --report-to trackers
         return self._finish()
 
     # -- setup ------------------------------------------------------------------------------------------
@@ -177,6 +186,7 @@ class Trainer:
         """Accelerator and seed, then the method's adapter for this run's length, and the encoder side
         (cached outputs, or features when the encoder trains) of the training and validation clips."""
         from accelerate import Accelerator
+        from accelerate.utils import DataLoaderConfiguration
 
         cfg, w = self.cfg, self.w
         precision = cfg.precision
@@ -187,21 +197,22 @@ class Trainer:
                                 "on CPU use --precision bf16 or no")
         self.precision = precision
         # accumulation is done here (train_epoch), not by accelerate: groups stay within an epoch and each
-        # batch is weighted by its tokens
+        # batch is weighted by its tokens. split_batches: --batch-size is the global batch, shared by the
+        # processes (dama.train.distributed), so the schedule steps once per optimizer step whatever their number
         _reset_accelerator_if(precision)
         self.accelerator = Accelerator(mixed_precision=precision, cpu=w.device.type == "cpu",
+                                       dataloader_config=DataLoaderConfiguration(split_batches=True),
                                        **tracking.accelerator_kwargs(cfg.report_to, self.run))
         _set_seed(cfg.seed)
         n_batches = math.ceil(len(self.examples) / cfg.batch_size)
-        n_batches_local = math.ceil(n_batches / self.accelerator.num_processes)
-        self.total_steps = math.ceil(n_batches_local / cfg.accumulation) * cfg.epochs
+        self.total_steps = math.ceil(n_batches / cfg.accumulation) * cfg.epochs
         self.method = self.method.for_run(self.total_steps)
         self.adapted = adapted = self.method.apply(w.model)
         if adapted.is_peft:
             fuse_lora_forward(adapted.model)
         if cfg.gradient_checkpointing:
             enable_gradient_checkpointing(adapted.model)
-        if adapted.is_peft and adapted.info.get("needs_weight_conversion"):
+        if adapted.is_peft and adapted.info.get("needs_weight_conversion") and self.world.is_main:
             # PiSSA's starting point, saved as plain LoRA so PEFT can convert the final adapter
             peft_config = adapted.model.peft_config["default"]
             init_flag = peft_config.init_lora_weights
@@ -209,8 +220,9 @@ class Trainer:
             adapted.model.save_pretrained(self.run.pissa_init_path)
             peft_config.init_lora_weights = init_flag
         cache_root = cfg.cache_root(self.run.path)
-        self.train_inputs = ClipInputs(w, self.train_m, adapted.uses_encoder_cache, cache_root, self.log)
-        self._prepare_kv_cache()
+        with self.world.main_first():  # the main process builds the caches, the others then read them
+            self.train_inputs = ClipInputs(w, self.train_m, adapted.uses_encoder_cache, cache_root, self.log)
+            self._prepare_kv_cache()
         self._prepare_validation(cache_root)
 
     def _prepare_kv_cache(self) -> None:
@@ -247,6 +259,8 @@ class Trainer:
                                       name=val_m.name)
         self.val_langs = manifest_languages(val_m, self.language)
         self.val_rows = list(range(len(val_m)))
+        if not self.world.is_main:  # validation decodes on the main process; the others get its result
+            return
         self.val_inputs = ClipInputs(self.w, val_m, self.adapted.uses_encoder_cache, cache_root, self.log)
 
     def _build_optimizer(self) -> None:
@@ -276,8 +290,7 @@ class Trainer:
         """The rest of epoch ``epoch`` (0-based; a resumed run starts mid-epoch); returns its seconds."""
         acc, cfg, state = self.accelerator, self.cfg, self.state
         self.model.train()
-        batches = bucket_batches(self.examples, cfg.batch_size, cfg.seed, epoch)
-        batches = batches[acc.process_index::acc.num_processes]
+        batches = bucket_batches(self.examples, cfg.batch_size, cfg.seed, epoch)  # global batches, shared in train_step
         t0 = time.perf_counter()
         bar = tqdm(total=len(batches), initial=state.batch_in_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    unit="batch", disable=not acc.is_local_main_process)
@@ -309,7 +322,13 @@ class Trainer:
         """Forward and backward of one batch, its gradient scaled by ``weight`` (its share of the
         accumulation group's target tokens); with ``sync`` (the group's last batch) the optimizer step.
         Returns the batch's loss."""
-        acc, state = self.accelerator, self.state
+        acc, state, world = self.accelerator, self.state, self.world
+        share_weight = 1.0
+        if world.distributed:  # this process's share of the global batch (dama.train.distributed)
+            mine = distributed.share(batch, world)
+            share_weight = distributed.loss_weight(n_target_tokens(mine), n_target_tokens(batch), world)
+            batch = mine or batch[:1]  # an empty share still joins the gradient all-reduce, with weight 0
+            weight *= share_weight
         cols = collate(batch, self.pad)
         rows = cols.pop("rows").tolist()
         kw = self.train_inputs.model_kwargs(rows, acc.device, self.w.model.dtype)
@@ -339,6 +358,8 @@ class Trainer:
                 self.adapted.step_hook(state.step)
             state.step += 1
             self.opt.zero_grad()
+        if world.distributed:  # the global batch's mean loss, as one process would log it
+            return world.sum(loss.item() * share_weight) / world.size
         return loss.item()
 
     def end_epoch(self, epoch: int, seconds: float) -> bool:
@@ -357,24 +378,32 @@ class Trainer:
     def validate(self, epoch: int, seconds: float) -> dict:
         """Validation WER/CER; a new best keeps a copy of the adapter's tensors."""
         state = self.state
-        hyps = decode_rows(self.decode_w, self.val_inputs, self.val_m, self.val_rows, self.val_langs, self.val_opts,
-                           self.cfg.decode_batch_size, desc="validate")
-        e = corpus_errors([self.val_m[r].text for r in self.val_rows], hyps)
-        self.log(f"epoch {epoch + 1}: val WER {e.wer:.4f} CER {e.cer:.4f} ({seconds:.1f} s)")
-        if state.best_val_wer is None or e.wer < state.best_val_wer:
-            state.best_val_wer, state.best_epoch, state.bad_epochs = e.wer, epoch + 1, 0
+        scores = None
+        if self.world.is_main:  # decoded on the main process; every process takes the same decisions from it
+            hyps = decode_rows(self.decode_w, self.val_inputs, self.val_m, self.val_rows, self.val_langs,
+                               self.val_opts, self.cfg.decode_batch_size, desc="validate")
+            e = corpus_errors([self.val_m[r].text for r in self.val_rows], hyps)
+            self.log(f"epoch {epoch + 1}: val WER {e.wer:.4f} CER {e.cer:.4f} ({seconds:.1f} s)")
+            scores = {"val_wer": e.wer, "val_cer": e.cer}
+        scores = self.world.broadcast(scores)
+        if state.best_val_wer is None or scores["val_wer"] < state.best_val_wer:
+            state.best_val_wer, state.best_epoch, state.bad_epochs = scores["val_wer"], epoch + 1, 0
             self.best = adapter_tensors(self.adapted)
         else:
             state.bad_epochs += 1
-        return {"val_wer": e.wer, "val_cer": e.cer}
+        return scores
 
     def checkpoint(self) -> None:
         state = self.state
         state.peak_memory_mb = max(state.peak_memory_mb, peak_memory_mb(self.w.device))
         state.elapsed_seconds = self.earlier_seconds + time.perf_counter() - self.t_start
+        if not self.world.is_main:  # one writer
+            return
         save_checkpoint(self.run.checkpoint_path, self.adapted, self.opt, self.sched, state, self.best)
 
     def log_metric(self, **kv) -> None:
+        if self.metrics is None:  # not the main process
+            return
         self.metrics.write(json.dumps(kv) + "\n")
         self.metrics.flush()
         tracking.log(self.accelerator, kv)
@@ -384,9 +413,9 @@ class Trainer:
     def _finish(self) -> tuple[Adapted, RunState, dict]:
         """The adapted model with the best validation weights, the final state and a summary."""
         adapted, state = self.adapted, self.state
+        adapted.model = self.accelerator.unwrap_model(self.model)  # (DDP's wrapper prefixes names with "module.")
         if self.best is not None:
-            load_tensors(self.model, self.best)
-        adapted.model = self.accelerator.unwrap_model(self.model)
+            load_tensors(adapted.model, self.best)
         adapted.frozen.enforce(adapted.model)
         if self.kv is not None:
             self.kv.detach(adapted.model)
