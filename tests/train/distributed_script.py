@@ -17,7 +17,7 @@ from dama.train.run import run_training
 def main(model: str, data_root: str, tmp: str, cfg_json: str) -> None:
     rc = dama_main(["train", "--method", "dama", "--model", model, "--data", "swahili:train", "--data-root",
                     data_root, "--out", f"{tmp}/cli-two", "--epochs", "2", "--batch-size", "3",
-                    "--cache-dir", f"{tmp}/cache", "--device", "cpu"])
+                    "--cache-dir", f"{tmp}/cache", "--device", "cpu", "--grad-accum", "2"])
     assert rc in (0, None), rc
     cfg = TrainConfig(**json.loads(cfg_json))
     tr, va, te = (load_data(f"swahili:{s}", data_root) for s in ("train", "val", "test"))

@@ -88,13 +88,15 @@ def test_shares_and_weights_make_the_global_mean():
 def test_two_processes_train_what_one_does(tiny6_ct2_dir, tmp_path):
     """One `accelerate launch --multi_gpu --num_processes 2` on a CPU (gloo) runs
     tests/train/distributed_script.py: (1) `dama train` from the command line, batches of 3 clips
+    (accumulated 2 + 1 into optimizer steps)
     shared 2 + 1; (2) batches of one clip (the second process's share is empty: it joins each
     all-reduce with weight 0), stopped after 5 steps and resumed by two processes. Each gives the
     one-process adapter, losses, schedule, validation and results, written once."""
     corpus = make_corpus(tmp_path / "data")
     cache = tmp_path / "cache"
     cfg = {"epochs": 2, "batch_size": 1, "cache_dir": str(cache)}
-    _single(tiny6_ct2_dir, corpus, tmp_path / "cli-one", TrainConfig(epochs=2, batch_size=3, cache_dir=str(cache)))
+    _single(tiny6_ct2_dir, corpus, tmp_path / "cli-one", TrainConfig(epochs=2, batch_size=3, grad_accum=2,
+                                                                             cache_dir=str(cache)))
     _single(tiny6_ct2_dir, corpus, tmp_path / "resumed-one", TrainConfig(**cfg))
     _launch([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
