@@ -158,6 +158,7 @@ class BenchConfig:
     test_limit: int = 0
     data_seed: int = 0  # which clips make up an --hours subset; fixed so methods and seeds share data
     launcher: list[str] = field(default_factory=list)  # e.g. [accelerate, launch]
+    executor: dict = field(default_factory=dict)  # job-engine resources for --executor (dama.bench.executors)
     n_boot: int = 2000
     variants: dict[str, dict] = field(default_factory=dict)  # name -> {method: BASE, option: value...}
     runs: Path | None = None  # run folders; another grid's, to share its finished runs (default OUT/runs)

@@ -428,11 +428,15 @@ def run_cell(cfg: BenchConfig, cell: Cell, log=print) -> bool:
     return True
 
 
-def run_grid(cfg: BenchConfig, log=print, dry_run: bool = False, only: list[str] | None = None) -> list[Cell]:
+def run_grid(cfg: BenchConfig, log=print, dry_run: bool = False, only: list[str] | None = None,
+             executor: str = "local") -> list[Cell]:
     """Run every unfinished cell (or those named by ``only``, see :func:`select`); returns the cells that
     failed (the others are finished). Callers check first that finished runs match the config
     (``check_settings``), as `dama bench` does. With ``tune`` the grid is recomputed after each run: a
-    finished candidate may decide a rate, and with it the runs of the other seeds."""
+    finished candidate may decide a rate, and with it the runs of the other seeds. ``executor``: where
+    cells run (:mod:`dama.bench.executors`): here one at a time, or as jobs, several at once."""
+    from dama.bench.executors import make_engine
+
     grid = cells(cfg)
     done = {c.name for c in grid if is_finished(cfg, c)}
     todo = [c for c in (select(grid, only) if only else grid) if c.name not in done]
@@ -450,8 +454,11 @@ def run_grid(cfg: BenchConfig, log=print, dry_run: bool = False, only: list[str]
                 "testing by test clips; forgetting not counted)"
                 + (f"; {len(todo) - known} have no such finished run yet" if known < len(todo) else ""))
         return []
+    engine = make_engine(executor, cfg)
     check_deletable(cfg, [c for c in todo if not c.pending])
     cfg.out.mkdir(parents=True, exist_ok=True)
+    if engine is not None:
+        return _run_on_engine(cfg, engine, grid, only, log)
     failed: list[Cell] = []
     tried: set[str] = set()
     known = {c.name for c in grid if not c.pending}  # concrete runs whose settings are checked
@@ -489,6 +496,40 @@ def run_grid(cfg: BenchConfig, log=print, dry_run: bool = False, only: list[str]
         else:
             failed.append(cell)
     return failed
+
+
+def _run_on_engine(cfg: BenchConfig, engine, grid: list[Cell], only: list[str] | None, log) -> list[Cell]:
+    """:func:`run_grid`'s loop with cells as jobs: up to ``engine.max_parallel`` in flight; when one ends,
+    the grid is recomputed (``tune`` may have decided a rate) and what became runnable is submitted."""
+    failed: list[Cell] = []
+    tried: set[str] = set()
+    known = {c.name for c in grid if not c.pending}
+    decided = {_key(ch) for ch in choices(cfg) if ch.rate is not None}
+    while True:
+        if cfg.tune is not None and tried:
+            grid = cells(cfg)
+            new = [c for c in grid if not c.pending and c.name not in known]
+            check_settings(cfg, new)
+            check_deletable(cfg, [c for c in new if not is_finished(cfg, c)])
+            known |= {c.name for c in new}
+            for ch in choices(cfg):
+                if ch.rate is not None and _key(ch) not in decided:
+                    decided.add(_key(ch))
+                    log(choice_line(ch))
+        picked = select(grid, only, strict=False) if only else grid
+        now = [c for c in picked if c.name not in tried and not c.pending and not is_finished(cfg, c)]
+        for cell in now[: engine.free]:
+            tried.add(cell.name)
+            engine.submit(cfg, cell)
+            log(f"{cell.name}: submitted to {engine.name} ({len(engine.running)} in flight)")
+        if not engine.running:
+            return failed
+        cell, ok, seconds = engine.wait_one(log)
+        if ok:
+            log(f"{cell.name} finished in {seconds:.0f} s")
+        else:
+            failed.append(cell)
+            log(f"  {cell.name}: failed; see {cfg.logs_dir / (cell.name + '.log')}")
 
 
 def _key(ch: Choice) -> tuple:

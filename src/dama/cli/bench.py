@@ -22,7 +22,8 @@ def cmd_bench(args) -> dict:
     check_launcher(cfg)
     check_settings(cfg)
     only = [x.strip() for x in (args.only or "").split(",") if x.strip()]
-    failed = [] if args.report_only else run_grid(cfg, log=print, dry_run=args.dry_run, only=only)
+    failed = [] if args.report_only else run_grid(cfg, log=print, dry_run=args.dry_run, only=only,
+                                                     executor=args.executor)
     if args.dry_run:
         return {}
     data = collect(cfg)
@@ -57,6 +58,10 @@ def register(sub) -> None:
     p.add_argument("--only", metavar="GLOBS",
                    help="run only the runs whose names match these comma-separated patterns, in that order "
                         "(e.g. 'yoruba-*-lora-s0,*-dama-s*'); the report still covers every finished run")
+    p.add_argument("--executor", default="local", choices=["local", "submitit-local", "submitit-slurm"],
+                   help="where the runs run: here one at a time (local), or as jobs, several at once: Slurm jobs "
+                        "through submitit, or submitit's local processes; resources from the YAML's executor: "
+                        "(docs/scaling.md)")
     add_json_arg(p, "also write the collected results (what results.json holds: every run, the summary per "
                     "language, hours and method) here, with the names of failed runs (not with --dry-run)")
     p.set_defaults(func=cmd_bench, out_kind="dir")
