@@ -44,6 +44,10 @@ Log = Callable[[str], object]
 PREFIX = "kv-"
 
 
+class NotEnoughSpace(DamaError):
+    """The cache would not fit on the disk (nothing was written): training computes keys/values instead."""
+
+
 def _cross_projections(model: torch.nn.Module) -> list[tuple[torch.nn.Module, torch.nn.Module]]:
     """(k_proj, v_proj) of every decoder layer's cross-attention, as they sit in the (PEFT) model."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -142,8 +146,8 @@ class CrossKVCache:
             log(f"caching cross-attention keys/values of {len(todo)} clips ({len(unique) - len(todo)} already "
                 f"cached): {need / 2**30:.2f} GiB (float32, {one / 2**20:.1f} MiB per clip) in {folder}; "
                 "--no-kv-cache turns this off")
-            if need > free:
-                raise DamaError(f"not enough disk space for the cross-attention key/value cache in {folder}: "
+            if need > free * 0.9:  # leave the disk room for checkpoints and everything else
+                raise NotEnoughSpace(f"not enough disk space for the cross-attention key/value cache in {folder}: "
                                 f"{need} bytes needed, {free} free. Free space, use another --cache-dir, or "
                                 "pass --no-kv-cache (each step then computes them, as before).")
             for s in range(0, len(rows), batch_size):
@@ -315,4 +319,4 @@ def prune(encoder_folder: Path, live: set[str], dry_run: bool = False,
     return removed, freed
 
 
-__all__ = ["CrossKVCache", "applies", "bytes_per_clip", "projection_fingerprint", "prune"]
+__all__ = ["CrossKVCache", "NotEnoughSpace", "applies", "bytes_per_clip", "projection_fingerprint", "prune"]

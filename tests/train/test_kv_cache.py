@@ -143,3 +143,21 @@ def test_recomputed_forward_gets_the_base_values_again(tiny6_ct2_dir, corpus, tm
     assert torch.allclose(loss_plain, loss_kv, rtol=1e-5, atol=1e-6)
     for n in g_plain:
         assert torch.allclose(g_plain[n], g_kv[n], rtol=1e-4, atol=1e-6), n
+
+
+def test_a_disk_too_small_for_the_cache_leaves_training_computing_them(tiny6_ct2_dir, corpus, tmp_path,
+                                                                       monkeypatch):
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(kv_cache.shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 1000, 1000))
+    logs: list[str] = []
+    w = load_whisper(tiny6_ct2_dir, device="cpu")
+    cfg = TrainConfig(epochs=1, batch_size=3, cache_dir=str(tmp_path / "cache"))
+    t = Trainer(w, make_method("lora", r=4), load_data("swahili:train", corpus), None, RunFolder(tmp_path / "run"),
+                cfg, None, log=logs.append)
+    t._prepare_data()
+    t._build_model()
+    assert t.kv is None
+    assert any("not enough disk space" in m and "training goes on" in m for m in logs)
+    assert not list((tmp_path / "cache").glob("enc-*/kv-*/*.npy"))

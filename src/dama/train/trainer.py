@@ -240,8 +240,11 @@ class Trainer:
             self.log(f"note: cross-attention keys/values are computed in every step ({why})")
             return
         cache = self.train_inputs.cache
-        self.kv = kv_cache.CrossKVCache.build(self.adapted.model, cache.path, clip_keys(self.train_m), cache.get,
-                                              log=self.log)
+        try:
+            self.kv = kv_cache.CrossKVCache.build(self.adapted.model, cache.path, clip_keys(self.train_m),
+                                                  cache.get, log=self.log)
+        except kv_cache.NotEnoughSpace as e:  # nothing written; the run itself needs no more room than before
+            self.log(f"note: {e}; training goes on, computing them in every step")
 
     def _prepare_validation(self, cache_root: Path) -> None:
         """Validation clips: those within Whisper's window, at most ``val_max_utts``, and only those encoded."""
