@@ -26,8 +26,11 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
+
+WAIT_HOURS = 6  # how long a process waits for the others at a barrier
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,10 @@ def world(device: str | None = None) -> World:
         return World()
     from accelerate import PartialState
 
-    state = PartialState(cpu=device == "cpu" or not torch.cuda.is_available())
+    # the others wait at a barrier while the main process builds caches and decodes the test split, which
+    # on a CPU can take far longer than torch's 30 min default (a failed process ends them all anyway:
+    # the launcher stops the group)
+    state = PartialState(cpu=device == "cpu" or not torch.cuda.is_available(), timeout=timedelta(hours=WAIT_HOURS))
     return World(state.process_index, state.num_processes)
 
 
