@@ -4,10 +4,11 @@ Bounded to run in about a quarter of an hour on 2 CPU cores, so every part uses 
 of real clips (the counts are in the output); read the numbers as a smoke-level measurement, not a
 leaderboard. Parts:
 
-- memory: resident memory (VmRSS, after ``malloc_trim``: loading's freed temporaries such as the base's
-  weights hash are handed back) of a fresh process holding the base model and 0, 1, 3 and all the
-  DAMA adapters (``--runs``), and the same with LoRA r=64 adapters (``--lora-runs``; one LoRA run loaded
-  under several keys when fewer are given: memory depends on the adapter's shape, not its values);
+- memory: resident memory (VmRSS) of a fresh process holding the base model and 0, 1, 3 and all the
+  DAMA adapters of ``--runs``, after every weight was read once (the weights are memory-mapped and
+  become resident when first used, as serving does) and ``malloc_trim``; the same with LoRA r=64
+  adapters (``--lora-runs``; one LoRA run loaded under several keys when fewer are given: memory
+  depends on the adapter's shape, not its values);
 - routing: ``dama lid train`` on the adapters' own training clips and ``--other`` clips (class ``base``),
   then the router's accuracy and confusion matrix on each language's test clips and on held-out FLEURS
   control clips (those not used for ``base``: even-numbered clips train, odd-numbered test);
@@ -46,12 +47,16 @@ import gc, json, sys
 import torch
 torch.set_num_threads(1)
 runs = json.loads(sys.argv[1])
+from dama.models.load import model_fingerprint
 if runs:
     from dama.deploy.serve import MultiAdapterWhisper
     keep = MultiAdapterWhisper(runs)
+    model = keep.peft
 else:
     from dama.models.load import load_whisper
     keep = load_whisper("whisper-base", device="cpu")
+    model = keep.model
+model_fingerprint(model)  # read every weight: safetensors are memory-mapped, resident only once touched
 gc.collect()
 import ctypes
 try:  # hand back what loading freed (the base's weights hash, file buffers): measure what stays resident
@@ -135,7 +140,9 @@ def write_manifest(path: Path, utts) -> str:
 
 
 def routing_and_wer(dama_runs: dict[str, str], other: str, n_test: int, per_class: int, n_control: int, work: Path,
-                    log) -> dict:
+                    log, progress=lambda out: None) -> dict:
+    """Fit the router, then per test set: accuracy, confusion row, WER given vs routed (``progress(out)`` after
+    each set, so a run stopped by a time limit keeps what it measured)."""
     from dama.data import load_audio
     from dama.evaluate.metrics import corpus_errors
     from dama.serve.engine import Plan, ServeEngine
@@ -183,6 +190,7 @@ def routing_and_wer(dama_runs: dict[str, str], other: str, n_test: int, per_clas
                             "misrouted": len(wrong), "route_seconds_per_clip": round(route_s / len(utts), 3)}
         log(f"routing {name}: accuracy {acc:.3f}, WER given {w_given:.4f} routed {w_routed:.4f} "
             f"({len(wrong)} misrouted of {len(utts)})")
+        progress(out)
     out["confusion"] = {"rows": list(sets), "columns": labels,
                         "counts": [[confusion[r][c] for c in labels] for r in sets]}
     return out
@@ -335,8 +343,12 @@ def main() -> None:
         save()
     if "routing" in parts:
         with tempfile.TemporaryDirectory() as work:
+            def progress(partial):
+                result["routing"] = partial
+                save()
+
             result["routing"] = routing_and_wer(dama_runs, args.other, args.test_clips, args.per_class,
-                                                args.control_clips, Path(work), log)
+                                                args.control_clips, Path(work), log, progress)
         plot = out_path.with_name(out_path.stem + "_routing_confusion.png")
         plot_confusion(result["routing"]["confusion"], plot)
         result["routing"]["confusion_plot"] = plot.name

@@ -119,7 +119,7 @@ class LanguageRouter:
         weight, bias = clf.coef_, clf.intercept_
         if len(classes) == 2:  # sklearn keeps one row for two classes: make it a softmax over both
             weight, bias = np.concatenate([-weight / 2, weight / 2]), np.concatenate([-bias / 2, bias / 2])
-        return cls(list(clf.classes_), languages, weight, bias, mean, std, fingerprint, info)
+        return cls([str(c) for c in clf.classes_], languages, weight, bias, mean, std, fingerprint, info)
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         z = ((features - self.mean) / self.std) @ self.weight.T + self.bias
