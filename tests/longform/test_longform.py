@@ -106,9 +106,10 @@ def test_cli_formats_and_bad_input(ts_dir, tmp_path, capsys):
 
 
 @pytest.mark.integration
-def test_whisper_base_long_form_times_and_no_speech(whisper_base):
+def test_whisper_base_long_form_times_and_no_speech(whisper_base, whisper_base_ct2_dir):
     """Real speech: 3 clips joined (over 30 s) give text and segments near the true clip starts; 60 s of
-    silence and of white noise give no words."""
+    silence and of white noise give no words; faster-whisper on the CTranslate2 model (the deployed path,
+    vad_filter=True) transcribes the same audio to nearly the same text."""
     from dama.data.audio import load_audio
 
     clips = sorted((SHARED_DATA / "swahili" / "data" / "records" / "test").glob("*.opus"))[:3]
@@ -128,3 +129,13 @@ def test_whisper_base_long_form_times_and_no_speech(whisper_base):
     noise = np.random.default_rng(0).normal(0, 0.05, 60 * SR).astype(np.float32)
     assert transcribe_long(whisper_base, silence, LongformOptions(language="sw")) == []
     assert transcribe_long(whisper_base, noise, LongformOptions(language="sw")) == []
+
+    from dama.deploy.export import load_faster_whisper
+    from dama.evaluate.metrics import utterance_errors
+
+    fw = load_faster_whisper(whisper_base_ct2_dir, device="cpu", compute_type="float32")
+    fw_segs = transcribe_long(fw, audio, LongformOptions(language="sw"))
+    assert all(min(abs(s.start - t0) for s in fw_segs) < 1.0 for t0 in starts)
+    ours = " ".join(s.text for s in segs)
+    assert utterance_errors(ours, " ".join(s.text for s in fw_segs)).wer < 0.25  # same model, two runtimes
+    assert transcribe_long(fw, silence, LongformOptions(language="sw")) == []
