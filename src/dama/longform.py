@@ -105,8 +105,8 @@ def speech_regions(audio: np.ndarray, opts: LongformOptions) -> list[tuple[int, 
     try:
         from faster_whisper.vad import VadOptions, get_speech_timestamps
     except ImportError:
-        raise DamaError("long-form transcription needs faster-whisper (it ships the Silero VAD model): "
-                        "pip install faster-whisper") from None
+        raise DamaError("long-form transcription (audio over 30 s, --format) needs faster-whisper, which ships the "
+                        "Silero VAD model: pip install 'dama[longform]'") from None
     vo = VadOptions(threshold=opts.vad_threshold, min_silence_duration_ms=opts.min_silence_ms,
                     speech_pad_ms=opts.speech_pad_ms, max_speech_duration_s=opts.max_window_s - 0.5)
     return [(int(r["start"]), int(r["end"])) for r in get_speech_timestamps(audio, vo)]
