@@ -1,14 +1,13 @@
 """whisper.cpp (ggml export) against CTranslate2 (ct2 export) on the same adapted model and clips.
 
-    python benchmarks/ggml_vs_ct2.py --adapter RUN_DIR --data swahili:test --language sw --clips 24 \\
+    python benchmarks/ggml_vs_ct2.py --adapter RUN_DIR --data swahili:test --language sw --clips 20 \\
         --work /tmp/ggml-bench --out benchmarks/results/ggml_vs_ct2.json
 
-Exports the run with `dama export --format ct2` (float32) and `--format ggml` (float16, and with
---ggml-float32 also float32), transcribes the same clips greedily with faster-whisper and with
-whisper.cpp (the pywhispercpp wheel: one segment, no timestamps, no temperature fallback), and writes
-each runtime's WER/CER against the references, the share of clips with identical text, the WER between
-the two runtimes' outputs, and seconds per clip. Target (issue 23): identical text on most clips,
-WER within 1 point.
+Exports the run with `dama export --format ct2` (float32) and `--format ggml` (float16), transcribes
+the same clips greedily with faster-whisper and with whisper.cpp (the pywhispercpp wheel: one
+segment, no timestamps, no temperature fallback), and writes each runtime's WER/CER against the
+references, the share of clips with identical text, the WER between the two runtimes' outputs, and
+seconds per clip. Target (issue 23): identical text on most clips, WER within 1 point.
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ def main() -> None:
     ap.add_argument("--language", default="sw")
     ap.add_argument("--clips", type=int, default=24)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--ggml-float32", action="store_true")
     ap.add_argument("--max-tokens", type=int, default=128, help="cap per clip on both runtimes (a looping clip)")
     ap.add_argument("--work", default="/tmp/dama-ggml-bench")
     ap.add_argument("--out", default="benchmarks/results/ggml_vs_ct2.json")
@@ -42,8 +40,7 @@ def main() -> None:
     from dama.models.ggml import FILE_NAME, whispercpp_model
 
     work = Path(args.work)
-    exports = {"ct2": ("ct2", "float32")} | {f"ggml-{q}": ("ggml", q) for q in
-                                             (["float16", "float32"] if args.ggml_float32 else ["float16"])}
+    exports = {"ct2": ("ct2", "float32"), "ggml-float16": ("ggml", "float16")}
     for name, (fmt, q) in exports.items():
         if not (work / name / "dama_export.json").is_file():
             export_run(args.adapter, fmt, work / name, quantization=q, force=True)

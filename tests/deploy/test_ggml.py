@@ -29,8 +29,9 @@ def test_models_whisper_cpp_cannot_take_are_refused(new_token_run, tiny_whisper,
     _, _, run = new_token_run
     with pytest.raises(DamaError, match="language table is fixed; export with --language-slot"):
         export_run(run, "ggml", tmp_path / "g", log=lambda *a: None)
-    with pytest.raises(DamaError, match="whisper.cpp's q5_0/q8_0"):
-        export_run(run, "ggml", tmp_path / "g", quantization="int8", log=lambda *a: None)
+    for q in ("int8", "float32"):
+        with pytest.raises(DamaError, match="writes float16.*q5_0/q8_0"):
+            export_run(run, "ggml", tmp_path / "g", quantization=q, log=lambda *a: None)
     with pytest.raises(DamaError, match="whisper.cpp cannot take this model"):
         write_ggml(tiny_whisper, tmp_path / "tiny.bin")  # a vocabulary whisper.cpp does not know
     assert not (tmp_path / "g").exists()

@@ -4,7 +4,7 @@
   language token, feature extractor, generation config).
 - ``ct2``: that directory converted by the converter the ``ctranslate2`` package ships,
   loadable by ``faster_whisper.WhisperModel(DIR)``; quantisation float32, float16 or int8.
-- ``ggml``: ``ggml-model.bin`` for whisper.cpp (:mod:`dama.models.ggml`), float16 or float32.
+- ``ggml``: ``ggml-model.bin`` for whisper.cpp (:mod:`dama.models.ggml`), float16.
 
 Both write ``dama_export.json`` (source run, base model, languages) and a Hugging Face model card
 (``README.md``, :mod:`dama.deploy.card`), and appear atomically:
@@ -28,7 +28,9 @@ from dama.safeio import read_json
 
 FORMATS = ("hf", "ct2", "ggml")
 QUANTIZATIONS = ("float32", "float16", "int8")
-GGML_QUANTIZATIONS = ("float16", "float32")  # whisper.cpp's q5_0/q8_0 come from its own `quantize` tool
+# whisper.cpp's q5_0/q8_0 come from its own `quantize` tool; a float32 file loads, but whisper.cpp 1.8.5's CPU
+# convolution aborts on float32 conv weights (GGML_ASSERT(src0->type == GGML_TYPE_F16) in ggml-cpu/ops.cpp)
+GGML_QUANTIZATIONS = ("float16",)
 META = "dama_export.json"
 RUN_MARKS = RunFolder.MARKS  # what a folder holding a dama run has (any one is enough): never an export's target
 # What an export holds: save_pretrained's files (hf) or CTranslate2's (ct2), and META.
@@ -122,8 +124,9 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path, quantization: str
     if fmt == "ct2" and quantization not in QUANTIZATIONS:
         raise DamaError(f"unknown quantization {quantization!r}; choose from {', '.join(QUANTIZATIONS)}")
     if fmt == "ggml" and quantization not in GGML_QUANTIZATIONS:
-        raise DamaError(f"--format ggml writes {' or '.join(GGML_QUANTIZATIONS)}, not {quantization!r}; for "
-                        "whisper.cpp's q5_0/q8_0, run its `quantize` tool on the float16 file")
+        raise DamaError(f"--format ggml writes float16, not {quantization!r}: whisper.cpp's CPU convolution "
+                        "aborts on float32 weights, and its q5_0/q8_0 come from its own `quantize` tool (run it "
+                        "on the float16 file)")
     run_dir, out = Path(run_dir), Path(out)
     check_out(run_dir, out, force)
     run = RunFolder(run_dir)

@@ -13,6 +13,7 @@ and not written.
 
 Differences from the script: no OpenAI checkout is needed (mel filters from transformers), a float32
 file is not rounded through float16 first, and the text context comes from ``max_target_positions``.
+(``dama export`` writes float16 only: whisper.cpp 1.8.5's CPU convolution aborts on float32 conv weights.)
 
 whisper.cpp's language table is fixed and its special-token ids follow from the vocabulary size, so
 a model with an added language token (a vocabulary one larger) would be read as large-v3 with every
