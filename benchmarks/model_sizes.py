@@ -230,8 +230,7 @@ def peft_stage(model_dir: Path, run: Path, feats, prompt: list[int], n_new: int)
     del merged, base
     gc.collect()
     w = load_run(run, merge=True, device="cpu")
-    with torch.no_grad():
-        enc = w.model.model.encoder(feats).last_hidden_state
+    with torch.no_grad():  # DAMA leaves the encoder as it is: the same encoder output serves both
         logits_dama = w.model(encoder_outputs=(enc,), decoder_input_ids=ids).logits
     diff = (logits_peft - logits_dama).abs().max().item()
     del w

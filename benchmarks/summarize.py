@@ -358,6 +358,73 @@ def method_speed(path: Path) -> str:
     return "\n".join(out)
 
 
+MODEL_SIZES = HERE / "results" / "model_sizes.json"
+
+
+def _rank_profile(r: list[int]) -> str:
+    """32, 8 (x12), 32-style: runs of one rank shown once with their length."""
+    out, i = [], 0
+    while i < len(r):
+        j = i
+        while j < len(r) and r[j] == r[i]:
+            j += 1
+        out.append(f"{r[i]}" + (f" (x{j - i})" if j - i > 1 else ""))
+        i = j
+    return ", ".join(out)
+
+
+def model_sizes(path: Path = MODEL_SIZES) -> str:
+    """Every Whisper size with random weights of its exact architecture (benchmarks/model_sizes.py):
+    DAMA's layout, trainable parameters, the measured peak of a training step at batch 4 next to what
+    `dama estimate` predicts, the encoder cache per hour and whether the end-to-end check passed."""
+    from dama.adapt import make_method
+    from dama.estimate import estimate
+
+    d = json.loads(path.read_text())
+    m = d["machine"]
+    out = [f"Random weights of each exact architecture, DAMA (r_high 32, r_low 8), real Swahili clips; "
+           f"{m['cpu']}, {m['cpus']} cores, no GPU (`{path.relative_to(HERE.parent)}`):", "",
+           "| size | decoder layers | DAMA ranks over depth | trainable DAMA | trainable LoRA r=64 | "
+           "peak RSS of a step at batch 4, measured (MB) | `dama estimate` (MB) | encoder cache (MB per h) | "
+           "train, SVD basis, PEFT merge, CT2 export |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in d["sizes"].items():
+        if "layout" not in r:  # layout, counts, prediction and cache size from the architecture alone
+            e, lo = estimate(name, make_method("dama"), 4, "no"), estimate(name, make_method("lora"), 4, "no")
+            out.append(f"| {name} | {e.decoder_layers} | {_rank_profile(e.ranks)} | {_params(e.trainable_params)} | "
+                       f"{_params(lo.trainable_params)} | not measured: {r.get('not_run') or r.get('failed', '?')} | "
+                       f"{e.cpu_peak_mb:.0f} | {e.cache_mb_per_hour:.0f} (computed) | not run |")
+            continue
+        lay, tr = r["layout"], r.get("train") or {}
+        pred = estimate(name, make_method("dama"), batch_size=tr.get("batch_size", 4), precision="no").cpu_peak_mb
+        check = "passed" if r.get("export_check_passed") else "FAILED"
+        out.append(f"| {name} | {lay['decoder_layers']} | {_rank_profile(lay['dama_ranks'])} | "
+                   f"{_params(lay['dama_trainable_params'])} | {_params(lay['lora64_trainable_params'])} | "
+                   f"{tr['peak_step_rss_mb']:.0f} | {pred:.0f} | {tr['encoder_cache_mb_per_hour']:.0f} | {check} |")
+    return "\n".join(out)
+
+
+def large_model_plan(sizes: tuple[str, ...] = ("small", "medium", "large-v2", "large-v3", "large-v3-turbo"),
+                     gpu: str = "24GB") -> str:
+    """What `dama estimate` predicts per size for DAMA on one GPU (bf16): the largest batch that fits, its
+    peak, and the compute of 5 epochs on 0.5 h (derived from the architecture; not measured on a GPU)."""
+    from dama.adapt import make_method
+    from dama.estimate import estimate, largest_batch, run_flops
+
+    out = [f"| size | largest batch in {gpu} (bf16) | predicted GPU peak at that batch (GB) | "
+           f"same with --gradient-checkpointing: batch, GB | encoder pass over 0.5 h (TFLOP) | "
+           "5 epochs of training steps (TFLOP) |", "|---|---|---|---|---|---|"]
+    for name in sizes:
+        method = make_method("dama")
+        b = largest_batch(name, method, gpu, limit=32)
+        bc = largest_batch(name, method, gpu, gradient_checkpointing=True, limit=64)
+        e = estimate(name, method, b, "bf16", gpu_memory=gpu)
+        ec = estimate(name, method, bc, "bf16", True, gpu_memory=gpu)
+        f = run_flops(name, hours=0.5, epochs=5)
+        out.append(f"| {name} | {b} | {e.gpu_peak_mb / 1024:.1f} | {bc}, {ec.gpu_peak_mb / 1024:.1f} | "
+                   f"{f['encoder_tflop']:.0f} | {f['train_tflop']:.0f} |")
+    return "\n".join(out)
+
+
 BLOCKS: dict[str, Callable[[], str]] = {
     "zero-shot": zero_shot, "probe": probe, "grid": grid, "grid-targets": grid_targets, "ablation": ablation,
     "allocation": allocation,
@@ -366,6 +433,9 @@ BLOCKS: dict[str, Callable[[], str]] = {
 }
 if (HERE / "results" / "deploy_int8_cpu.json").is_file():  # the int8 WER cost on a whole test split
     BLOCKS["deploy-int8"] = lambda: deploy_speed(HERE / "results" / "deploy_int8_cpu.json", timing=False)
+if MODEL_SIZES.is_file():  # every Whisper size, random weights (benchmarks/model_sizes.py)
+    BLOCKS["model-sizes"] = model_sizes
+    BLOCKS["large-model-plan"] = large_model_plan
 METHOD_SPEED = sorted((HERE / "results").glob("method_speed_*.json"))  # method_speed_cpu.json first
 if METHOD_SPEED:
     BLOCKS["method-speed"] = method_speeds

@@ -14,8 +14,17 @@ def run_estimate(args, method) -> dict:
                    gradient_checkpointing=bool(args.gradient_checkpointing), gpu_memory=args.gpu_memory,
                    kv_cache=not getattr(args, "no_kv_cache", None))
     print(format_estimate(est))
+    res = est.to_dict()
+    if args.gpu_memory:
+        from dama.estimate import largest_batch
+
+        res["largest_batch"] = largest_batch(args.model, method, args.gpu_memory, est.precision)
+        res["largest_batch_checkpointing"] = largest_batch(args.model, method, args.gpu_memory, est.precision, True)
+        print(f"largest batch predicted to fit {args.gpu_memory}: {res['largest_batch']} "
+              f"({res['largest_batch_checkpointing']} with --gradient-checkpointing); reach a larger effective "
+              "batch with --effective-batch")
     check_fits(est)
-    return est.to_dict()
+    return res
 
 
 def cmd_estimate(args) -> dict:

@@ -50,7 +50,6 @@ class WhisperSize:
     max_source_positions: int = 1500
     max_target_positions: int = 448
     published_params: str = ""  # as OpenAI's model card rounds it
-    default_batch: int = 8  # clips per step dama suggests on a 24 GB GPU (see docs/large-models.md)
 
     @property
     def v3_vocab(self) -> bool:
@@ -63,17 +62,15 @@ class WhisperSize:
 
 
 SIZES: dict[str, WhisperSize] = {s.name: s for s in (
-    WhisperSize("tiny", "openai/whisper-tiny", 384, 4, 4, 6, 1536, published_params="39 M", default_batch=32),
-    WhisperSize("base", "openai/whisper-base", 512, 6, 6, 8, 2048, published_params="74 M", default_batch=32),
-    WhisperSize("small", "openai/whisper-small", 768, 12, 12, 12, 3072, published_params="244 M", default_batch=16),
-    WhisperSize("medium", "openai/whisper-medium", 1024, 24, 24, 16, 4096, published_params="769 M",
-                default_batch=8),
-    WhisperSize("large-v2", "openai/whisper-large-v2", 1280, 32, 32, 20, 5120, published_params="1550 M",
-                default_batch=4),
+    WhisperSize("tiny", "openai/whisper-tiny", 384, 4, 4, 6, 1536, published_params="39 M"),
+    WhisperSize("base", "openai/whisper-base", 512, 6, 6, 8, 2048, published_params="74 M"),
+    WhisperSize("small", "openai/whisper-small", 768, 12, 12, 12, 3072, published_params="244 M"),
+    WhisperSize("medium", "openai/whisper-medium", 1024, 24, 24, 16, 4096, published_params="769 M"),
+    WhisperSize("large-v2", "openai/whisper-large-v2", 1280, 32, 32, 20, 5120, published_params="1550 M"),
     WhisperSize("large-v3", "openai/whisper-large-v3", 1280, 32, 32, 20, 5120, 128, 51866,
-                published_params="1550 M", default_batch=4),
+                published_params="1550 M"),
     WhisperSize("large-v3-turbo", "openai/whisper-large-v3-turbo", 1280, 32, 4, 20, 5120, 128, 51866,
-                published_params="809 M", default_batch=8),
+                published_params="809 M"),
 )}
 ALIASES = {"whisper-" + k: k for k in SIZES} | {s.hub_id: s.name for s in SIZES.values()} | {"turbo": "large-v3-turbo"}
 
