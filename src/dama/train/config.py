@@ -63,8 +63,9 @@ class TrainConfig:
                                   "comma-separated: tensorboard, wandb, mlflow, comet_ml, aim, clearml, dvclive, "
                                   "trackio, swanlab (logs in RUN/logs)")
     kv_cache: bool = _opt(True, "do not cache the frozen cross-attention keys/values of each clip on disk (the "
-                                "cache makes a step ~1/3 cheaper on whisper-base and takes ~12x the encoder "
-                                "cache's space: ~37 MB per clip)", flag="--no-kv-cache", negate=True)
+                                "cache makes a whisper-base step 14-22%% faster, pays from the ~6th epoch or "
+                                "across a grid's runs, and takes ~37 MB per clip: 12x the encoder cache)",
+                          flag="--no-kv-cache", negate=True)
     stop_after_steps: int = _opt(0, "testing aid: stop (as if killed) after this many optimizer steps", cli=False)
 
     def __post_init__(self):
