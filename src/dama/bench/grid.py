@@ -466,15 +466,7 @@ def run_grid(cfg: BenchConfig, log=print, dry_run: bool = False, only: list[str]
     i = 0
     while True:
         if cfg.tune is not None and i:  # a finished candidate may have decided a rate: new runs to do
-            grid = cells(cfg)
-            new = [c for c in grid if not c.pending and c.name not in known]
-            check_settings(cfg, new)  # a run of the chosen rate already there must be this grid's too
-            check_deletable(cfg, [c for c in new if not is_finished(cfg, c)])
-            known |= {c.name for c in new}
-            for ch in choices(cfg):
-                if ch.rate is not None and _key(ch) not in decided:
-                    decided.add(_key(ch))
-                    log(choice_line(ch))
+            grid = _regrid(cfg, known, decided, log)
         picked = select(grid, only, strict=False) if only else grid
         left = [c for c in picked if c.name not in tried and not is_finished(cfg, c)]  # pending ones too
         now = [c for c in left if not c.pending]
@@ -498,6 +490,22 @@ def run_grid(cfg: BenchConfig, log=print, dry_run: bool = False, only: list[str]
     return failed
 
 
+def _regrid(cfg: BenchConfig, known: set[str], decided: set, log) -> list[Cell]:
+    """The grid again, after a finished candidate may have decided a rate: its new runs checked (a run of
+    the chosen rate already there must be this grid's too) and added to ``known``; each newly decided
+    rate logged once (``decided``)."""
+    grid = cells(cfg)
+    new = [c for c in grid if not c.pending and c.name not in known]
+    check_settings(cfg, new)
+    check_deletable(cfg, [c for c in new if not is_finished(cfg, c)])
+    known |= {c.name for c in new}
+    for ch in choices(cfg):
+        if ch.rate is not None and _key(ch) not in decided:
+            decided.add(_key(ch))
+            log(choice_line(ch))
+    return grid
+
+
 def _run_on_engine(cfg: BenchConfig, engine, grid: list[Cell], only: list[str] | None, log) -> list[Cell]:
     """:func:`run_grid`'s loop with cells as jobs: up to ``engine.max_parallel`` in flight; when one ends,
     the grid is recomputed (``tune`` may have decided a rate) and what became runnable is submitted."""
@@ -507,15 +515,7 @@ def _run_on_engine(cfg: BenchConfig, engine, grid: list[Cell], only: list[str] |
     decided = {_key(ch) for ch in choices(cfg) if ch.rate is not None}
     while True:
         if cfg.tune is not None and tried:
-            grid = cells(cfg)
-            new = [c for c in grid if not c.pending and c.name not in known]
-            check_settings(cfg, new)
-            check_deletable(cfg, [c for c in new if not is_finished(cfg, c)])
-            known |= {c.name for c in new}
-            for ch in choices(cfg):
-                if ch.rate is not None and _key(ch) not in decided:
-                    decided.add(_key(ch))
-                    log(choice_line(ch))
+            grid = _regrid(cfg, known, decided, log)
         picked = select(grid, only, strict=False) if only else grid
         now = [c for c in picked if c.name not in tried and not c.pending and not is_finished(cfg, c)]
         for cell in now[: engine.free]:
