@@ -214,7 +214,7 @@ class CrossKVCache:
 
     def get(self, rows: list[int], layer: int, which: int) -> torch.Tensor:
         """(len(rows), frames, d_model) float32 of one projection (a fresh tensor)."""
-        return torch.from_numpy(self.load(rows)[layer, which])
+        return torch.from_numpy(self.load(rows, (layer, which))[0, 0])  # that block only
 
     # -- serving during a step ---------------------------------------------------------------------------
 
