@@ -69,7 +69,7 @@ def greedy_decode(w: Whisper, encoder_hidden: torch.Tensor, prompts: list[list[i
 
     ``encoder_hidden``: (rows, frames, d_model); ``decoder``: e.g. :func:`merged_decoder`'s copy
     (default: the model's own)."""
-    from dama.models.transcribe import find_tail_loop
+    from dama.models.transcribe import find_tail_loop, text_tokens
 
     model = _unwrap(w.model)
     decoder = decoder if decoder is not None else model.model.decoder
@@ -121,17 +121,7 @@ def greedy_decode(w: Whisper, encoder_hidden: torch.Tensor, prompts: list[list[i
         else:
             nxt_t = torch.tensor(nxt, device=device)
         step_ids = nxt_t[:, None]
-    result = []
-    for gen in out:
-        toks = []
-        for t in gen:
-            if t == eot:
-                break
-            if t < eot:  # specials and timestamps are ids >= <|endoftext|>
-                toks.append(t)
-        cut = find_tail_loop(toks, opts.loop_repeats, opts.loop_max_ngram)
-        result.append(toks[:cut] if cut is not None else toks)
-    return result
+    return [text_tokens(gen, eot, opts) for gen in out]
 
 
 __all__ = ["greedy_decode", "merged_decoder"]

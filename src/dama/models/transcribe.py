@@ -160,18 +160,20 @@ def decode_features(w: Whisper, features: torch.Tensor, prompts: list[list[int]]
         )
     finally:
         hf_logging.set_verbosity(verbosity)
-    eot = gc.eos_token_id
-    result = []
-    for row in out[:, p_len:].tolist():
-        toks = []
-        for t in row:
-            if t == eot:
-                break
-            if t < eot:  # skip specials/timestamps (all ids >= <|endoftext|>)
-                toks.append(t)
-        keep = find_tail_loop(toks, opts.loop_repeats, opts.loop_max_ngram)
-        result.append(toks[:keep] if keep is not None else toks)
-    return result
+    return [text_tokens(row, gc.eos_token_id, opts) for row in out[:, p_len:].tolist()]
+
+
+def text_tokens(generated: Sequence[int], eot: int, opts: DecodeOptions) -> list[int]:
+    """A row's generated ids as text tokens: up to <|endoftext|>, specials and timestamps (all ids >= it)
+    dropped, a loop at the tail trimmed to one copy."""
+    toks = []
+    for t in generated:
+        if t == eot:
+            break
+        if t < eot:
+            toks.append(t)
+    keep = find_tail_loop(toks, opts.loop_repeats, opts.loop_max_ngram)
+    return toks[:keep] if keep is not None else toks
 
 
 def token_budget(seconds: float, opts: DecodeOptions) -> int:
