@@ -91,18 +91,63 @@ def test_cli_formats_and_bad_input(ts_dir, tmp_path, capsys):
     assert main(["transcribe", str(tmp_path / "talk.wav"), "--model", str(ts_dir), "--language", "en",
                  "--format", "srt", "--out-dir", str(out), "--device", "cpu"]) == 0
     assert [p.name for p in out.iterdir()] == ["talk.srt"]
-    head = (tmp_path / "talk.wav").read_bytes()[:30]
-    bad = {"notaudio.wav": b"this is not audio", "empty.flac": b"", "truncated.wav": head}
-    for name, data in bad.items():
+    wav = (tmp_path / "talk.wav").read_bytes()
+    sf.write(tmp_path / "talk.flac", audio, SR)
+    flac = (tmp_path / "talk.flac").read_bytes()
+    opus = sorted((SHARED_DATA / "swahili" / "data" / "records" / "test").glob("*.opus"))[0].read_bytes()
+    bad = {"notaudio.wav": (b"this is not audio", "cannot read audio header"),
+           "empty.flac": (b"", "cannot read audio header"),
+           "header-only.wav": (wav[:30], "cannot read audio header"),
+           # cut off mid-stream: libsndfile would decode a WAV or Ogg up to the cut without a word
+           "cut.wav": (wav[: len(wav) // 2], "truncated: its header declares"),
+           "cut.opus": (opus[: len(opus) // 2], "truncated: its Ogg stream has no end"),
+           "cut.flac": (flac[: len(flac) // 2], "cannot decode audio"),  # fails only when decoded
+           "movie.m4a": (_m4a(tmp_path / "m.m4a"), "unsupported format")}  # AAC in MP4: not libsndfile's
+    for name, (data, _why) in bad.items():
         (tmp_path / name).write_bytes(data)
     sf.write(tmp_path / "zero.wav", np.zeros(0, np.float32), SR)
-    for name in [*bad, "zero.wav"]:
+    bad["zero.wav"] = (None, "audio is empty (0 samples)")
+    bad["missing.wav"] = (None, "audio file not found")
+    for name, (_data, why) in bad.items():
         capsys.readouterr()
         out2 = tmp_path / f"out-{name}"
         rc = main(["transcribe", str(tmp_path / "talk.wav"), str(tmp_path / name), "--model", str(ts_dir),
                    "--language", "en", "--format", "json", "--out-dir", str(out2), "--device", "cpu"])
-        assert rc == 2 and name in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert rc == 2 and f"{tmp_path / name}: " in err and why in err, (name, err)
+        assert len(err.strip().splitlines()) == 1, err  # one line, no traceback
         assert not out2.exists() or not list(out2.iterdir())  # nothing written, not even the good file's
+
+
+def _m4a(path) -> bytes:
+    """One second of AAC in an MP4 container (what phones record), written by PyAV (faster-whisper's decoder)."""
+    av = pytest.importorskip("av", reason="PyAV (a faster-whisper dependency) writes the MP4 test file")
+    with av.open(str(path), "w") as c:
+        stream = c.add_stream("aac", rate=SR)
+        stream.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, SR), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = SR
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            c.mux(packet)
+    return path.read_bytes()
+
+
+def test_cli_sample_rates_and_silence(ts_dir, tmp_path):
+    """Any sample rate and channel count is resampled to 16 kHz mono: times stay in seconds of the file.
+    Pure silence is the documented empty result: an empty subtitle file, JSON with no segments."""
+    audio = _speech(1)
+    import soxr
+
+    sf.write(tmp_path / "phone.wav", soxr.resample(audio, SR, 8_000), 8_000)  # 8 kHz telephone audio
+    sf.write(tmp_path / "quiet.wav", np.zeros(5 * SR, np.float32), SR)
+    out = tmp_path / "out"
+    for fmt, files in (("json", ["phone.wav", "quiet.wav"]), ("srt", ["quiet.wav"])):
+        assert main(["transcribe", *(str(tmp_path / f) for f in files), "--model", str(ts_dir),
+                     "--language", "en", "--format", fmt, "--out-dir", str(out), "--device", "cpu"]) == 0
+    doc = json.loads((out / "phone.json").read_text())
+    assert all(0 <= s["start"] <= s["end"] <= len(audio) / SR + 0.01 for s in doc["segments"])
+    assert json.loads((out / "quiet.json").read_text())["segments"] == []
+    assert (out / "quiet.srt").read_text() == ""
 
 
 @pytest.mark.integration

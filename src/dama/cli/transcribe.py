@@ -73,10 +73,11 @@ def longform_opts(args):
 
 def _transcribe_long_files(args) -> dict:
     """--format txt|srt|vtt|json: each file of any length through :func:`dama.longform.transcribe_long`, one
-    file at a time (memory: one decoded waveform). Every file's header is checked before any decoding, so a
-    non-audio file fails the command before it writes anything; with --out-dir each transcript is written
+    file at a time (memory: one decoded waveform). Every file's header is checked before any decoding, and
+    with several files and --out-dir every file is decoded once before any transcription, so a non-audio,
+    empty or truncated file fails the command before it writes anything; each transcript is written
     atomically as ``<stem>.<format>`` (a complete file or none)."""
-    from dama.data.audio import audio_duration, load_audio
+    from dama.data.audio import audio_duration, load_audio, truncation
     from dama.longform import text_of, transcribe_long
     from dama.outputs import atomic_write_text, check_writable_dir
     from dama.subtitles import format_segments
@@ -84,6 +85,14 @@ def _transcribe_long_files(args) -> dict:
     for a in args.audio:  # DataError naming the file: unreadable, not audio, unsupported container, empty
         if audio_duration(a) <= 0:
             raise DataError(f"{a}: audio is empty (0 samples). Remove it or replace the file.")
+        if why := truncation(a):
+            raise DataError(f"{a}: the file is truncated: {why}. Copy or export it again.")
+    if args.out_dir and len(args.audio) > 1:
+        # a file cut off mid-stream (a FLAC that loses sync) passes the header check and fails only when
+        # decoded: decode every input once first (one at a time), so such a file fails the command before
+        # any transcript is written, not after the earlier files' (decoding is ~1% of transcribing)
+        for a in args.audio:
+            load_audio(a)  # decoded and dropped at once
     out_dir = check_writable_dir(args.out_dir, "--out-dir") if args.out_dir else None
     if out_dir:
         stems = [Path(a).stem for a in args.audio]

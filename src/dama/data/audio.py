@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,28 @@ def audio_duration(path: str | Path) -> float:
     except Exception as e:  # libsndfile raises a generic error for unreadable files
         raise DataError(f"{path}: cannot read audio header ({e}). Is it corrupt or in an unsupported format?") from e
     return info.frames / info.samplerate if info.samplerate else 0.0
+
+
+# libsndfile's header report on a cut-off file: a WAV's data chunk larger than what the file holds, an Ogg
+# stream whose last page is not the end of the stream
+_WAV_SHORT = re.compile(r"^data : (\d+) \(should be (\d+)\)", re.M)
+_STREAMED_SIZES = {0, 0x7FFFFFFF, 0xFFFFFFFF}  # placeholders of WAV writers that stream (size unknown): not a cut
+
+
+def truncation(path: str | Path) -> str | None:
+    """Why ``path`` looks cut off, or None. libsndfile decodes a truncated WAV or Ogg/Opus file up to the cut
+    without any error (a truncated FLAC does fail, when decoded); only its header report tells, so this
+    reads it: a transcript of half a recording must not pass for the whole one."""
+    try:
+        info = sf.info(str(path)).extra_info
+    except Exception:  # unreadable: audio_duration / load_audio name the problem
+        return None
+    m = _WAV_SHORT.search(info)
+    if m and int(m[1]) > int(m[2]) and int(m[1]) not in _STREAMED_SIZES:
+        return f"its header declares {int(m[1])} bytes of audio data, the file holds {int(m[2])}"
+    if "lacks an end-of-stream bit" in info:
+        return "its Ogg stream has no end (the last page lacks the end-of-stream bit)"
+    return None
 
 
 def decode_audio_bytes(data: bytes, name: str = "upload") -> np.ndarray:
