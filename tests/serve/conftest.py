@@ -50,7 +50,8 @@ def train_tiny(root: Path, base: Path, key: str, spec: str, language: str, name:
 def tiny_base(tmp_path_factory) -> Path:
     from dama.testing import make_tiny_ct2
 
-    return make_tiny_ct2(tmp_path_factory.mktemp("serve-base") / "base", decoder_layers=6)
+    # with Whisper's timestamp tokens: the long-form path (segment times) decodes in timestamp mode
+    return make_tiny_ct2(tmp_path_factory.mktemp("serve-base") / "base", decoder_layers=6, timestamps=True)
 
 
 @pytest.fixture(scope="session")
@@ -59,6 +60,19 @@ def tiny_runs(tmp_path_factory, tiny_base) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("serve-runs")
     return {key: train_tiny(root, tiny_base, key, f"{corpus}:train", key)
             for key, corpus in (("sw", "swahili"), ("yo", "yoruba"))}
+
+
+def long_recording(corpus: str = "swahili", seconds: float | None = None):
+    """The first recording of ``CORPUS:test-long`` (real clips joined, minutes long; built once into the cache),
+    as 16 kHz audio, cut to its first ``seconds`` if given."""
+    from dama.data import load_data
+    from dama.data.audio import load_audio
+
+    if not (SHARED_DATA / corpus).is_dir():
+        _missing(f"real data of {corpus} not found under {SHARED_DATA} (set DAMA_DATA)")
+    first = next(iter(load_data(f"{corpus}:test-long", SHARED_DATA)))
+    audio = load_audio(first.audio, first.where)
+    return audio[: int(seconds * 16_000)] if seconds else audio
 
 
 def real_clip(corpus: str, n: int = 0) -> Path:

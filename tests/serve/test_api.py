@@ -38,6 +38,17 @@ def offline(server, key, path, language=None):
     return transcribe(w, [load_audio(path)], language or key, server.engine.decode)[0]
 
 
+def offline_long(server, key, audio, language=None):
+    """Long-form segments without the server, as `dama transcribe --adapter RUN --format json` makes them."""
+    from dama.longform import LongformOptions, transcribe_long
+    from dama.runs import load_run
+
+    w = load_run(server.options.adapters[key], merge=False)
+    d = server.engine.decode
+    return transcribe_long(w, audio, LongformOptions(language=language or key, batch_size=d.batch_size,
+                                                     num_beams=d.num_beams, loop_repeats=d.loop_repeats))
+
+
 def test_every_response_format(server, client):
     clip = real_clip("swahili")
     want = offline(server, "sw", clip)
@@ -50,30 +61,58 @@ def test_every_response_format(server, client):
     with clip.open("rb") as f:
         verbose = client.audio.transcriptions.create(file=f, model="sw", response_format="verbose_json",
                                                      timestamp_granularities=["segment"])
-    assert verbose.text == want and verbose.language == "swahili"
+    # formats with times come from the long-form path: Whisper's own segment times, as `dama transcribe --format`
+    timed = offline_long(server, "sw", load_audio(clip))
+    assert [(s.start, s.end, s.text) for s in verbose.segments] == [(round(s.start, 3), round(s.end, 3), s.text)
+                                                                   for s in timed]
+    assert verbose.text == " ".join(s.text for s in timed) and verbose.language == "swahili"
     duration = len(load_audio(clip)) / 16_000
     assert verbose.duration == pytest.approx(duration, abs=1e-3)
-    if want:
-        seg = verbose.segments[0]
-        assert seg.start == 0 and seg.end == pytest.approx(duration, abs=1e-3) and seg.text == want
     with clip.open("rb") as f:
         srt = client.audio.transcriptions.create(file=f, model="sw", response_format="srt")
     with clip.open("rb") as f:
         vtt = client.audio.transcriptions.create(file=f, model="sw", response_format="vtt")
-    if want:
-        assert srt.startswith("1\n00:00:00,000 --> 00:00:") and want in srt
-        assert vtt.startswith("WEBVTT\n\n00:00:00.000 --> 00:00:") and want in vtt
+    assert srt.count(" --> ") == vtt.count(" --> ") == len(timed)
+    assert vtt.startswith("WEBVTT\n\n") and all(s.text in srt and s.text in vtt for s in timed)
+
+
+def test_a_long_recording_gets_long_form_segments(server, client, tmp_path):
+    """Over a minute of real speech (the start of swahili:test-long's first recording: real clips joined)
+    through the openai client: segments of the long-form path with times across the whole recording, equal to
+    the offline long-form transcript. (Cut to 70 s: the random tiny model decodes every window to its token
+    budget at each fallback temperature.)"""
+    import soundfile as sf
+
+    from tests.serve.conftest import long_recording
+
+    audio = long_recording("swahili", seconds=70)
+    assert len(audio) == 70 * 16_000
+    path = tmp_path / "talk.flac"
+    sf.write(path, audio, 16_000, subtype="PCM_16")
+    opts = ServeOptions(adapters=server.options.adapters, port=0, max_upload_mb=25)
+    with LocalServer(opts, engine=server.engine) as big:  # same models, an upload limit that fits minutes
+        c = openai.OpenAI(base_url=big.url + "/v1", api_key="unused", max_retries=0)
+        with path.open("rb") as f:
+            got = c.audio.transcriptions.create(file=f, model="sw", response_format="verbose_json")
+        with path.open("rb") as f:
+            text = c.audio.transcriptions.create(file=f, model="sw", response_format="json").text
+    want = offline_long(server, "sw", load_audio(path))
+    assert [(s.start, s.end, s.text) for s in got.segments] == [(round(s.start, 3), round(s.end, 3), s.text)
+                                                               for s in want]
+    assert got.duration == pytest.approx(len(audio) / 16_000, abs=1e-2)
+    starts = [s.start for s in got.segments]
+    assert starts == sorted(starts) and (not starts or all(s.end <= got.duration + 1e-3 for s in got.segments))
+    assert text == got.text  # over 30 s even json goes through the long-form path
 
 
 def test_language_picks_the_adapter_and_model_picks_the_base(server, client):
     clip = real_clip("yoruba")
     with clip.open("rb") as f:  # model auto (what OpenAI clients send) + language yo -> the yo adapter
-        got = client.audio.transcriptions.create(file=f, model="whisper-1", language="yo",
-                                                 response_format="verbose_json")
+        got = client.audio.transcriptions.create(file=f, model="whisper-1", language="yo", response_format="json")
     assert got.model_extra["dama"]["adapter"] == "yo" and got.text == offline(server, "yo", clip)
     base = server.engine.base_name
     with clip.open("rb") as f:  # the base model's name -> no adapter
-        got = client.audio.transcriptions.create(file=f, model=base, language="en", response_format="verbose_json")
+        got = client.audio.transcriptions.create(file=f, model=base, language="en", response_format="json")
     assert got.model_extra["dama"]["adapter"] is None
     from dama.models.load import load_whisper
     from dama.models.transcribe import transcribe

@@ -63,7 +63,7 @@ def test_lid_train_saves_a_router_the_server_loads_and_uses(four_runs, tmp_path)
         for key in ("rw", "pcm"):  # a new language, asked for by code: its own adapter and token
             clip = clips[key]
             r = post_form(s.url + "/v1/audio/transcriptions", {"file": (clip.name, clip.read_bytes())},
-                          {"model": "auto", "language": key, "response_format": "verbose_json"})
+                          {"model": "auto", "language": key, "response_format": "json"})
             assert r.json()["dama"]["adapter"] == key and not r.json()["dama"]["detected"]
             from dama.models.transcribe import transcribe
             from dama.runs import load_run

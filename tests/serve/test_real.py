@@ -37,14 +37,47 @@ def test_openai_client_gets_the_offline_transcript(server, whisper_base):
     client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
     clip = real_clip("swahili")
     with clip.open("rb") as f:
-        got = client.audio.transcriptions.create(file=f, model="auto", language="sw", response_format="verbose_json")
+        got = client.audio.transcriptions.create(file=f, model="auto", language="sw", response_format="json")
     want = transcribe(load_run(SW_RUN, merge=False), [load_audio(clip)], "sw")[0]
     assert got.text == want and len(want.split()) > 3 and got.model_extra["dama"]["adapter"] == "sw"
     english = real_clip("fleurs-control")
     with english.open("rb") as f:  # no language, no router: Whisper's own detection, served by the bare base
-        got = client.audio.transcriptions.create(file=f, model="auto", response_format="verbose_json")
-    assert got.language == "english" and got.model_extra["dama"]["adapter"] is None
+        got = client.audio.transcriptions.create(file=f, model="auto", response_format="json")
+    assert got.model_extra["dama"]["language"] == "en" and got.model_extra["dama"]["adapter"] is None
     assert got.text == transcribe(whisper_base, [load_audio(english)], "en")[0]
+
+
+def test_a_long_real_recording_gets_timed_segments(server, tmp_path):
+    """A real recording of 45 s (the start of swahili:test-long: real clips joined, true clip starts
+    known) through the openai client as verbose_json: the segments of `dama transcribe --adapter RUN --format
+    json` (the long-form path), with times near where the true clips start."""
+    openai = pytest.importorskip("openai")
+    import soundfile as sf
+
+    from dama.data import load_data
+    from dama.data.longform import read_segments
+    from dama.longform import LongformOptions, transcribe_long
+    from dama.runs import load_run
+    from tests.serve.conftest import SHARED_DATA, long_recording
+
+    seconds = 45
+    audio = long_recording("swahili", seconds=seconds)
+    path = tmp_path / "talk.flac"
+    sf.write(path, audio, 16_000, subtype="PCM_16")
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+    with path.open("rb") as f:
+        got = client.audio.transcriptions.create(file=f, model="sw", response_format="verbose_json",
+                                                 timestamp_granularities=["segment"])
+    d = server.engine.decode
+    want = transcribe_long(load_run(SW_RUN, merge=False), load_audio(path),
+                           LongformOptions(language="sw", batch_size=d.batch_size, loop_repeats=d.loop_repeats))
+    assert [(s.start, s.end, s.text) for s in got.segments] == [(round(s.start, 3), round(s.end, 3), s.text)
+                                                               for s in want]
+    assert got.segments[-1].end > 30 and len(got.text.split()) > 25
+    first = next(iter(load_data("swahili:test-long", SHARED_DATA)))
+    starts = [t.start for t in read_segments(first.audio) if t.end < seconds - 1]
+    # Whisper's own times, not 30 s cuts: a segment starts within 3 s of every true clip start (1.0-2.6 s seen)
+    assert all(min(abs(s.start - t0) for s in got.segments) < 3.0 for t0 in starts)
 
 
 def _browser():
@@ -73,7 +106,7 @@ def test_web_page_in_a_real_browser(server):
 
     clip = real_clip("swahili", 1)
     api = post_form(server.url + "/v1/audio/transcriptions", {"file": (clip.name, clip.read_bytes())},
-                    {"model": "auto", "language": "sw"}).json()["text"]
+                    {"model": "auto", "language": "sw", "response_format": "verbose_json"}).json()["text"]
     driver = _browser()
     try:
         driver.get(server.url + "/")
@@ -87,7 +120,7 @@ def test_web_page_in_a_real_browser(server):
         assert driver.find_element(By.ID, "status").text == "done"
         rows = driver.find_elements(By.CSS_SELECTOR, "#segments td.text")
         assert " ".join(r.text for r in rows) == api
-        assert driver.find_element(By.CSS_SELECTOR, "#segments td.t").text.startswith("0:00.0 –")
+        assert driver.find_element(By.CSS_SELECTOR, "#segments td.t").text.startswith("0:0")
         assert "swahili" in driver.find_element(By.ID, "detected").text
         assert "adapter sw" in driver.find_element(By.ID, "served").text
         if os.environ.get("DAMA_SCREENSHOT"):

@@ -29,6 +29,7 @@ from dama.serve.batching import BatchQueue, QueueFull
 from dama.serve.engine import RequestError, ServeEngine
 from dama.serve.formats import FORMATS, MEDIA_TYPES, render
 from dama.serve.options import ServeOptions
+from dama.serve.transcription import TIMED_FORMATS
 
 log = logging.getLogger("dama.serve")
 MULTIPART_OVERHEAD = 64 * 1024  # form fields and boundaries around the file, allowed over --max-upload-mb
@@ -122,7 +123,7 @@ def create_app(engine: ServeEngine, options: ServeOptions) -> FastAPI:
         if any(g != "segment" for g in grans):
             raise RequestError(f"timestamp_granularities {grans}: only 'segment' is supported (no word timestamps)",
                                param="timestamp_granularities[]", code="unsupported_granularity")
-        plan = engine.plan(_field(form, "model"), _field(form, "language"))
+        plan = engine.plan(_field(form, "model"), _field(form, "language"), timed=fmt in TIMED_FORMATS)
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise RequestError("no audio: send it in the multipart field 'file'", param="file", code="missing_file")

@@ -5,7 +5,9 @@ already uses every core inside one forward pass, so model calls are serialised; 
 is batching. The worker takes the oldest waiting request, waits up to ``window`` (from that request's
 arrival) for others bound for the same adapter, and decodes up to ``batch_size`` of them together.
 Requests without a language first go through a detection batch (the router), then wait again in their
-adapter's line, keeping their place (arrival time). ``batch_size=1`` turns batching off.
+adapter's line, keeping their place (arrival time). ``batch_size=1`` turns batching off. Long-form
+requests (audio over 30 s, or a format with segment times) are served one at a time: their VAD windows
+are batched inside the long-form decoder instead.
 
 Bounded: at most ``max_queue`` requests waiting or in progress; one more raises :class:`QueueFull` (the
 API answers 503 and the client may retry). :meth:`BatchQueue.stop` refuses new requests and, by default,
@@ -25,6 +27,7 @@ import numpy as np
 from dama.data.audio import SAMPLE_RATE
 from dama.serve.engine import Plan, ServeEngine
 from dama.serve.formats import Transcript
+from dama.serve.transcription import needs_long_form
 
 log = logging.getLogger("dama.serve")
 
@@ -40,6 +43,15 @@ class Job:
     arrived: float = field(default_factory=time.monotonic)
     future: Future = field(default_factory=Future)
     detected: bool = False
+
+    @property
+    def long_form(self) -> bool:
+        return needs_long_form(self.audio, self.plan.timed)
+
+    @property
+    def batch_key(self) -> tuple:
+        """Jobs batched together: detection, or one adapter's short clips, or one adapter's long-form line."""
+        return ("detect",) if self.plan.needs_detection else ("adapter", self.plan.adapter, self.long_form)
 
 
 @dataclass
@@ -109,11 +121,12 @@ class BatchQueue:
                     self._cond.wait()
                     continue
                 oldest = min(self._jobs, key=lambda j: j.arrived)
-                key = oldest.plan.batch_key
-                same = [j for j in sorted(self._jobs, key=lambda j: j.arrived) if j.plan.batch_key == key]
+                key = oldest.batch_key
+                same = [j for j in sorted(self._jobs, key=lambda j: j.arrived) if j.batch_key == key]
                 wait = oldest.arrived + self.window_s - time.monotonic()
-                if len(same) >= self.batch_size or wait <= 0 or self._stopping or self.batch_size == 1:
-                    batch = same[: self.batch_size]
+                single = self.batch_size == 1 or (key[0] == "adapter" and key[2])  # long-form: one at a time
+                if len(same) >= self.batch_size or wait <= 0 or self._stopping or single:
+                    batch = same[: 1 if single else self.batch_size]
                     taken = set(map(id, batch))
                     self._jobs = [j for j in self._jobs if id(j) not in taken]
                     return batch
@@ -141,7 +154,8 @@ class BatchQueue:
                 self._cond.notify()
             return
         plan = batch[0].plan
-        segments = self.engine.transcribe(plan.adapter, audios, [j.plan.language for j in batch])
+        segments = self.engine.transcribe(plan.adapter, audios, [j.plan.language for j in batch],
+                                          long_form=batch[0].long_form)
         with self._cond:
             self.stats.batches += 1
             self.stats.requests += len(batch)

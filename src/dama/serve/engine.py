@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,7 @@ from dama.languages import TO_LANGUAGE_CODE, WHISPER_LANGUAGES
 from dama.models.transcribe import DecodeOptions
 from dama.serve.lid import BASE, META_NAME, Decision, LanguageRouter, clip_features, whisper_decision
 from dama.serve.options import ServeOptions
-from dama.serve.transcription import Segment, transcribe_segments
+from dama.serve.transcription import Segment, transcribe_segments, transcribe_timed
 
 log = logging.getLogger("dama.serve")
 AUTO_MODELS = ("auto", "whisper-1")
@@ -43,19 +43,17 @@ class RequestError(DamaError):
 @dataclass(frozen=True)
 class Plan:
     """Where a request goes before its audio is seen: ``adapter`` (None: base), ``language`` (None: detect).
-    ``route``: the router decides the adapter too (model auto, no language)."""
+    ``route``: the router decides the adapter too (model auto, no language); ``timed``: the response shows
+    segment times (long-form path)."""
 
     adapter: str | None
     language: str | None
     route: bool = False
+    timed: bool = False
 
     @property
     def needs_detection(self) -> bool:
         return self.language is None
-
-    @property
-    def batch_key(self) -> tuple:
-        return ("detect",) if self.needs_detection else ("adapter", self.adapter)
 
 
 @dataclass(frozen=True)
@@ -161,8 +159,11 @@ class ServeEngine:
                            f"languages ({', '.join(sorted(self.by_language))}), or omit it to detect it",
                            param="language", code="unsupported_language")
 
-    def plan(self, model: str | None, language: str | None) -> Plan:
+    def plan(self, model: str | None, language: str | None, timed: bool = False) -> Plan:
         """Where a request goes, or a :class:`RequestError` (unknown model or language)."""
+        return replace(self._plan(model, language), timed=timed)
+
+    def _plan(self, model: str | None, language: str | None) -> Plan:
         lang = self.normalize_language(language)
         model = (model or "auto").strip()
         if model in AUTO_MODELS:
@@ -199,10 +200,14 @@ class ServeEngine:
             if not plan.route:  # a fixed model (the base), language to detect: Whisper's own guess
                 d = whisper_decision(wp, cf.codes, {})
                 d = Decision(plan.adapter, d.language, d.probability)
-            out.append(Resolved(d.adapter, d.language, probability=d.probability))
+            out.append(Resolved(d.adapter, d.language, timed=plan.timed, probability=d.probability))
         return out
 
-    def transcribe(self, adapter: str | None, audios: Sequence[np.ndarray], languages: Sequence[str]
-                   ) -> list[list[Segment]]:
+    def transcribe(self, adapter: str | None, audios: Sequence[np.ndarray], languages: Sequence[str],
+                   long_form: bool = False) -> list[list[Segment]]:
+        """Decode with ``adapter`` (None: the bare base): short clips in one batch, or (``long_form``) each
+        recording through the long-form path with real segment times (:mod:`dama.serve.transcription`)."""
         with self.multi.using(adapter):
+            if long_form:
+                return [transcribe_timed(self.whisper, a, lang, self.decode) for a, lang in zip(audios, languages)]
             return transcribe_segments(self.whisper, audios, languages, self.decode)

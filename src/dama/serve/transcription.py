@@ -1,9 +1,13 @@
-"""Audio to timed segments: the one function the server calls to transcribe.
+"""Audio to timed segments: the two ways the server transcribes, matching the two of ``dama transcribe``.
 
-Until long-form decoding with timestamps lands, a segment is one piece of Whisper's 30 s
-window (audio is cut at the quietest point before each window's end, as ``dama transcribe``
-does), so the joined text equals the offline transcript. Swap :func:`transcribe_segments` for
-the long-form path and every response format follows.
+* **Short-form, batched** (:func:`transcribe_segments`): a clip of at most Whisper's 30 s window whose
+  response needs no times (``json``, ``text``) is decoded with other requests for the same adapter in one
+  batch, exactly as ``dama transcribe FILE`` decodes it (same text); its one segment spans the clip.
+* **Long-form** (:func:`transcribe_timed`): audio over 30 s, or any request whose format shows times
+  (``verbose_json``, ``srt``, ``vtt``), goes through :func:`dama.longform.transcribe_long` — Silero VAD
+  windows decoded in Whisper's timestamp mode — so segments carry Whisper's own times and audio of any
+  length works; the segments equal ``dama transcribe --format json FILE``'s. One recording at a time
+  (its windows are batched inside ``transcribe_long``).
 """
 
 from __future__ import annotations
@@ -14,9 +18,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dama.data.audio import SAMPLE_RATE
+from dama.data.audio import CHUNK_SECONDS, SAMPLE_RATE
 from dama.models.load import Whisper
-from dama.models.transcribe import DecodeOptions, split_long, transcribe
+from dama.models.transcribe import DecodeOptions, transcribe
+
+TIMED_FORMATS = ("verbose_json", "srt", "vtt")  # response formats that show segment times
+
+
+def needs_long_form(audio: np.ndarray, timed: bool) -> bool:
+    """Long-form when the audio does not fit one window, or the response shows times."""
+    return timed or len(audio) > CHUNK_SECONDS * SAMPLE_RATE
 
 
 @dataclass
@@ -35,21 +46,25 @@ class Segment:
         return len(raw) / len(zlib.compress(raw)) if raw else 0.0
 
 
+def _segment(w: Whisper, start: float, end: float, text: str) -> Segment:
+    return Segment(start, end, text, w.tokenizer.encode(" " + text, add_special_tokens=False))
+
+
 def transcribe_segments(w: Whisper, audios: Sequence[np.ndarray], languages: Sequence[str],
                         opts: DecodeOptions | None = None) -> list[list[Segment]]:
-    """Transcribe each 16 kHz clip in ``languages[i]``; one segment per 30 s piece (empty pieces dropped)."""
-    pieces, owner, starts = [], [], []
-    for i, a in enumerate(audios):
-        offset = 0
-        for piece in split_long(a):
-            pieces.append(piece)
-            owner.append(i)
-            starts.append(offset)
-            offset += len(piece)
-    texts = transcribe(w, pieces, [languages[i] for i in owner], opts)
-    out: list[list[Segment]] = [[] for _ in audios]
-    for i, start, piece, text in zip(owner, starts, pieces, texts):
-        if text:
-            out[i].append(Segment(start / SAMPLE_RATE, (start + len(piece)) / SAMPLE_RATE, text,
-                                  w.tokenizer.encode(" " + text, add_special_tokens=False)))
-    return out
+    """Short-form: each clip (at most 30 s) in ``languages[i]``, all in one batched decode; one segment per
+    clip spanning it (none when nothing was said)."""
+    texts = transcribe(w, list(audios), list(languages), opts)
+    return [[_segment(w, 0.0, len(a) / SAMPLE_RATE, text)] if text else [] for a, text in zip(audios, texts)]
+
+
+def transcribe_timed(w: Whisper, audio: np.ndarray, language: str, opts: DecodeOptions | None = None
+                     ) -> list[Segment]:
+    """Long-form: one recording of any length through :func:`dama.longform.transcribe_long` (the options
+    ``dama transcribe --format`` derives from the same decoding flags)."""
+    from dama.longform import LongformOptions, transcribe_long
+
+    opts = opts or DecodeOptions()
+    lo = LongformOptions(language=language, batch_size=opts.batch_size, num_beams=opts.num_beams,
+                         loop_repeats=opts.loop_repeats)
+    return [_segment(w, s.start, s.end, s.text) for s in transcribe_long(w, audio, lo)]
