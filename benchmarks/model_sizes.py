@@ -22,7 +22,12 @@ Writes ``benchmarks/results/model_sizes.json`` (sizes not rerun keep their earli
 runs in a child process; a stage that could not run is recorded with why.
 
     OMP_NUM_THREADS=2 python benchmarks/model_sizes.py --sizes tiny,base,small --steps 2
-    OMP_NUM_THREADS=2 python benchmarks/model_sizes.py --sizes large-v3-turbo,large-v3 --steps 1
+    OMP_NUM_THREADS=1 python benchmarks/model_sizes.py --sizes medium,large-v3,large-v2
+
+On a CPU shared with other work use one thread: with more OpenMP threads than free cores, LAPACK's SVD
+(DAMA's SVD-tail initialisation, ~140 of them for large) spins at its barriers; a 1024 x 1024 SVD took
+8.5 s of CPU with 2 threads against 0.4 s with one on the loaded 2-core machine. The result records the
+thread count (``threads``): the seconds depend on it, the peak memory hardly (per-thread buffers).
 """
 
 from __future__ import annotations

@@ -385,43 +385,57 @@ def model_sizes(path: Path = MODEL_SIZES) -> str:
     out = [f"Random weights of each exact architecture, DAMA (r_high 32, r_low 8), real Swahili clips; "
            f"{m['cpu']}, {m['cpus']} cores, no GPU (`{path.relative_to(HERE.parent)}`):", "",
            "| size | decoder layers | DAMA ranks over depth | trainable DAMA | trainable LoRA r=64 | "
-           "peak RSS of a step at batch 4, measured (MB) | `dama estimate` (MB) | encoder cache (MB per h) | "
-           "train, SVD basis, PEFT merge, CT2 export |", "|---|---|---|---|---|---|---|---|---|"]
+           "peak RSS of a step at batch 4, measured (MB) | `dama estimate` (MB) | estimate's error | "
+           "encoder cache (MB per h) | train, SVD basis, PEFT merge, CT2 export |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in d["sizes"].items():
         if "layout" not in r:  # layout, counts, prediction and cache size from the architecture alone
             e, lo = estimate(name, make_method("dama"), 4, "no"), estimate(name, make_method("lora"), 4, "no")
             out.append(f"| {name} | {e.decoder_layers} | {_rank_profile(e.ranks)} | {_params(e.trainable_params)} | "
                        f"{_params(lo.trainable_params)} | not measured: {r.get('not_run') or r.get('failed', '?')} | "
-                       f"{e.cpu_peak_mb:.0f} | {e.cache_mb_per_hour:.0f} (computed) | not run |")
+                       f"{e.cpu_peak_mb:.0f} | - | {e.cache_mb_per_hour:.0f} (computed) | not run |")
             continue
         lay, tr = r["layout"], r.get("train") or {}
         pred = estimate(name, make_method("dama"), batch_size=tr.get("batch_size", 4), precision="no").cpu_peak_mb
         check = "passed" if r.get("export_check_passed") else "FAILED"
         out.append(f"| {name} | {lay['decoder_layers']} | {_rank_profile(lay['dama_ranks'])} | "
                    f"{_params(lay['dama_trainable_params'])} | {_params(lay['lora64_trainable_params'])} | "
-                   f"{tr['peak_step_rss_mb']:.0f} | {pred:.0f} | {tr['encoder_cache_mb_per_hour']:.0f} | {check} |")
+                   f"{tr['peak_step_rss_mb']:.0f} | {pred:.0f} | {100 * (pred / tr['peak_step_rss_mb'] - 1):+.1f} % | "
+                   f"{tr['encoder_cache_mb_per_hour']:.0f} | {check} |")
     return "\n".join(out)
 
 
-def large_model_plan(sizes: tuple[str, ...] = ("small", "medium", "large-v2", "large-v3", "large-v3-turbo"),
-                     gpu: str = "24GB") -> str:
-    """What `dama estimate` predicts per size for DAMA on one GPU (bf16): the largest batch that fits, its
-    peak, and the compute of 5 epochs on 0.5 h (derived from the architecture; not measured on a GPU)."""
-    from dama.adapt import make_method
-    from dama.estimate import estimate, largest_batch, run_flops
+ASSUMED_GPU_TFLOPS = 40  # sustained bf16 throughput of a run on one GPU: an assumption (no GPU here), not a measure
 
-    out = [f"| size | largest batch in {gpu} (bf16) | predicted GPU peak at that batch (GB) | "
-           f"same with --gradient-checkpointing: batch, GB | encoder pass over 0.5 h (TFLOP) | "
-           "5 epochs of training steps (TFLOP) |", "|---|---|---|---|---|---|"]
+
+def large_model_plan(sizes: tuple[str, ...] = ("tiny", "base", "small", "medium", "large-v2", "large-v3",
+                                               "large-v3-turbo"), gpu: str = "24GB") -> str:
+    """What `dama estimate` predicts per size for DAMA: `dama train`'s default batch on a 24 GB GPU (bf16) and
+    on CPU (float32) with the predicted peaks, the largest batch that fits the GPU with and without gradient
+    checkpointing, and the compute of 5 epochs on 0.5 h with the seconds it takes at an assumed throughput
+    (derived from the architecture and the CPU calibration; not measured on a GPU)."""
+    from dama.adapt import make_method
+    from dama.estimate import default_batch_size, estimate, largest_batch, run_flops
+
+    out = [f"| size | default --batch-size: GPU {gpu} (bf16) / CPU | predicted peak at it: GPU / CPU (GB) | "
+           f"largest batch in {gpu} (bf16), GPU peak (GB) | same with --gradient-checkpointing | "
+           "encoder pass over 0.5 h (TFLOP) | 5 epochs of training steps (TFLOP) | "
+           f"GPU seconds of that compute at {ASSUMED_GPU_TFLOPS} TFLOP/s (assumed) |",
+           "|---|---|---|---|---|---|---|---|"]
     for name in sizes:
         method = make_method("dama")
+        bg, bc = default_batch_size(name, method, "cuda")[0], default_batch_size(name, method, "cpu")[0]
+        peak_g, peak_c = estimate(name, method, bg, "bf16").gpu_peak_mb, estimate(name, method, bc, "no").cpu_peak_mb
         b = largest_batch(name, method, gpu, limit=32)
-        bc = largest_batch(name, method, gpu, gradient_checkpointing=True, limit=64)
+        bk = largest_batch(name, method, gpu, gradient_checkpointing=True, limit=64)
         e = estimate(name, method, b, "bf16", gpu_memory=gpu)
-        ec = estimate(name, method, bc, "bf16", True, gpu_memory=gpu)
+        ek = estimate(name, method, bk, "bf16", True, gpu_memory=gpu)
         f = run_flops(name, hours=0.5, epochs=5)
-        out.append(f"| {name} | {b} | {e.gpu_peak_mb / 1024:.1f} | {bc}, {ec.gpu_peak_mb / 1024:.1f} | "
-                   f"{f['encoder_tflop']:.0f} | {f['train_tflop']:.0f} |")
+        seconds = (f["encoder_tflop"] + f["train_tflop"]) / ASSUMED_GPU_TFLOPS
+        out.append(f"| {name} | {bg} / {bc} | {peak_g / 1024:.1f} / {peak_c / 1024:.1f} | "
+                   f"{b}, {e.gpu_peak_mb / 1024:.1f} | "
+                   f"{bk}, {ek.gpu_peak_mb / 1024:.1f} | {f['encoder_tflop']:.0f} | {f['train_tflop']:.0f} | "
+                   f"{seconds:.0f} |")
     return "\n".join(out)
 
 

@@ -37,11 +37,11 @@ from dama.models.sizes import SIZES, check_model_config, check_tokenizer, get_si
 
 MB = 2**20
 FRAMES = 1500  # encoder frames per clip (30 s): what the cache stores and cross-attention reads
-# Calibration (benchmarks/results/model_sizes.json, `python benchmarks/model_sizes.py`; see the module doc):
-# least squares over tiny, base and large-v3-turbo (batch 4, float32, K/V cache on as by default): each
-# measured peak is predicted within 0.2 %
-ACT = 5.8  # activation bytes per (clip x decoder layer x frame x d_model) in units of 4 B (float32)
-CPU_FIXED_MB = 640.0  # the process without the model: Python, torch, transformers, the data
+# Calibration: calibrate() over every size measured in benchmarks/results/model_sizes.json
+# (`python benchmarks/model_sizes.py`: batch 4, float32, K/V cache on as by default; see the module doc);
+# tests/test_estimate.py checks these equal the fit and each measured peak's error (docs/large-models.md)
+ACT = 6.72  # activation bytes per (clip x decoder layer x frame x d_model) in units of 4 B (float32)
+CPU_FIXED_MB = 592.6  # the process without the model: Python, torch, transformers, the data
 GPU_ACT_SCALE = 0.6  # bf16/fp16 autocast: linear outputs in 16 bits, softmax and norms still float32
 GPU_FIXED_MB = 600.0  # CUDA context and allocator slack
 CACHE_MB_PER_CLIP_PER_D = FRAMES * 2 / MB  # float16, 1500 frames
@@ -56,6 +56,11 @@ def parse_memory(text: str) -> float:
         raise DamaError(f"--gpu-memory {text!r}: give an amount such as 24GB or 16000MB")
     x = float(m[1])
     return x * 1024 if m[2].lower() == "g" else x
+
+
+class UnknownModelName(ModelError):
+    """A model given by a name that is no folder here and no published size (a hub id only the loader
+    resolves): its shape is unknown until it is loaded."""
 
 
 @dataclass
@@ -109,7 +114,7 @@ def read_model_shape(model: str) -> ModelShape:
     try:
         s = get_size(model)
     except ModelError:
-        raise ModelError(f"{model!r} is neither a model folder nor a Whisper size ({', '.join(SIZES)})") from None
+        raise UnknownModelName(f"{model!r} is neither a model folder nor a Whisper size ({', '.join(SIZES)})") from None
     return ModelShape(s.hub_id, json.loads(whisper_config(s).to_json_string()), s.name, s.vocab_size)
 
 
@@ -118,6 +123,9 @@ def _meta_model(config: dict):
     from transformers import WhisperConfig, WhisperForConditionalGeneration
 
     keep = {k: v for k, v in config.items() if k not in ("architectures", "transformers_version")}
+    pad = keep.get("pad_token_id", 50256)  # WhisperConfig's default; a CTranslate2 folder's config has none
+    if not isinstance(pad, int) or not 0 <= pad < keep.get("vocab_size", 51865):
+        keep["pad_token_id"] = None  # parameter counts do not depend on it; an id past the vocabulary would raise
     with torch.device("meta"):
         return WhisperForConditionalGeneration(WhisperConfig(**keep))
 
@@ -200,6 +208,29 @@ def peak_memory_mb(total: int, trainable: int, batch: int, layers: int, d_model:
     return fixed + (4 * total + 12 * trainable + act) / MB
 
 
+def calibrate(measured: dict[str, dict]) -> tuple[float, float]:
+    """``(CPU_FIXED_MB, ACT)`` fitted to measured peaks: ``measured`` maps a size to its
+    ``benchmarks/model_sizes.py`` record (``layout``, ``train``: batch, trainable parameters, peak). Least
+    squares on the relative error (every size counts alike, not just the largest): what the module's
+    constants were set from, and what ``tests/test_estimate.py`` checks them against."""
+    rows = []
+    for r in measured.values():
+        lay, tr = r["layout"], r["train"]
+        got = tr["peak_step_rss_mb"]
+        known = (4 * lay["total_params"] + 12 * tr["trainable_params"]) / MB
+        act_unit = tr["batch_size"] * lay["decoder_layers"] * FRAMES * lay["d_model"] * 4 / MB
+        rows.append((1 / got, act_unit / got, (got - known) / got))  # fixed/got + ACT*unit/got = (got-known)/got
+    sxx = sum(a * a for a, _, _ in rows)
+    sxy = sum(a * b for a, b, _ in rows)
+    syy = sum(b * b for _, b, _ in rows)
+    sxz = sum(a * z for a, _, z in rows)
+    syz = sum(b * z for _, b, z in rows)
+    det = sxx * syy - sxy * sxy
+    if not rows or abs(det) < 1e-18:
+        raise DamaError("calibration needs measured peaks of at least two model shapes")
+    return (sxz * syy - syz * sxy) / det, (sxx * syz - sxy * sxz) / det
+
+
 def estimate(model: str, method, batch_size: int = 8, precision: str = "no", gradient_checkpointing: bool = False,
              gpu_memory: str | None = None, clip_seconds: float = DEFAULT_CLIP_SECONDS,
              kv_cache: bool = True) -> Estimate:
@@ -269,6 +300,54 @@ def largest_batch(model: str, method, gpu_memory: str, precision: str = "bf16",
     return best
 
 
+# The default batch of `dama train` (no --batch-size): see default_batch_size
+DEFAULT_BATCH_MEMORY = "24GB"  # a common single GPU, and a modest workstation's RAM
+BATCH_CAP = {"cpu": 8, "cuda": 16}
+BATCH_HEADROOM = 0.8  # the predicted peak may use this share of the memory: the GPU figures are derived
+
+
+def device_kind(device: str | None) -> str:
+    """``cuda`` or ``cpu``: where a run with ``--device`` (``auto``: this machine's) would train."""
+    if device in (None, "auto"):
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if str(device).startswith("cuda") else "cpu"
+
+
+def default_batch_size(model: str, method, device: str = "cpu", precision: str = "auto",
+                       gpu_memory: str | None = None, gradient_checkpointing: bool = False,
+                       multiple_of: int = 0) -> tuple[int, str]:
+    """The batch ``dama train`` uses when ``--batch-size`` is not given, and the rule's reason in words.
+
+    The rule: the largest of ``BATCH_CAP[device]``, half of it, ... 1 whose predicted peak (float32 on
+    CPU; on a GPU, at the run's precision, ``auto`` = bf16) stays within ``BATCH_HEADROOM`` (80 %) of
+    the memory (``--gpu-memory`` when given, else 24 GB) and divides ``--effective-batch`` when one is
+    given. The cap is 8 on CPU (a step's time grows with the batch there; every whisper-base result was
+    measured at 8) and 16 on a GPU. 1 when not even one clip is predicted to fit (the run is then refused
+    by ``--gpu-memory`` or left to fail, as the user asked)."""
+    kind = device_kind(device)
+    gpu = kind == "cuda"
+    prec = ("bf16" if gpu else "no") if precision == "auto" else precision
+    budget = parse_memory(gpu_memory or DEFAULT_BATCH_MEMORY)
+    shape = read_model_shape(model)
+    c = shape.config
+    trainable, total, _ = trainable_params(c, method)
+    enc = 0 if method.name != "full" else c["encoder_layers"]
+    b = BATCH_CAP[kind]
+    while b > 1:
+        peak = peak_memory_mb(total, trainable, b, c["decoder_layers"], c["d_model"], gpu, prec,
+                              gradient_checkpointing, enc)
+        if peak <= BATCH_HEADROOM * budget and (not multiple_of or multiple_of % b == 0):
+            break
+        b //= 2
+    where = f"GPU, {prec}" if gpu else "CPU, float32"
+    return b, (f"default for {shape.size or 'this model'} on {where}: the largest of "
+               f"{', '.join(str(BATCH_CAP[kind] >> i) for i in range(BATCH_CAP[kind].bit_length()))} whose "
+               f"predicted peak is within {BATCH_HEADROOM:.0%} of {gpu_memory or DEFAULT_BATCH_MEMORY}"
+               + (f" and divides --effective-batch {multiple_of}" if multiple_of else ""))
+
+
 def run_flops(model: str, hours: float = 0.5, epochs: int = 5, clip_seconds: float = DEFAULT_CLIP_SECONDS,
               target_tokens: int = DEFAULT_TARGET_TOKENS) -> dict:
     """Compute of a decoder-adapter run (encoder frozen and cached), counted from the architecture: the
@@ -312,6 +391,7 @@ def format_estimate(e: Estimate) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["ACT", "CPU_FIXED_MB", "Estimate", "GPU_ACT_SCALE", "ModelShape", "check_fits", "estimate",
+__all__ = ["ACT", "BATCH_CAP", "CPU_FIXED_MB", "DEFAULT_BATCH_MEMORY", "Estimate", "GPU_ACT_SCALE", "ModelShape",
+           "UnknownModelName", "calibrate", "check_fits", "default_batch_size", "device_kind", "estimate",
            "format_estimate", "largest_batch", "parse_memory", "peak_memory_mb", "read_model_shape", "run_flops",
            "trainable_params"]

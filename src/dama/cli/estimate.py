@@ -6,11 +6,27 @@ from __future__ import annotations
 from dama.cli.common import DEFAULT_MODEL, add_field_arguments, add_json_arg, write_json
 
 
+def resolve_batch_size(args, method) -> str | None:
+    """Set ``args.batch_size`` to the model's default (:func:`dama.estimate.default_batch_size`) when
+    ``--batch-size`` was not given; the reason, to print, or None when it was given."""
+    if args.batch_size is not None:
+        return None
+    from dama.estimate import default_batch_size
+
+    args.batch_size, why = default_batch_size(args.model, method, getattr(args, "device", None) or "auto",
+                                              args.precision or "auto", args.gpu_memory,
+                                              bool(args.gradient_checkpointing),
+                                              getattr(args, "effective_batch", None) or 0)
+    return f"--batch-size {args.batch_size} ({why})"
+
+
 def run_estimate(args, method) -> dict:
     """The estimate for the parsed flags (shared with ``dama train --dry-run`` / ``--gpu-memory``)."""
     from dama.estimate import check_fits, estimate, format_estimate
 
-    est = estimate(args.model, method, batch_size=args.batch_size or 8, precision=args.precision or "auto",
+    if why := resolve_batch_size(args, method):
+        print(why)
+    est = estimate(args.model, method, batch_size=args.batch_size, precision=args.precision or "auto",
                    gradient_checkpointing=bool(args.gradient_checkpointing), gpu_memory=args.gpu_memory,
                    kv_cache=not getattr(args, "no_kv_cache", None))
     print(format_estimate(est))
@@ -46,7 +62,11 @@ def register(sub) -> None:
                    help="a size (tiny, base, small, medium, large-v2, large-v3, large-v3-turbo), a name dama "
                         "fetches, or a model folder (only its config.json and tokenizer are read)")
     p.add_argument("--method", default="dama", help="dama, lora, dora, lora-fa, adalora, pissa, full")
-    p.add_argument("--batch-size", type=int, help="clips per step (default: 8)")
+    p.add_argument("--batch-size", type=int, help="clips per step (default: dama train's default for the model and "
+                                                  "--device: the largest of 8 (16 on a GPU), 4, 2, 1 predicted within "
+                                                  "80%% of --gpu-memory, else of 24 GB)")
+    p.add_argument("--device", default="auto", help="cpu or cuda: where the run will train (default: this machine's); "
+                                                    "only the default batch depends on it")
     p.add_argument("--precision", choices=PRECISIONS, help="GPU precision (default: auto = bf16)")
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--gpu-memory", metavar="AMOUNT", help="e.g. 24GB: exit 2 if the run is predicted not to fit")

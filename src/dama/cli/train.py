@@ -56,6 +56,11 @@ def cmd_train(args) -> dict:
         else:
             args.language = resolve_language(args.language)  # unknown code without a name: clear error
     method = make_method(args.method, **method_options(args))
+    if _preflight(args.model):  # an unknown architecture or a mismatched tokenizer fails here, before any work
+        from dama.cli.estimate import resolve_batch_size
+
+        if why := resolve_batch_size(args, method):
+            print(why, file=sys.stderr)
     cfg = train_config(args)
     if args.dry_run or args.gpu_memory:  # before any data is read or model loaded
         from dama.cli.estimate import run_estimate
@@ -101,6 +106,19 @@ def cmd_train(args) -> dict:
     print(f"run directory: {args.out}")
     write_json(args.json, res)
     return res
+
+
+def _preflight(model: str) -> bool:
+    """Read the model's config.json and tokenizer (:func:`dama.estimate.read_model_shape`) before any data or
+    weights: a folder that is not a complete Whisper or whose tokenizer is not the model's vocabulary is a
+    ModelError here. False for a name only the loader resolves (a hub id): it checks the same when loading."""
+    from dama.estimate import UnknownModelName, read_model_shape
+
+    try:
+        read_model_shape(model)
+    except UnknownModelName:
+        return False
+    return True
 
 
 def _language_slot(args) -> dict | None:
