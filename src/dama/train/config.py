@@ -57,6 +57,10 @@ class TrainConfig:
     timestamp_share: float = _opt(0.0, "share of training clips in Whisper's timestamp mode (<|0.00|> text <|end|>, "
                                        "no <|notimestamps|>), so the adapted model keeps the timestamps long-form "
                                        "transcription needs; 0 = none (docs/longform.md)")
+    rehearsal: str | None = _opt(None, "data spec of speech in languages the base model knows (e.g. `dama data "
+                                       "synth` output), labelled with the base model's own transcripts and mixed "
+                                       "into training so the adapter forgets less (docs/method.md#rehearsal)")
+    rehearsal_share: float = _opt(0.2, "share of the training examples drawn from --rehearsal")
     low_memory: bool = _opt(False, "return freed activations to the OS at once: ~40%% lower peak RSS on CPU, "
                                    "~25%% slower")
     report_to: str = _opt("none", "also log loss, lr and val WER/CER to these trackers through accelerate, "
@@ -85,6 +89,8 @@ class TrainConfig:
             raise DamaError(f"precision must be auto, no, bf16 or fp16, got {self.precision!r}")
         if not 0 <= self.timestamp_share <= 1:
             raise DamaError(f"timestamp_share must be in [0, 1], got {self.timestamp_share}")
+        if not 0 <= self.rehearsal_share < 1:
+            raise DamaError(f"rehearsal_share must be in [0, 1), got {self.rehearsal_share}")
         if not 0 <= self.warmup_frac < 1:
             raise DamaError(f"warmup_frac must be in [0, 1), got {self.warmup_frac}")
 

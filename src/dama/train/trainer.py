@@ -174,6 +174,10 @@ class Trainer:
         m.raise_problems()
         langs = manifest_languages(m, self.language)
         m.fill_durations()
+        self.n_target = len(m)
+        if self.cfg.rehearsal and self.cfg.rehearsal_share > 0:  # the base model's languages, in their own tokens
+            m = self.train_m = Manifest([*m, *self._rehearsal_clips()], name=m.name)
+            langs += [u.language for u in m[self.n_target:]]
         self.examples, skipped = make_examples(self.w, m, langs, timestamp_share=self.cfg.timestamp_share,
                                                seed=self.cfg.seed)
         for p in skipped:
@@ -181,6 +185,16 @@ class Trainer:
         if not self.examples:
             raise DataError(f"{m.name}: no usable training utterances ({len(skipped)} skipped)")
         self.n_skipped = len(skipped)
+
+    def _rehearsal_clips(self) -> Manifest:
+        """--rehearsal: clips in languages the base model knows, labelled by it (:mod:`dama.train.rehearsal`)."""
+        from dama.data.spec import load_data
+        from dama.train.rehearsal import rehearsal_manifest
+
+        with self.world.main_first():  # the main process encodes them into the shared cache first
+            return rehearsal_manifest(self.w, load_data(self.cfg.rehearsal), self.n_target, self.cfg.rehearsal_share,
+                                      self.cfg.seed, self.cfg.cache_root(self.run.path),
+                                      DecodeOptions(batch_size=self.cfg.decode_batch_size), self.log)
 
     def _build_model(self) -> None:
         """Accelerator and seed, then the method's adapter for this run's length, and the encoder side
@@ -432,8 +446,10 @@ class Trainer:
             "steps": state.step,
             "best_epoch": state.best_epoch,
             "best_val_wer": state.best_val_wer,
-            "train_utterances": len(self.examples),
-            "train_hours": sum(self.train_m[e.row].duration or 0.0 for e in self.examples) / 3600,
+            "train_utterances": sum(e.row < self.n_target for e in self.examples),
+            "train_hours": sum(self.train_m[e.row].duration or 0.0 for e in self.examples
+                               if e.row < self.n_target) / 3600,
+            "rehearsal_utterances": sum(e.row >= self.n_target for e in self.examples),
             "skipped_utterances": self.n_skipped,
             "lr": self.lr,
             "precision": self.precision,
