@@ -210,6 +210,13 @@ class RunFolder:
             kwargs: dict[str, Any] = {}
             if adapted.info.get("needs_weight_conversion"):  # PiSSA: saved as a delta on the untouched base
                 kwargs["path_initial_model_for_weight_conversion"] = str(self.pissa_init_path)
+            if _trains_token_rows(adapted.model):
+                # A new language token grew the vocabulary, so PEFT's default ("auto") would save the whole
+                # embedding (51866 x 512 floats: 106 MB on whisper-base) beside the adapter. The trained rows
+                # are saved anyway (``trainable_tokens_delta``) and every other row is the base's, which the
+                # loader rebuilds (restore_new_language), so the adapter keeps only those rows (a few KB).
+                # Adapters saved with the whole embedding still load: the saved rows equal the base's.
+                kwargs["save_embedding_layers"] = False
             adapted.model.save_pretrained(out, **kwargs)
             return out
         out = self.model_path
@@ -276,6 +283,11 @@ class RunFolder:
         model = peft_model.merge_and_unload() if merge else peft_model.get_base_model()
         model.eval()
         return Whisper(model, w.tokenizer, w.feature_extractor, f"{w.name}+{self.path.name}")
+
+
+def _trains_token_rows(model) -> bool:
+    """Whether a PEFT model trains embedding rows (``trainable_token_indices``: a new language token)."""
+    return any(getattr(c, "trainable_token_indices", None) for c in getattr(model, "peft_config", {}).values())
 
 
 def load_run(run_dir: str | Path, device: str | None = None, merge: bool = True,

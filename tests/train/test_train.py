@@ -341,6 +341,29 @@ def test_new_language_token_trains_only_its_row_and_is_restored(tiny6_ct2_dir, c
     assert torch.equal(emb[:258], emb0[:258])  # every other row (text tokens) is untouched
     # and the tied output projection predicts with it
     assert w.model.proj_out.weight.data_ptr() == emb.data_ptr() or torch.equal(w.model.proj_out.weight, emb)
+    # the adapter holds the new row, not the whole resized embedding (106 MB on whisper-base)
+    from safetensors import safe_open
+
+    saved = tmp_path / "run" / "adapter" / "adapter_model.safetensors"
+    with safe_open(str(saved), "pt") as f:
+        rows = {k: f.get_slice(k).get_shape() for k in f.keys() if "lora_" not in k}
+    assert rows and all(k.endswith("trainable_tokens_delta") and shape[0] == 1 for k, shape in rows.items()), rows
+    # an adapter saved the old way (whole embedding beside it) still loads, to the same model
+    import shutil
+
+    from peft import PeftModel
+
+    from dama.runs import RunFolder
+
+    old = tmp_path / "run-full-embedding"
+    shutil.copytree(tmp_path / "run", old, ignore=shutil.ignore_patterns("adapter"))
+    base_w = load_whisper(tiny6_ct2_dir)
+    RunFolder(tmp_path / "run").restore_new_language(base_w)
+    PeftModel.from_pretrained(base_w.model, tmp_path / "run" / "adapter").save_pretrained(
+        old / "adapter", save_embedding_layers=True)
+    with safe_open(str(old / "adapter" / "adapter_model.safetensors"), "pt") as f:
+        assert any(k.endswith("base_layer.weight") for k in f.keys())
+    assert torch.equal(load_run(old).model.get_input_embeddings().weight, emb)
     rc = main(["eval", "--adapter", str(tmp_path / "run"), "--data", "swahili:test", "--data-root", str(corpus),
                "--language", "lg", "--hyps", str(tmp_path / "h.jsonl")])
     assert rc == 0
