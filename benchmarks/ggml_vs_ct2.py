@@ -28,6 +28,8 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=24)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-tokens", type=int, default=128, help="cap per clip on both runtimes (a looping clip)")
+    ap.add_argument("--ggml-quantizations", default="", help="also these ggml block types, e.g. q8_0,q5_0")
+    ap.add_argument("--reuse", action="store_true", help="keep the runtimes --out already holds for this setting")
     ap.add_argument("--work", default="/tmp/dama-ggml-bench")
     ap.add_argument("--out", default="benchmarks/results/ggml_vs_ct2.json")
     args = ap.parse_args()
@@ -40,7 +42,8 @@ def main() -> None:
     from dama.models.ggml import FILE_NAME, whispercpp_model
 
     work = Path(args.work)
-    exports = {"ct2": ("ct2", "float32"), "ggml-float16": ("ggml", "float16")}
+    exports = {"ct2": ("ct2", "float32"), "ggml-float16": ("ggml", "float16"),
+               **{f"ggml-{q}": ("ggml", q) for q in args.ggml_quantizations.split(",") if q}}
     for name, (fmt, q) in exports.items():
         if not (work / name / "dama_export.json").is_file():
             export_run(args.adapter, fmt, work / name, quantization=q, force=True)
@@ -48,15 +51,22 @@ def main() -> None:
     audio = [load_audio(u.audio) for u in clips]
     refs = [u.text for u in clips]
     hyps, secs = {}, {}
-    fw = WhisperModel(str(work / "ct2"), device="cpu", compute_type="float32", cpu_threads=args.threads)
-    t = time.perf_counter()
-    hyps["ct2"] = [" ".join(s.text.strip() for s in fw.transcribe(
-        a, language=args.language, beam_size=1, temperature=0.0, without_timestamps=True,
-        condition_on_previous_text=False, max_new_tokens=args.max_tokens)[0]).strip() for a in audio]
-    secs["ct2"] = (time.perf_counter() - t) / len(audio)
-    del fw
+    old = json.loads(Path(args.out).read_text()) if args.reuse and Path(args.out).is_file() else {}
+    if (old.get("adapter"), old.get("data"), old.get("max_tokens"), [c["id"] for c in old.get("per_clip", [])]) == (
+            str(args.adapter), args.data, args.max_tokens, [u.id for u in clips]):
+        for name, r in old["runtimes"].items():
+            hyps[name] = [c[name] for c in old["per_clip"]]
+            secs[name] = r["seconds_per_clip"]
+    if "ct2" not in hyps:
+        fw = WhisperModel(str(work / "ct2"), device="cpu", compute_type="float32", cpu_threads=args.threads)
+        t = time.perf_counter()
+        hyps["ct2"] = [" ".join(s.text.strip() for s in fw.transcribe(
+            a, language=args.language, beam_size=1, temperature=0.0, without_timestamps=True,
+            condition_on_previous_text=False, max_new_tokens=args.max_tokens)[0]).strip() for a in audio]
+        secs["ct2"] = (time.perf_counter() - t) / len(audio)
+        del fw
     for name in exports:
-        if name == "ct2":
+        if name in hyps:
             continue
         cpp = whispercpp_model(work / name / FILE_NAME, args.language, threads=args.threads,
                                max_tokens=args.max_tokens)
@@ -65,18 +75,22 @@ def main() -> None:
         secs[name] = (time.perf_counter() - t) / len(audio)
         del cpp
     runtimes = {}
-    for name, h in hyps.items():
+    for name in exports:
+        h = hyps[name]
         e = corpus_errors(refs, h)
         runtimes[name] = {"wer": e.wer, "cer": e.cer, "seconds_per_clip": secs[name],
                           "identical_to_ct2": sum(a == b for a, b in zip(h, hyps["ct2"])) / len(h),
-                          "wer_vs_ct2": corpus_errors(hyps["ct2"], h).wer if name != "ct2" else 0.0}
+                          "wer_vs_ct2": corpus_errors(hyps["ct2"], h).wer if name != "ct2" else 0.0,
+                          "model_mib": round(sum(f.stat().st_size for f in (work / name).iterdir()
+                                                 if f.name in ("model.bin", FILE_NAME)) / 2**20)}
         print(f"{name:>14}: WER {e.wer:.4f} CER {e.cer:.4f}  identical to ct2 "
               f"{runtimes[name]['identical_to_ct2']:.0%}  {secs[name]:.2f} s/clip", flush=True)
-    out = {"adapter": str(args.adapter), "data": args.data, "language": args.language, "clips": len(clips),
+    out = {"adapter": str(args.adapter), "data": args.data,
+           "exports": {k: v[1] for k, v in exports.items()}, "language": args.language, "clips": len(clips),
            "threads": args.threads, "max_tokens": args.max_tokens,
            "machine": "2 CPU cores (shared), no GPU", "platform": platform.platform(),
            "cpu_count": os.cpu_count(), "runtimes": runtimes,
-           "per_clip": [{"id": u.id, "ref": u.text, **{k: v[i] for k, v in hyps.items()}} for i, u in enumerate(clips)]}
+           "per_clip": [{"id": u.id, "ref": u.text, **{k: hyps[k][i] for k in exports}} for i, u in enumerate(clips)]}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
     print(f"wrote {args.out}")

@@ -67,7 +67,8 @@ def test_save_to_disk_reads_back_the_same_clips(clips, tmp_path):
     datasets.DatasetDict(train=_dataset(clips[:5], embed=True), test=_dataset(clips[5:], embed=True)).save_to_disk(
         str(tmp_path / "dd"))
     assert len(load_data(f"{tmp_path / 'dd'}:test")) == 3
-    with pytest.raises(DataError, match=r"no split 'validation'; it has \['test', 'train'\]"):
+    with pytest.raises(DataError, match=r"no split 'validation'; it has \['test', 'train'\]: use one of them, "
+                                         r"e.g. .*dd:test"):
         load_data(f"{tmp_path / 'dd'}:validation")
     with pytest.raises(DataError, match="holds the splits"):
         load_data(str(tmp_path / "dd"))

@@ -76,3 +76,31 @@ def test_bad_lhotse_input_is_named(clips, tmp_path):
     lhotse.SupervisionSet.from_segments([sup]).to_file(tmp_path / "lone_supervisions.jsonl.gz")
     with pytest.raises(DataError, match="needs its recordings manifest beside it"):
         load_data(str(tmp_path / "lone_supervisions.jsonl.gz"))
+
+
+def test_lhotse_s_own_fleurs_recipe_output_is_data(tmp_path):
+    """What an online user gets from `lhotse download fleurs` + `lhotse prepare fleurs` is valid --data as it
+    stands: the real recipe (``lhotse.recipes.prepare_fleurs``) runs here on a folder laid out as
+    ``download_fleurs`` leaves it, holding real FLEURS clips (the fleurs-control English ones)."""
+    need_real_data()
+    import soundfile as sf
+
+    from lhotse.recipes import prepare_fleurs
+
+    corpus, lang = tmp_path / "fleurs", "en_us"
+    clips = sorted((SHARED_DATA / "fleurs-control").glob("fleurs-en-00[0-5].ogg"))
+    for i, split in enumerate(("train", "dev", "test")):
+        (corpus / lang / split).mkdir(parents=True)
+        (corpus / "metadata" / lang).mkdir(parents=True, exist_ok=True)
+        rows = []
+        for clip in clips[2 * i: 2 * i + 2]:
+            audio, sr = sf.read(clip, dtype="float32")
+            sf.write(corpus / lang / split / f"{clip.stem}.wav", audio, sr)
+            text = clip.with_suffix(".txt").read_text().strip()
+            rows.append("\t".join([clip.stem[-3:], f"{clip.stem}.wav", text, text, "x", str(len(audio)), "FEMALE"]))
+        (corpus / "metadata" / lang / f"{split}.tsv").write_text("\n".join(rows) + "\n")
+    prepare_fleurs(corpus, output_dir=tmp_path / "manifests", languages=lang)
+    m = load_data(f"{tmp_path / 'manifests' / lang}:test")  # the folder lhotse wrote, by split
+    assert [u.text for u in m] == [c.with_suffix(".txt").read_text().strip() for c in clips[4:6]]
+    assert {u.language for u in m} == {"en"}  # FLEURS' "en_us" is Whisper's en
+    assert main(["data", "check", f"{tmp_path / 'manifests' / lang}:train", "--decode"]) == 0

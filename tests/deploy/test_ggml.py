@@ -29,8 +29,9 @@ def test_models_whisper_cpp_cannot_take_are_refused(new_token_run, tiny_whisper,
     _, _, run = new_token_run
     with pytest.raises(DamaError, match="language table is fixed; export with --language-slot"):
         export_run(run, "ggml", tmp_path / "g", log=lambda *a: None)
-    for q in ("int8", "float32"):
-        with pytest.raises(DamaError, match="writes float16.*q5_0/q8_0"):
+    for q, why in (("int8", "8-bit type is q8_0"), ("float32", "convolution aborts"), ("q3_k", "no such type")):
+        msg = f"cannot write --quantization '{q}' \\(.*{why}.*\\); choose from float16, q8_0"
+        with pytest.raises(DamaError, match=msg):
             export_run(run, "ggml", tmp_path / "g", quantization=q, log=lambda *a: None)
     with pytest.raises(DamaError, match="whisper.cpp cannot take this model"):
         write_ggml(tiny_whisper, tmp_path / "tiny.bin")  # a vocabulary whisper.cpp does not know
@@ -57,3 +58,11 @@ def test_whisper_cpp_runs_the_ggml_file_like_ctranslate2(whisper_base, whisper_b
     # float16 weights and whisper.cpp's own mel code against CTranslate2 in float32: the same transcript
     # up to a word or two (zero-shot whisper-base on Swahili is not far from a coin flip per word)
     assert theirs and corpus_errors([ours], [theirs]).cer < 0.1, (theirs, ours)
+    # a quantized file (the blocks whisper.cpp's `quantize` tool writes) loads and transcribes alike
+    pytest.importorskip("gguf", reason="ggml's quantizers are not installed (pip install gguf)")
+    q5 = write_ggml(whisper_base, tmp_path / "ggml-q5_0.bin", quantization="q5_0")
+    assert q5.stat().st_size < 0.45 * path.stat().st_size
+    cpp = whispercpp_model(q5, "sw", threads=os.cpu_count() or 1, max_tokens=96)
+    quantized = " ".join(s.text.strip() for s in cpp.transcribe(audio)).strip()
+    del cpp
+    assert quantized and corpus_errors([theirs], [quantized]).cer < 0.1, (quantized, theirs)

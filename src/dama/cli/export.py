@@ -30,7 +30,8 @@ def register(sub) -> None:
     p.add_argument("--format", choices=("hf", "ct2", "ggml"), default="hf",
                    help="hf: transformers folder; ct2: CTranslate2 folder for faster-whisper; ggml: ggml-model.bin "
                         "for whisper.cpp (default: hf)")
-    p.add_argument("--quantization", help="ct2: float32 (default), float16 or int8; ggml: float16")
+    p.add_argument("--quantization", help="ct2: float32 (default), float16 or int8; ggml: float16 (default), "
+                                          "q8_0, q5_0, q5_1, q4_0 or q4_1 (whisper.cpp's block types)")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--force", action="store_true",
                    help="replace --out if it is an earlier export (a run or any other folder is refused)")

@@ -76,7 +76,7 @@ def _pick_split(splits: Iterable[str], split: str | None, source: str) -> str:
             return have[0]
         raise DataError(f"{source}: holds the splits {have}; name one, e.g. {source}:{have[0]}")
     if split not in have:
-        raise DataError(f"{source}: no split {split!r}; it has {have}")
+        raise DataError(f"{source}: no split {split!r}; it has {have}: use one of them, e.g. {source}:{have[0]}")
     return split
 
 

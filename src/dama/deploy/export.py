@@ -4,7 +4,8 @@
   language token, feature extractor, generation config).
 - ``ct2``: that directory converted by the converter the ``ctranslate2`` package ships,
   loadable by ``faster_whisper.WhisperModel(DIR)``; quantisation float32, float16 or int8.
-- ``ggml``: ``ggml-model.bin`` for whisper.cpp (:mod:`dama.models.ggml`), float16.
+- ``ggml``: ``ggml-model.bin`` for whisper.cpp (:mod:`dama.models.ggml`), float16 or one of whisper.cpp's
+  block quantizations (q8_0, q5_0, q5_1, q4_0, q4_1).
 
 Both write ``dama_export.json`` (source run, base model, languages) and a Hugging Face model card
 (``README.md``, :mod:`dama.deploy.card`), and appear atomically:
@@ -28,9 +29,9 @@ from dama.safeio import read_json
 
 FORMATS = ("hf", "ct2", "ggml")
 QUANTIZATIONS = ("float32", "float16", "int8")
-# whisper.cpp's q5_0/q8_0 come from its own `quantize` tool; a float32 file loads, but whisper.cpp 1.8.5's CPU
-# convolution aborts on float32 conv weights (GGML_ASSERT(src0->type == GGML_TYPE_F16) in ggml-cpu/ops.cpp)
-GGML_QUANTIZATIONS = ("float16",)
+# whisper.cpp's block types (what its `quantize` tool writes) and float16; a float32 file loads, but whisper.cpp
+# 1.8.5's CPU convolution aborts on float32 conv weights (GGML_ASSERT(src0->type == GGML_TYPE_F16) in ggml-cpu/ops.cpp)
+GGML_QUANTIZATIONS = ("float16", "q8_0", "q5_0", "q5_1", "q4_0", "q4_1")
 META = "dama_export.json"
 RUN_MARKS = RunFolder.MARKS  # what a folder holding a dama run has (any one is enough): never an export's target
 # What an export holds: save_pretrained's files (hf) or CTranslate2's (ct2), and META.
@@ -124,9 +125,10 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path, quantization: str
     if fmt == "ct2" and quantization not in QUANTIZATIONS:
         raise DamaError(f"unknown quantization {quantization!r}; choose from {', '.join(QUANTIZATIONS)}")
     if fmt == "ggml" and quantization not in GGML_QUANTIZATIONS:
-        raise DamaError(f"--format ggml writes float16, not {quantization!r}: whisper.cpp's CPU convolution "
-                        "aborts on float32 weights, and its q5_0/q8_0 come from its own `quantize` tool (run it "
-                        "on the float16 file)")
+        why = {"float32": "whisper.cpp's CPU convolution aborts on float32 weights",
+               "int8": "whisper.cpp's 8-bit type is q8_0"}.get(quantization, "whisper.cpp has no such type")
+        raise DamaError(f"--format ggml cannot write --quantization {quantization!r} ({why}); choose from "
+                        f"{', '.join(GGML_QUANTIZATIONS)}")
     run_dir, out = Path(run_dir), Path(out)
     check_out(run_dir, out, force)
     run = RunFolder(run_dir)
@@ -166,7 +168,7 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path, quantization: str
             final = tmp / "ggml"
             final.mkdir()
             log(f"writing whisper.cpp's ggml format ({quantization})")
-            write_ggml(w, final / FILE_NAME, use_f16=quantization == "float16")
+            write_ggml(w, final / FILE_NAME, quantization=None if quantization == "float16" else quantization)
         meta = {"format": fmt, "quantization": quantization if fmt in ("ct2", "ggml") else "float32",
                 "run": str(run_dir.resolve()), "base_model": cfg.get("model"),
                 "base_fingerprint": cfg.get("base_fingerprint"), "method": cfg.get("method", {}).get("method"),

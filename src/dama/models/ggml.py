@@ -13,7 +13,14 @@ and not written.
 
 Differences from the script: no OpenAI checkout is needed (mel filters from transformers), a float32
 file is not rounded through float16 first, and the text context comes from ``max_target_positions``.
-(``dama export`` writes float16 only: whisper.cpp 1.8.5's CPU convolution aborts on float32 conv weights.)
+(``dama export`` does not write float32: whisper.cpp 1.8.5's CPU convolution aborts on float32 conv weights.)
+
+Quantized files (q8_0, q5_0, q5_1, q4_0, q4_1) are what whisper.cpp's own ``quantize`` tool makes of the
+float16 file (``whisper_model_quantize`` -> ``ggml_common_quantize_0``): the header's type is
+``2000 + ggml_ftype`` (quantization version 2), every 2-D weight except the positional embeddings is
+stored in the block type, everything else as in the float16 file. The blocks come from ggml's own
+Python package (``gguf.quants``, numpy ports of ggml's reference quantizers), so dama does not carry a
+second copy of the bit packing.
 
 whisper.cpp's language table is fixed and its special-token ids follow from the vocabulary size, so
 a model with an added language token (a vocabulary one larger) would be read as large-v3 with every
@@ -46,6 +53,9 @@ _TOP = {
     "decoder.embed_positions.weight": "decoder.positional_embedding",
     "decoder.embed_tokens.weight": "decoder.token_embedding.weight",
 }
+# name -> (ggml_ftype written in the header, ggml_type of the quantized tensors); gguf's enum has ggml_type's ids
+QUANTIZED = {"q8_0": (7, "Q8_0"), "q5_0": (8, "Q5_0"), "q5_1": (9, "Q5_1"), "q4_0": (2, "Q4_0"), "q4_1": (3, "Q4_1")}
+QNT_VERSION = 2  # GGML_QNT_VERSION; the header's type is QNT_VERSION * 1000 + ftype in a quantized file
 _F32 = {"encoder.conv1.bias", "encoder.conv2.bias", "encoder.positional_embedding", "decoder.positional_embedding"}
 
 
@@ -90,8 +100,29 @@ def _languages_are_whispers(gc) -> bool:
     return True
 
 
-def write_ggml(w, out: str | Path, use_f16: bool = True) -> Path:
-    """Write the Whisper ``w`` (a :class:`dama.models.load.Whisper`) as a whisper.cpp model file ``out``."""
+def _quantizer(quantization: str | None):
+    """(header type, ggml type id, quantize function) for a block type, through ggml's ``gguf`` package."""
+    if quantization is None:
+        return None
+    if quantization not in QUANTIZED:
+        raise DamaError(f"unknown ggml quantization {quantization!r}; choose from {', '.join(QUANTIZED)}")
+    try:
+        from gguf import GGMLQuantizationType
+        from gguf.quants import quantize
+    except ImportError:
+        raise DamaError(f"--quantization {quantization} for ggml needs ggml's Python package: pip install gguf "
+                        "(or 'dama[deploy]'); float16 needs nothing more") from None
+    ftype, name = QUANTIZED[quantization]
+    qtype = GGMLQuantizationType[name]
+    return QNT_VERSION * 1000 + ftype, int(qtype), lambda a: quantize(a, qtype)
+
+
+def write_ggml(w, out: str | Path, use_f16: bool = True, quantization: str | None = None) -> Path:
+    """Write the Whisper ``w`` (a :class:`dama.models.load.Whisper`) as a whisper.cpp model file ``out``:
+    float16 (``use_f16``), float32, or quantized to one of :data:`QUANTIZED` (``quantization``; the tensors
+    it leaves alone are float16/float32 as in the float16 file)."""
+    quant = _quantizer(quantization)
+    use_f16 = use_f16 or quant is not None
     cfg = w.model.config
     gc = w.generation_config
     if cfg.vocab_size not in WHISPER_VOCAB or not _languages_are_whispers(gc):
@@ -114,7 +145,7 @@ def write_ggml(w, out: str | Path, use_f16: bool = True) -> Path:
         f.write(struct.pack("i", MAGIC))
         for v in (cfg.vocab_size, cfg.max_source_positions, cfg.d_model, cfg.encoder_attention_heads,
                   cfg.encoder_layers, cfg.max_target_positions, cfg.d_model, cfg.decoder_attention_heads,
-                  cfg.decoder_layers, cfg.num_mel_bins, int(use_f16)):
+                  cfg.decoder_layers, cfg.num_mel_bins, quant[0] if quant else int(use_f16)):
             f.write(struct.pack("i", int(v)))
         f.write(struct.pack("ii", *filters.shape))
         f.write(filters.tobytes())
@@ -131,12 +162,16 @@ def write_ggml(w, out: str | Path, use_f16: bool = True) -> Path:
             if name in ("encoder.conv1.bias", "encoder.conv2.bias"):
                 data = data.reshape(data.shape[0], 1)
             f32 = not use_f16 or data.ndim < 2 or name in _F32
-            data = np.ascontiguousarray(data.astype(np.float32 if f32 else np.float16))
+            shape = data.shape
+            if quant and data.ndim == 2 and name not in _F32:  # what whisper.cpp's quantize tool quantizes
+                ttype, data = quant[1], quant[2](np.ascontiguousarray(data.astype(np.float16).astype(np.float32)))
+            else:
+                ttype, data = (0, data.astype(np.float32)) if f32 else (1, data.astype(np.float16))
             raw_name = name.encode()
-            f.write(struct.pack("iii", data.ndim, len(raw_name), 0 if f32 else 1))
-            f.write(struct.pack(f"{data.ndim}i", *reversed(data.shape)))
+            f.write(struct.pack("iii", len(shape), len(raw_name), ttype))
+            f.write(struct.pack(f"{len(shape)}i", *reversed(shape)))
             f.write(raw_name)
-            f.write(data.tobytes())
+            f.write(np.ascontiguousarray(data).tobytes())
     return out
 
 
@@ -159,4 +194,4 @@ def whispercpp_model(path: str | Path, language: str, threads: int = 0, max_toke
                  no_timestamps=True, single_segment=True, no_context=True, temperature=0.0, temperature_inc=0.0,
                  suppress_nst=True, max_tokens=max_tokens)
 
-__all__ = ["FILE_NAME", "openai_name", "whispercpp_model", "write_ggml"]
+__all__ = ["FILE_NAME", "QUANTIZED", "openai_name", "whispercpp_model", "write_ggml"]
