@@ -84,7 +84,6 @@ def test_lhotse_s_own_fleurs_recipe_output_is_data(tmp_path):
     ``download_fleurs`` leaves it, holding real FLEURS clips (the fleurs-control English ones)."""
     need_real_data()
     import soundfile as sf
-
     from lhotse.recipes import prepare_fleurs
 
     corpus, lang = tmp_path / "fleurs", "en_us"
