@@ -5,8 +5,9 @@ of real clips (the counts are in the output); read the numbers as a smoke-level 
 leaderboard. Parts:
 
 - memory: resident memory (VmRSS) of a fresh process holding the base model and 0, 1, 3 and all the
-  DAMA adapters of ``--runs``, after every weight was read once (the weights are memory-mapped and
-  become resident when first used, as serving does) and ``malloc_trim``; the same with LoRA r=64
+  DAMA adapters of ``--runs``, after every weight was read once and ``malloc_trim``, the weights held
+  in process memory as the server holds them (not the checkpoint file's pages, which another
+  process's page-cache pressure can evict mid-measurement); the same with LoRA r=64
   adapters (``--lora-runs``; one LoRA run loaded under several keys when fewer are given: memory
   depends on the adapter's shape, not its values);
 - routing: ``dama lid train`` on the adapters' own training clips and ``--other`` clips (class ``base``),
@@ -53,9 +54,11 @@ if runs:
     keep = MultiAdapterWhisper(runs)
     model = keep.peft
 else:
+    from dama.deploy.serve import own_weights
     from dama.models.load import load_whisper
     keep = load_whisper("whisper-base", device="cpu")
     model = keep.model
+    own_weights(model)  # as the server holds them (MultiAdapterWhisper): in process memory, not the file's pages
 model_fingerprint(model)  # read every weight: safetensors are memory-mapped, resident only once touched
 gc.collect()
 import ctypes
@@ -102,6 +105,9 @@ def memory(dama_runs: dict[str, str], lora_runs: dict[str, str], log) -> dict:
                                  "per_adapter_mb": round((rss - base) / n, 2),
                                  "distinct_runs": len({v for v in chosen.values()})}
             log(f"memory: {kind} x{n}: {rss:.0f} MB ({(rss - base) / n:.1f} MB per adapter)")
+    sizes = {k: (Path(v) / "adapter" / "adapter_model.safetensors") for k, v in {**dama_runs, **{
+        f"lora-{k}": v for k, v in lora_runs.items()}}.items()}
+    out["adapter_file_mb"] = {k: round(p.stat().st_size / 1e6, 2) for k, p in sizes.items() if p.is_file()}
     return add_marginal(out)
 
 
@@ -157,6 +163,10 @@ def routing_and_wer(dama_runs: dict[str, str], other: str, n_test: int, per_clas
     fit_s = time.perf_counter() - t
     engine = ServeEngine(ServeOptions(adapters=dama_runs, lid=lid_dir, batch_size=8))
     sets = {lang: test_clips(lang, n_test) for lang in dama_runs}
+    # the base model's own languages: the test splits of --other's corpora (routing accuracy only: their
+    # zero-shot WER is what the base gives either way) and the held-out FLEURS control clips
+    other_langs = [k for k, corpus in CORPUS.items() if f"{corpus}:" in (other or "") and k not in dama_runs]
+    sets.update({lang: test_clips(lang, n_test) for lang in other_langs})
     sets["control"] = [odd[int(i * len(odd) / n_control)] for i in range(min(n_control, len(odd)))]
     labels = list(dama_runs) + ["base"]
     confusion = {k: dict.fromkeys(labels, 0) for k in sets}
@@ -169,9 +179,13 @@ def routing_and_wer(dama_runs: dict[str, str], other: str, n_test: int, per_clas
         route_s = time.perf_counter() - t
         for r in routed:
             confusion[name][r.adapter or "base"] += 1
-        want = name if name != "control" else "base"
+        want = name if name in dama_runs else "base"
         acc = sum((r.adapter or "base") == want for r in routed) / len(routed)
         out["accuracy"][name] = round(acc, 4)
+        if name not in dama_runs and name != "control":
+            log(f"routing {name}: accuracy {acc:.3f} (to the base model)")
+            progress(out)
+            continue
         # hypotheses with the true language given (adapter of that language; control: the bare base model)
         langs = [u.language for u in utts]
         true_key = None if name == "control" else name
@@ -323,20 +337,25 @@ def main() -> None:
     dama_runs, lora_runs = parse_runs(args.runs), parse_runs(args.lora_runs)
     parts = set(args.parts.split(","))
     out_path = Path(args.out)
-    result = json.loads(out_path.read_text()) if out_path.is_file() else {}
-    result.update({"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, no GPU",
-                   "torch_threads": args.threads, "model": "whisper-base",
-                   "adapters": {k: Path(v).name for k, v in dama_runs.items()},
-                   "command": "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])})
+    # each part is its own record (machine, command, adapters, seconds), so parts measured by separate
+    # invocations (even at once) share one results file: save() merges this run's parts into the file as it is
+    run_info = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, no GPU",
+                "load_average_at_start": round(os.getloadavg()[0], 1), "torch_threads": args.threads,
+                "model": "whisper-base", "adapters": {k: str(v) for k, v in dama_runs.items()},
+                "lora_runs": {k: str(v) for k, v in lora_runs.items()},
+                "command": "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])}
+    result: dict = {}
     t_start = time.perf_counter()
 
     def log(msg):
         print(f"[{time.perf_counter() - t_start:7.1f}s] {msg}", flush=True)
 
     def save():
-        result["seconds"] = round(time.perf_counter() - t_start, 1)
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        out_path.write_text(json.dumps(result, indent=2) + "\n")
+        merged = json.loads(out_path.read_text()) if out_path.is_file() else {}
+        for part, value in result.items():
+            merged[part] = {**value, "run": {**run_info, "seconds": round(time.perf_counter() - t_start, 1)}}
+        out_path.write_text(json.dumps(merged, indent=2, ensure_ascii=False) + "\n")
 
     if "memory" in parts:
         result["memory"] = memory(dama_runs, lora_runs, log)

@@ -79,11 +79,23 @@ def test_router_round_trips_and_refuses_a_foreign_file(tmp_path):
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.normal(0, 1, (20, 6)), rng.normal(3, 1, (20, 6))]).astype(np.float32)
     labels = ["sw"] * 20 + ["base"] * 20
-    r = LanguageRouter.fit(x, labels, {"sw": "sw"})
+    r = LanguageRouter.fit(x, labels, {"sw": "sw"}, layers=(3, 6))  # no c: chosen by cross-validation
+    from dama.serve.lid import C_GRID
+
+    assert r.info["c"] in C_GRID
     r.save(tmp_path / "lid")
     back = LanguageRouter.load(tmp_path / "lid")
     np.testing.assert_allclose(back.probabilities(x), r.probabilities(x), rtol=1e-6)
     assert (np.array(back.classes)[back.probabilities(x).argmax(1)] == np.array(labels)).mean() > 0.9
+    assert back.layers == (3, 6) and back.info["c"] == r.info["c"]
+    meta = json.loads((tmp_path / "lid" / "lid.json").read_text())  # a router saved before layers were listed
+    meta.pop("layers")
+    (tmp_path / "lid" / "lid.json").write_text(json.dumps({**meta, "format": "dama-lid/1"}))
+    old = LanguageRouter.load(tmp_path / "lid")
+    from types import SimpleNamespace as NS
+
+    six_layers = NS(model=NS(config=NS(encoder_layers=6)))
+    assert old.layers is None and old.feature_layers(six_layers) == (6,)  # /1 routers pooled the last layer
     (tmp_path / "lid" / "lid.json").write_text('{"format": "something-else"}')
     from dama.safeio import FileError
 

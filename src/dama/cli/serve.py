@@ -43,11 +43,21 @@ def cmd_lid_train(args) -> dict:
     from dama.serve.lid_train import LidTrainOptions, train_router
 
     opts = LidTrainOptions(adapters=parse_adapters(args.adapters), other=args.other, out=args.out, model=args.model,
-                           data_root=args.data_root, max_per_class=args.max_per_class, c=args.c, device=args.device)
+                           data_root=args.data_root, max_per_class=args.max_per_class, c=args.c, device=args.device,
+                           layers=_layers(args.layers))
     _, _, report = train_router(opts)
     write_json(args.json, report)
     print(report["out"])
     return report
+
+
+def _layers(text: str | None) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    try:
+        return tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise DamaError(f"--layers expects comma-separated layer numbers, e.g. 3,6; got {text!r}") from None
 
 
 def register(sub) -> None:
@@ -80,7 +90,10 @@ def register(sub) -> None:
     t.add_argument("--model", default=None, help="base model (default: the adapters')")
     t.add_argument("--data-root", help="folder holding the corpora (default: $DAMA_DATA)")
     t.add_argument("--max-per-class", type=int, default=60, help="clips per class, evenly spread (default: 60)")
-    t.add_argument("--c", type=float, default=1.0, help="inverse L2 strength of the logistic regression (default: 1)")
+    t.add_argument("--c", type=float, default=None,
+                   help="inverse L2 strength of the logistic regression (default: chosen by cross-validation)")
+    t.add_argument("--layers", metavar="I,J",
+                   help="encoder layers whose states are pooled (0 = input embeddings; default: the middle and last)")
     t.add_argument("--device", default=None)
     t.add_argument("--json", metavar="PATH")
     t.set_defaults(func=cmd_lid_train)

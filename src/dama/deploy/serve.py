@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from dama.errors import DamaError, ModelError
 from dama.languages import WHISPER_LANGUAGES
@@ -60,6 +61,20 @@ def _run_config(run: RunFolder) -> dict:
     return cfg
 
 
+@torch.no_grad()
+def own_weights(model: torch.nn.Module) -> None:
+    """Copy every weight out of the memory-mapped checkpoint into process memory (same total size).
+
+    transformers maps the safetensors file and the weights point into it. A new language token resizes
+    the embeddings into a fresh matrix, but the old matrix's file pages stay resident for as long as the
+    mapping lives (the other weights keep it alive): +93 MB resident on whisper-base for one new row.
+    With the weights copied first, the mapping is released and the resize frees the old matrix (+5 MB
+    measured). Serving keeps the weights in process memory anyway, so page-cache pressure from other
+    processes cannot evict them and stall a request while they fault back in."""
+    for t in [*model.parameters(), *model.buffers()]:  # a tied weight is one Parameter: copied once
+        t.data = t.data.clone()
+
+
 class MultiAdapterWhisper:
     """``runs`` maps a key (e.g. a language code) to a run directory."""
 
@@ -82,6 +97,7 @@ class MultiAdapterWhisper:
         fingerprint = model_fingerprint(w.model) if any(c.get("base_fingerprint") for c in cfgs.values()) else None
         for k, c in cfgs.items():  # every base check before any new token changes the embeddings (and the hash)
             dirs[k].check_base(w, c, f"adapter {k} ({dirs[k]})", fingerprint=fingerprint)
+        own_weights(w.model)  # before any new token resizes the embeddings (see own_weights)
         for k, c in cfgs.items():
             _restore_shared_new_language(w, dirs[k], c, f"adapter {k} ({dirs[k]})")
             if c.get("new_language"):

@@ -190,7 +190,8 @@ class ServeEngine:
         """Resolve plans still missing a language: the router's (or, with no router, Whisper's own) choice of
         adapter and language for ``route`` plans; Whisper's detected language for the base model's plans."""
         with self.multi.using(None):
-            cf = clip_features(self.whisper, audios, batch_size=max(1, self.options.batch_size))
+            layers = self.router.feature_layers(self.whisper) if self.router is not None else None
+            cf = clip_features(self.whisper, audios, batch_size=max(1, self.options.batch_size), layers=layers)
         if self.router is not None:
             routed = self.router.decide(cf, self.adapter_languages)
         else:

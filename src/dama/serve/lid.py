@@ -39,7 +39,9 @@ from dama.safeio import FileError, read_json
 BASE = "base"
 WEIGHTS_NAME = "lid.safetensors"
 META_NAME = "lid.json"
-FORMAT = "dama-lid/1"
+FORMAT = "dama-lid/2"  # /2: pooled encoder layers are listed (``layers``); /1 routers pooled the last layer only
+OLD_FORMATS = ("dama-lid/1",)
+C_GRID = (0.001, 0.01, 0.1, 1.0)  # inverse L2 strengths cross-validated when none is given
 FRAMES_PER_SECOND = 50  # encoder output frames per second of audio (1500 per 30 s window)
 
 
@@ -61,27 +63,45 @@ def whisper_language_ids(w: Whisper) -> tuple[list[str], list[int]]:
     return [c for c, _ in pairs], [i for _, i in pairs]
 
 
+def default_layers(w: Whisper) -> tuple[int, ...]:
+    """Encoder layers pooled by default: the middle one and the last (hidden_states indices; 0 = the input
+    embeddings). The middle layer keeps more of the acoustic and speaker detail that separates languages
+    the last layer has already mapped toward Whisper's own vocabulary."""
+    n = w.model.config.encoder_layers
+    return tuple(sorted({n // 2, n}))
+
+
 @torch.no_grad()
-def clip_features(w: Whisper, audios: Sequence[np.ndarray], batch_size: int = 8) -> ClipFeatures:
-    """Encoder statistics and Whisper's language probabilities for each clip (its first 30 s).
-    Call it on the base model with adapters disabled: the router was fit on the frozen encoder."""
+def clip_features(w: Whisper, audios: Sequence[np.ndarray], batch_size: int = 8,
+                  layers: Sequence[int] | None = None) -> ClipFeatures:
+    """Encoder statistics and Whisper's language probabilities for each clip (its first 30 s): per encoder
+    layer in ``layers`` (hidden_states indices; default :func:`default_layers`), the mean and standard
+    deviation over the frames that hold audio, then Whisper's language log-probabilities. Call it on the
+    base model with adapters disabled: the router was fit on the frozen encoder."""
     codes, ids = whisper_language_ids(w)
     model = w.model
+    layers = tuple(layers) if layers else default_layers(w)
+    n_layers = model.config.encoder_layers
+    if any(not 0 <= i <= n_layers for i in layers):
+        raise ModelError(f"encoder layers {list(layers)}: {w.name} has hidden states 0 (input) to {n_layers} (last)")
     feats, probs = [], []
     limit = int(CHUNK_SECONDS * SAMPLE_RATE)
     for b in range(0, len(audios), batch_size):
         clips = [a[:limit] for a in audios[b: b + batch_size]]
         mel = w.feature_extractor(clips, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
-        enc = model.get_encoder()(mel.to(w.device, dtype=model.dtype)).last_hidden_state.float()
+        out = model.get_encoder()(mel.to(w.device, dtype=model.dtype), output_hidden_states=True)
+        states = [out.hidden_states[i].float() for i in layers]
         for k, a in enumerate(clips):
-            n = max(1, min(enc.shape[1], int(np.ceil(len(a) / SAMPLE_RATE * FRAMES_PER_SECOND))))
-            h = enc[k, :n]
-            feats.append(torch.cat([h.mean(0), h.std(0, unbiased=False)]).cpu().numpy())
+            n = max(1, min(states[0].shape[1], int(np.ceil(len(a) / SAMPLE_RATE * FRAMES_PER_SECOND))))
+            pooled = []
+            for h in states:
+                pooled += [h[k, :n].mean(0), h[k, :n].std(0, unbiased=False)]
+            feats.append(torch.cat(pooled).cpu().numpy())
         start = torch.full((len(clips), 1), w.generation_config.decoder_start_token_id, device=w.device)
-        logits = model(encoder_outputs=(enc.to(model.dtype),), decoder_input_ids=start).logits[:, -1].float()
+        logits = model(encoder_outputs=(out.last_hidden_state,), decoder_input_ids=start).logits[:, -1].float()
         probs.append(torch.softmax(logits[:, ids], dim=-1).cpu().numpy())
     p = np.concatenate(probs) if probs else np.zeros((0, len(ids)), np.float32)
-    f = np.stack(feats) if feats else np.zeros((0, 2 * model.config.d_model), np.float32)
+    f = np.stack(feats) if feats else np.zeros((0, 2 * len(layers) * model.config.d_model), np.float32)
     return ClipFeatures(np.concatenate([f, np.log(p + 1e-8)], axis=1).astype(np.float32), p, codes)
 
 
@@ -98,28 +118,44 @@ class LanguageRouter:
     """The fitted classifier. ``classes``: adapter keys and ``base``; ``languages``: key -> language code."""
 
     def __init__(self, classes: list[str], languages: dict[str, str], weight: np.ndarray, bias: np.ndarray,
-                 mean: np.ndarray, std: np.ndarray, fingerprint: str | None = None, info: dict | None = None):
+                 mean: np.ndarray, std: np.ndarray, fingerprint: str | None = None, info: dict | None = None,
+                 layers: Sequence[int] | None = None):
         self.classes, self.languages = list(classes), dict(languages)
+        self.layers = tuple(int(i) for i in layers) if layers else None  # None: the encoder's last layer only
         self.weight, self.bias = weight.astype(np.float32), bias.astype(np.float32)
         self.mean, self.std = mean.astype(np.float32), std.astype(np.float32)
         self.fingerprint, self.info = fingerprint, info or {}
 
+    def feature_layers(self, w: Whisper) -> tuple[int, ...]:
+        """The encoder layers this router pools (a /1 router: the last one)."""
+        return self.layers or (w.model.config.encoder_layers,)
+
     @classmethod
-    def fit(cls, features: np.ndarray, labels: Sequence[str], languages: dict[str, str], c: float = 1.0,
-            fingerprint: str | None = None, info: dict | None = None) -> LanguageRouter:
-        """Standardise, then an L2-regularised multinomial logistic regression (scikit-learn), balanced classes."""
-        from sklearn.linear_model import LogisticRegression
+    def fit(cls, features: np.ndarray, labels: Sequence[str], languages: dict[str, str], c: float | None = None,
+            fingerprint: str | None = None, info: dict | None = None,
+            layers: Sequence[int] | None = None) -> LanguageRouter:
+        """Standardise, then an L2-regularised multinomial logistic regression (scikit-learn), balanced classes.
+        ``c`` None: the regularisation is chosen by stratified cross-validation over :data:`C_GRID` (features
+        outnumber clips several times over, so the right strength matters and is cheap to find)."""
+        from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
 
         classes = sorted(set(labels))
         if len(classes) < 2:
             raise ModelError(f"a router needs clips of at least two classes, got only {classes}")
         mean, std = features.mean(0), features.std(0) + 1e-6
+        x = (features - mean) / std
+        folds = min(5, min(list(labels).count(k) for k in classes))
+        if c is None and folds >= 2:
+            cv = LogisticRegressionCV(Cs=list(C_GRID), cv=folds, max_iter=2000, class_weight="balanced")
+            c = float(cv.fit(x, list(labels)).C_[0])
+        c = 1.0 if c is None else c
+        info = {**(info or {}), "c": c}
         clf = LogisticRegression(C=c, max_iter=2000, class_weight="balanced")
-        clf.fit((features - mean) / std, list(labels))
+        clf.fit(x, list(labels))
         weight, bias = clf.coef_, clf.intercept_
         if len(classes) == 2:  # sklearn keeps one row for two classes: make it a softmax over both
             weight, bias = np.concatenate([-weight / 2, weight / 2]), np.concatenate([-bias / 2, bias / 2])
-        return cls([str(c) for c in clf.classes_], languages, weight, bias, mean, std, fingerprint, info)
+        return cls([str(c) for c in clf.classes_], languages, weight, bias, mean, std, fingerprint, info, layers)
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         z = ((features - self.mean) / self.std) @ self.weight.T + self.bias
@@ -145,7 +181,7 @@ class LanguageRouter:
         atomic_write(folder / WEIGHTS_NAME, lambda f: f.write(blob))
 
         meta = {"format": FORMAT, "classes": self.classes, "languages": self.languages,
-                "base_fingerprint": self.fingerprint, **self.info}
+                "base_fingerprint": self.fingerprint, "layers": list(self.layers) if self.layers else None, **self.info}
         atomic_write_text(folder / META_NAME, json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
         return folder
 
@@ -155,14 +191,15 @@ class LanguageRouter:
 
         folder = Path(folder)
         meta = read_json(folder / META_NAME, what="language router", fix="Build one with dama lid train.")
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        if not isinstance(meta, dict) or meta.get("format") not in (FORMAT, *OLD_FORMATS):
             raise FileError(f"{folder / META_NAME}: not a dama language router ({FORMAT}); "
                             "rebuild it with dama lid train")
         try:
             t = load((folder / WEIGHTS_NAME).read_bytes())
             router = cls(meta["classes"], meta["languages"], t["weight"], t["bias"], t["mean"], t["std"],
                          meta.get("base_fingerprint"), {k: v for k, v in meta.items() if k not in
-                                                        ("format", "classes", "languages", "base_fingerprint")})
+                                                        ("format", "classes", "languages", "base_fingerprint",
+                                                         "layers")}, meta.get("layers"))
         except (OSError, KeyError, ValueError, TypeError) as e:
             raise FileError(f"{folder / WEIGHTS_NAME}: cannot read the router's weights ({e}); "
                             "rebuild it with dama lid train") from e

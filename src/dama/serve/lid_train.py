@@ -16,7 +16,7 @@ import numpy as np
 
 from dama.errors import DamaError
 from dama.runs import RunFolder
-from dama.serve.lid import BASE, LanguageRouter, clip_features
+from dama.serve.lid import BASE, LanguageRouter, clip_features, default_layers
 
 
 @dataclass
@@ -27,7 +27,8 @@ class LidTrainOptions:
     model: str | None = None
     data_root: str | None = None
     max_per_class: int = 60
-    c: float = 1.0
+    c: float | None = None  # None: chosen by cross-validation
+    layers: tuple[int, ...] | None = None  # encoder layers pooled (hidden_states indices); None: middle + last
     device: str | None = None
 
 
@@ -71,20 +72,22 @@ def train_router(opts: LidTrainOptions, log=print) -> tuple[LanguageRouter, Path
             by_lang.setdefault(u.language, []).append(u)
         each = max(1, -(-opts.max_per_class // max(1, len(by_lang))))  # every other language gets its share
         sources[BASE] = [u for group in by_lang.values() for u in _spread(group, each)]
+    layers = tuple(opts.layers) if opts.layers else default_layers(multi.whisper)
     feats, labels = [], []
     for cls, utts in sources.items():
         log(f"lid: {cls}: {len(utts)} clips")
         with multi.using(None):
-            cf = clip_features(multi.whisper, [load_audio(u.audio, u.where) for u in utts])
+            cf = clip_features(multi.whisper, [load_audio(u.audio, u.where) for u in utts], layers=layers)
         feats.append(cf.features)
         labels += [cls] * len(utts)
     x = np.concatenate(feats)
-    info = {"trained_on": {k: len(v) for k, v in sources.items()}, "other": opts.other, "c": opts.c,
-            "model": multi.whisper.name}
+    info = {"trained_on": {k: len(v) for k, v in sources.items()}, "other": opts.other, "model": multi.whisper.name}
     router = LanguageRouter.fit(x, labels, {k: v for k, v in multi.languages.items() if v}, c=opts.c,
-                                fingerprint=model_fingerprint(multi.whisper.model.get_encoder()), info=info)
+                                fingerprint=model_fingerprint(multi.whisper.model.get_encoder()), info=info,
+                                layers=layers)
     train_acc = float(np.mean(np.array(router.classes)[router.probabilities(x).argmax(1)] == np.array(labels)))
     router.info["train_accuracy"] = round(train_acc, 4)
     router.save(out)
     log(f"lid: router with classes {router.classes} (train accuracy {train_acc:.3f}) saved in {out}")
-    return router, out, {"out": str(out), "classes": router.classes, "train_accuracy": train_acc, **info}
+    return router, out, {"out": str(out), "classes": router.classes, "train_accuracy": train_acc,
+                         "layers": list(layers), **router.info}
