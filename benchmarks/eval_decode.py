@@ -1,9 +1,10 @@
-"""Evaluation decoding: ``generate`` (before) vs the lean greedy loop, unmerged and merged, side by side.
+"""Evaluation decoding: ``generate`` (before) vs the lean greedy loop (unmerged, merged) and CTranslate2, side by side.
 
 What `dama train` (validation) and a run's test split spend their time in: greedy decoding of
 clips from cached encoder outputs with an adapted whisper-base. The same clips, the same
-adapter, the same batch size, in one process, one after another (each variant twice, the best
-kept); transcripts compared one by one against ``generate``'s.
+adapter, the same batch size, in one process; the variants run interleaved (round after round,
+each variant once per round, the best round kept) so a shared machine's load falls on all of them
+alike; transcripts compared one by one against ``generate``'s. The load average is recorded.
 
     DAMA_DATA=../shared/data python benchmarks/eval_decode.py \\
         --run benchmarks/results/swahili-full-dama --data swahili:test --limit 64 \\
@@ -31,6 +32,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=64, help="clips (the first N of the split)")
     ap.add_argument("--batch-size", type=int, default=16, help="as `dama train` validates (decode_batch_size)")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--variants", default="generate,lean,lean-merged,ct2-merged",
+                    help="comma-separated, generate first (the reference the others are compared with)")
     ap.add_argument("--cache-dir", help="encoder cache (default: a temporary one)")
     ap.add_argument("--out", default="benchmarks/results/eval_decode_cpu.json")
     args = ap.parse_args()
@@ -56,25 +59,39 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         inputs = ClipInputs(w, m, True, args.cache_dir or tmp, log=lambda *a: None)
         rows = list(range(len(m)))
-        variants = {"generate": {"lean": False, "merge": False}, "lean": {"lean": True, "merge": False},
-                    "lean-merged": {"lean": True, "merge": True}}
+        variants = {"generate": {"lean": False, "merge": False, "ct2": False},
+                    "lean": {"lean": True, "merge": False, "ct2": False},
+                    "lean-merged": {"lean": True, "merge": True, "ct2": False},
+                    "ct2-merged": {"lean": True, "merge": True, "ct2": True}}
+        picked = args.variants.split(",")
+        if picked[0] != "generate" or not set(picked) <= set(variants):
+            ap.error(f"--variants: generate first, then any of {', '.join(variants)}")
+        variants = {name: variants[name] for name in picked}
         res: dict[str, dict] = {}
         hyps: dict[str, list[str]] = {}
-        for name, kw in variants.items():
-            best = float("inf")
-            for _ in range(args.repeats):
+        times: dict[str, list[float]] = {name: [] for name in variants}
+        load = [os.getloadavg()[0]]
+        for _ in range(args.repeats):
+            for name, kw in variants.items():
                 t = time.perf_counter()
                 hyps[name] = decode_rows(w, inputs, m, rows, langs, opts, desc=name, **kw)
-                best = min(best, time.perf_counter() - t)
+                times[name].append(time.perf_counter() - t)
+                load.append(os.getloadavg()[0])
+        for name in variants:
+            best = min(times[name])
             err = corpus_errors([u.text for u in m], hyps[name])
-            res[name] = {"seconds": best, "seconds_per_clip": best / len(m), "wer": err.wer, "cer": err.cer,
+            res[name] = {"seconds": best, "seconds_all_rounds": times[name], "seconds_per_clip": best / len(m),
+                         "wer": err.wer, "cer": err.cer,
                          "identical_to_generate": sum(a == b for a, b in zip(hyps[name], hyps["generate"])),
                          "clips": len(m)}
     for name in res:
         res[name]["speedup_vs_generate"] = res["generate"]["seconds"] / res[name]["seconds"]
     out = {
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
-                    "torch_threads": torch.get_num_threads()},
+                    "torch_threads": torch.get_num_threads(),
+                    "load_average_1min": {"start": load[0], "max": max(load), "mean": sum(load) / len(load)},
+                    "note": "shared machine: every variant ran in the same rounds, so the ratios are comparable; "
+                            "absolute seconds depend on the load (re-run idle for absolute numbers)"},
         "setup": vars(args), "audio_seconds": m.seconds, "variants": res,
         "differing": {name: [{"clip": m[i].id, "generate": hyps["generate"][i], name: hyps[name][i]}
                              for i in range(len(m)) if hyps[name][i] != hyps["generate"][i]]

@@ -126,8 +126,9 @@ def read_ct2(path: str | Path) -> CT2Model:
     return CT2Model(spec, revision, variables, aliases)
 
 
-def write_ct2(path: str | Path, model: CT2Model) -> None:
-    """Write ``model`` in the binary format ``read_ct2`` (and ``ctranslate2``) reads."""
+def write_ct2(path: str | Path | io.BufferedIOBase, model: CT2Model) -> None:
+    """Write ``model`` in the binary format ``read_ct2`` (and ``ctranslate2``) reads, to a file or to a
+    binary stream (e.g. ``io.BytesIO``, for ``ctranslate2``'s in-memory ``files=``)."""
 
     def string(s: str) -> bytes:
         b = s.encode("utf-8") + b"\0"
@@ -144,7 +145,10 @@ def write_ct2(path: str | Path, model: CT2Model) -> None:
     out.append(struct.pack("<I", len(model.aliases)))
     for alias, target in model.aliases.items():
         out += [string(alias), string(target)]
-    Path(path).write_bytes(b"".join(out))
+    if hasattr(path, "write"):
+        path.write(b"".join(out))
+    else:
+        Path(path).write_bytes(b"".join(out))
 
 
 # ---------------------------------------------------------------------------
