@@ -20,23 +20,25 @@ IGNORE = -100
 class _ChunkedLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, labels, chunk: int, need_h: bool, need_w: bool):
-        n_valid = (labels != IGNORE).sum().clamp(min=1)
-        grad_h = torch.empty_like(hidden) if need_h else None
+        # Only rows with a label reach the output projection: prompt and padding positions (often a
+        # quarter of a batch's rows) would cost the full 51,865-way projection, forward and backward,
+        # for a loss term and a gradient that are multiplied by zero anyway.
+        rows = (labels != IGNORE).nonzero()[:, 0]
+        n_valid = torch.tensor(max(len(rows), 1), dtype=torch.float32, device=hidden.device)
+        hv, tv = hidden.index_select(0, rows), labels.index_select(0, rows)
+        grad_h = torch.zeros_like(hidden) if need_h else None
         grad_w = torch.zeros_like(weight, dtype=torch.float32) if need_w else None
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-        for s in range(0, hidden.shape[0], chunk):
-            h, lab = hidden[s:s + chunk], labels[s:s + chunk]
-            valid = lab != IGNORE
-            tgt = lab.clamp(min=0)
+        for s in range(0, hv.shape[0], chunk):
+            h, tgt = hv[s:s + chunk], tv[s:s + chunk]
             logits = (h @ weight.T).float()
             lse = torch.logsumexp(logits, dim=-1)
-            total += ((lse - logits.gather(1, tgt[:, None])[:, 0]) * valid).sum()
+            total += (lse - logits.gather(1, tgt[:, None])[:, 0]).sum()
             if need_h or need_w:
                 g = logits.sub_(lse[:, None]).exp_()  # softmax, in place
                 g[torch.arange(len(tgt), device=g.device), tgt] -= 1
-                g.mul_(valid[:, None])
                 if need_h:
-                    grad_h[s:s + chunk] = (g.to(weight.dtype) @ weight).to(hidden.dtype)
+                    grad_h[rows[s:s + chunk]] = (g.to(weight.dtype) @ weight).to(hidden.dtype)
                 if need_w:
                     grad_w += g.T @ h.float()
         ctx.save_for_backward(n_valid, *(t for t in (grad_h, grad_w) if t is not None))
