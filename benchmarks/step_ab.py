@@ -79,7 +79,7 @@ def measure(args, method: str, arms: dict, work: Path) -> dict:
     if not (numerics["same_grad_tensors"] and numerics["loss_rel_diff"] < 1e-5 and worst < 1e-4):
         raise SystemExit(f"{method}: the arms disagree: {numerics}")
     secs: dict[str, list[float]] = {name: [] for name in arms}
-    for name, arm in arms.items():  # warm-up
+    for arm in arms.values():  # warm-up
         use(t, arm)
         t.train_step(batches[0], 0)
     for _ in range(args.rounds):
@@ -125,7 +125,8 @@ def main() -> None:
         work = Path(args.work or tmp)
         res = [measure(args, m, arms, work) for m in args.methods.split(",")]
     load.append(os.getloadavg()[0])
-    out = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    out = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                       "torch_threads": torch.get_num_threads(),
                        "load_average_1min": {"start": load[0], "end": load[-1]},
                        "note": "shared machine: the arms alternate round by round, so their ratio is comparable; "
                                "absolute seconds depend on the load (re-run idle for absolute numbers)"},

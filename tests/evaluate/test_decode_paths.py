@@ -1,7 +1,8 @@
-"""Integration: the default decoding of `dama train` validation / `dama eval` (CTranslate2 on the merged
-adapter, from cached encoder outputs) gives the transcripts of the previous default (the PyTorch lean loop on the merged adapter, itself tested
-equal to ``generate`` in tests/models/test_greedy.py) on real clips with the committed Swahili DAMA adapter;
-``benchmarks/eval_decode.py`` compares all paths on 48 clips."""
+"""Integration: the default decoding of `dama train` validation / `dama eval` (CTranslate2 on the
+merged adapter, from cached encoder outputs) gives the transcripts of the previous default (the PyTorch
+lean loop on the merged adapter, itself tested equal to ``generate`` in tests/models/test_greedy.py) on
+real clips with the committed Swahili DAMA adapter; ``benchmarks/eval_decode.py`` compares all paths
+on more clips."""
 
 from __future__ import annotations
 
