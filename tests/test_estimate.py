@@ -185,3 +185,18 @@ def test_train_refuses_a_bad_model_folder_before_reading_any_data(tmp_path, caps
         err = capsys.readouterr().err
         assert message in err and "nowhere" not in err, err
         assert not (tmp_path / "run").exists()
+
+
+def test_a_cpu_run_predicted_over_the_ram_is_warned_before_any_work(tmp_path, capsys):
+    from dama.cli.main import main
+    from dama.estimate import ram_warning
+
+    e = estimate("large-v2", make_method("dama"), batch_size=64, precision="no")
+    assert "over this machine's 24.0 GB of RAM; try --batch-size 32 or --gradient-checkpointing" in ram_warning(
+        e, ram_mb=24 * 1024)
+    assert ram_warning(estimate("base", make_method("dama"), batch_size=8, precision="no"), ram_mb=24 * 1024) is None
+    # the real command: warned first, then the (nonexistent) data fails; nothing was written
+    assert main(["train", "--model", "large-v2", "--batch-size", "64", "--device", "cpu", "--data", "nowhere:train",
+                 "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.index("warning: the predicted CPU peak") < err.index("nowhere") and not (tmp_path / "run").exists()

@@ -284,6 +284,24 @@ def check_fits(est: Estimate) -> None:
                     f"{est.batch_size}); try " + " or ".join(hints) if hints else "use a larger GPU")
 
 
+def ram_warning(est: Estimate, ram_mb: float | None = None) -> str | None:
+    """A warning when a CPU run's predicted peak is over the machine's RAM (``ram_mb``, default: this
+    machine's physical memory): the run would be killed by the kernel mid-way, after the encoding."""
+    if ram_mb is None:
+        import os
+
+        ram_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / MB
+    if est.cpu_peak_mb <= ram_mb:
+        return None
+    hints = [f"--batch-size {max(1, est.batch_size // 2)}"] if est.batch_size > 1 else []
+    if not est.gradient_checkpointing:
+        hints.append("--gradient-checkpointing")
+    return (f"warning: the predicted CPU peak of a training step, {est.cpu_peak_mb / 1024:.1f} GB "
+            f"({est.size or est.model}, {est.method}, batch {est.batch_size}), is over this machine's "
+            f"{ram_mb / 1024:.1f} GB of RAM"
+            + (f"; try {' or '.join(hints)}" if hints else ""))
+
+
 def largest_batch(model: str, method, gpu_memory: str, precision: str = "bf16",
                   gradient_checkpointing: bool = False, limit: int = 64) -> int:
     """The largest power-of-two batch (up to ``limit``) whose predicted GPU peak fits ``gpu_memory`` (0: not
@@ -393,5 +411,5 @@ def format_estimate(e: Estimate) -> str:
 
 __all__ = ["ACT", "BATCH_CAP", "CPU_FIXED_MB", "DEFAULT_BATCH_MEMORY", "Estimate", "GPU_ACT_SCALE", "ModelShape",
            "UnknownModelName", "calibrate", "check_fits", "default_batch_size", "device_kind", "estimate",
-           "format_estimate", "largest_batch", "parse_memory", "peak_memory_mb", "read_model_shape", "run_flops",
-           "trainable_params"]
+           "format_estimate", "largest_batch", "parse_memory", "peak_memory_mb", "ram_warning", "read_model_shape",
+           "run_flops", "trainable_params"]

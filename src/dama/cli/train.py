@@ -56,12 +56,15 @@ def cmd_train(args) -> dict:
         else:
             args.language = resolve_language(args.language)  # unknown code without a name: clear error
     method = make_method(args.method, **method_options(args))
-    if _preflight(args.model):  # an unknown architecture or a mismatched tokenizer fails here, before any work
+    known = _preflight(args.model)  # an unknown architecture or a mismatched tokenizer fails here, before any work
+    if known:
         from dama.cli.estimate import resolve_batch_size
 
         if why := resolve_batch_size(args, method):
             print(why, file=sys.stderr)
     cfg = train_config(args)
+    if known and not args.dry_run:
+        _warn_over_ram(args, method, cfg)
     if args.dry_run or args.gpu_memory:  # before any data is read or model loaded
         from dama.cli.estimate import run_estimate
 
@@ -119,6 +122,17 @@ def _preflight(model: str) -> bool:
     except UnknownModelName:
         return False
     return True
+
+
+def _warn_over_ram(args, method, cfg) -> None:
+    """On CPU, warn before any work when the predicted peak is over the machine's RAM."""
+    from dama.estimate import device_kind, estimate, ram_warning
+
+    if device_kind(args.device) != "cpu":
+        return
+    est = estimate(args.model, method, cfg.batch_size, "no", cfg.gradient_checkpointing, kv_cache=cfg.kv_cache)
+    if warning := ram_warning(est):
+        print(warning, file=sys.stderr)
 
 
 def _language_slot(args) -> dict | None:
