@@ -319,6 +319,26 @@ def run_one(size: str, work: Path, steps: int, batch: int, data_root: str | None
     return rec
 
 
+def memory_short(size: str, batch: int) -> str | None:
+    """Why ``size`` should not start now, or None: the memory it is predicted to need (the larger of the
+    training step's peak and two float32 copies of the model, as the PEFT-merge and export stages hold) is
+    over what the machine has free (MemAvailable). Other work on a shared machine counts: large-v3 was
+    killed by the kernel's OOM killer mid-way when it did not have this check."""
+    from dama.adapt import make_method
+    from dama.estimate import CPU_FIXED_MB, estimate
+
+    e = estimate(size, make_method("dama"), batch, "no")
+    need = max(e.cpu_peak_mb, CPU_FIXED_MB + 8 * e.total_params / 2**20)
+    try:
+        free = next(int(line.split()[1]) / 1024 for line in open("/proc/meminfo") if line.startswith("MemAvailable"))
+    except (OSError, StopIteration):
+        return None
+    if free >= 1.1 * need:
+        return None
+    return (f"not started: needs about {need / 1024:.1f} GB (predicted peak) and {free / 1024:.1f} GB was free "
+            "(other work on the machine); rerun when it has the room")
+
+
 def machine() -> dict:
     from dama.machine import cpu_name
 
@@ -357,6 +377,13 @@ def main(argv: list[str] | None = None) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="model-sizes-", dir=args.work))
     cache = args.cache or scratch / "encoder-cache"
     for size in args.sizes.split(","):
+        if short := memory_short(size, args.batch):  # not started (an OOM kill mid-way costs the CPU time spent)
+            print(f"== {size}: {short}", flush=True)
+            prev = results["sizes"].get(size)
+            if not prev or "train" not in prev:
+                results["sizes"][size] = {"size": size, "not_run": short}
+                args.out.write_text(json.dumps(results, indent=2) + "\n")
+            continue
         work = scratch / size
         child = work / "result.json"
         work.mkdir()

@@ -96,23 +96,25 @@ def test_cli_estimate_and_train_dry_run(tmp_path, capsys):
     assert "32 decoder layers" in capsys.readouterr().out and not (tmp_path / "run").exists()
 
 
-MAX_PEAK_ERROR = 0.08  # the CPU peak predicted for every measured size, relative to the measurement
+MAX_PEAK_ERROR = 0.05  # the CPU peak predicted for every measured size, relative to the measurement
 
 
 @pytest.mark.skipif(not RESULTS.is_file(), reason="benchmarks/results/model_sizes.json not committed")
 def test_memory_model_is_fitted_to_and_predicts_every_measured_size():
     """The constants are the least-squares fit to every peak benchmarks/model_sizes.py measured (random weights,
-    batch 4; a new measurement without a refit fails here), and each measured peak is predicted within 8 %
+    batch 4; a new measurement without a refit fails here), and each measured peak is predicted within 5 %
     (the docs table's "estimate's error" column states each size's error)."""
     from dama import estimate as est_mod
 
     sizes = json.loads(RESULTS.read_text())["sizes"]
     measured = {k: v for k, v in sizes.items() if "train" in v}
-    assert len(measured) >= 4
+    assert len([k for k, v in measured.items() if not v.get("superseded")]) >= 4
     fixed, act = est_mod.calibrate(measured)
     assert est_mod.CPU_FIXED_MB == pytest.approx(fixed, abs=1) and est_mod.ACT == pytest.approx(act, abs=0.01)
     errors = {}
     for name, rec in measured.items():
+        if rec.get("superseded"):  # shown in the docs table with why, not part of the fit
+            continue
         e = estimate(name, make_method("dama"), batch_size=rec["train"]["batch_size"], precision="no")
         assert e.trainable_params == rec["train"]["trainable_params"] == rec["layout"]["dama_trainable_params"]
         got = rec["train"]["peak_step_rss_mb"]

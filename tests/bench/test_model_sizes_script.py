@@ -5,6 +5,8 @@ the merged model, and faster-whisper transcribing with it."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.conftest import SHARED_DATA, load_benchmark
@@ -27,3 +29,16 @@ def test_exact_size_trains_saves_merges_and_exports(size, ranks, whisper_base, t
     assert ct2["ct2_matches_hf_greedy"] and ct2["ct2_tokens_compared"] >= 4
     assert ct2["faster_whisper_ran"] and ct2["faster_whisper_mel_bins"] == 80
     assert rec["export_check_passed"]
+
+
+def test_a_size_without_the_free_memory_it_needs_is_not_started(tmp_path):
+    """The script reads MemAvailable before each size: large-v2 at batch 1000 (hundreds of GB predicted) is
+    recorded as not started, with why, instead of being killed by the kernel mid-way."""
+    ms = load_benchmark("model_sizes")
+    assert ms.memory_short("tiny", 4) is None
+    short = ms.memory_short("large-v2", 1000)
+    assert short.startswith("not started: needs about") and "GB was free" in short
+    out = tmp_path / "r.json"
+    assert ms.main(["--sizes", "large-v2", "--batch", "1000", "--out", str(out), "--work", str(tmp_path)]) == 0
+    rec = json.loads(out.read_text())["sizes"]["large-v2"]
+    assert rec["not_run"].startswith("not started: needs about") and "train" not in rec
