@@ -90,8 +90,11 @@ def main() -> None:
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
                     "torch_threads": torch.get_num_threads(),
                     "load_average_1min": {"start": load[0], "max": max(load), "mean": sum(load) / len(load)},
-                    "note": "shared machine: every variant ran in the same rounds, so the ratios are comparable; "
-                            "absolute seconds depend on the load (re-run idle for absolute numbers)"},
+                    "note": ("shared machine: variants interleaved over the rounds, best round kept; "
+                             if args.repeats > 1 else
+                             "shared machine: ONE round, so the variants ran one after another and the load "
+                             "may have changed between them; ")
+                            + "absolute seconds depend on the load (re-run idle for absolute numbers)"},
         "setup": vars(args), "audio_seconds": m.seconds, "variants": res,
         "differing": {name: [{"clip": m[i].id, "generate": hyps["generate"][i], name: hyps[name][i]}
                              for i in range(len(m)) if hyps[name][i] != hyps["generate"][i]]
