@@ -110,6 +110,12 @@ def onto_slot(w, cfg: dict, slot: str, base: str | Path | None = None, label: st
     return Whisper(model, clean.tokenizer, clean.feature_extractor, w.name), moved
 
 
+def _refuse_new_token_ggml(run_dir: Path, nl: dict) -> None:
+    raise DamaError(f"--format ggml: {run_dir} added the language token <|{nl['code']}|>, and "
+                    "whisper.cpp's language table is fixed; export with --language-slot CODE to serve "
+                    f"{nl['name']} on an existing Whisper language token")
+
+
 def export_run(run_dir: str | Path, fmt: str, out: str | Path, quantization: str | None = None,
                force: bool = False, base: str | Path | None = None, log=print,
                language_slot: str | None = None) -> Path:
@@ -133,6 +139,8 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path, quantization: str
     check_out(run_dir, out, force)
     run = RunFolder(run_dir)
     cfg = run.read_config()
+    if fmt == "ggml" and cfg.get("new_language") and not language_slot:  # refuse before loading and merging
+        _refuse_new_token_ggml(run_dir, cfg["new_language"])
     w = run.load(device="cpu", merge=True, base=base)  # checks the base and restores new tokens
     nl = cfg.get("new_language")
     slot = cfg.get("language_slot")  # trained on an existing token already (dama train --language-slot)
@@ -162,9 +170,7 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path, quantization: str
             from dama.models.ggml import FILE_NAME, write_ggml
 
             if nl:
-                raise DamaError(f"--format ggml: {run_dir} added the language token <|{nl['code']}|>, and "
-                                "whisper.cpp's language table is fixed; export with --language-slot CODE to serve "
-                                f"{nl['name']} on an existing Whisper language token")
+                _refuse_new_token_ggml(run_dir, nl)
             final = tmp / "ggml"
             final.mkdir()
             log(f"writing whisper.cpp's ggml format ({quantization})")
