@@ -1,20 +1,28 @@
-"""Long-form transcription, measured: dama's own path and faster-whisper on the CTranslate2 export, side
-by side, zero-shot and with adapters trained with and without timestamps.
+"""Long-form transcription, measured: dama's own path (both strategies) and faster-whisper on the CTranslate2
+export, side by side, zero-shot and with adapters trained with and without timestamps.
 
-For each language (``LANG:test-long``, the first ``--recordings`` recordings, each cut to the clips that
-end within ``--max-seconds``) and each model (``zero-shot`` = whisper-base, then every ``--adapters``
-NAME=RUN_DIR), it reports:
+For each language (``LANG:test-long``: the first ``--recordings`` whole recordings, in the data's own order,
+optionally cut to the clips that end within ``--max-seconds``) and each model (``zero-shot`` = whisper-base,
+then every ``--adapters`` NAME=RUN_DIR trained on that language), it reports:
 
-- per-clip WER: the same clips decoded one by one (dama's short-form path), the reference point;
-- long-form WER per backend: ``dama`` (:func:`dama.longform.transcribe_long`, VAD strategy) and
-  ``faster-whisper`` (``WhisperModel.transcribe(..., vad_filter=True)`` on ``dama export --format ct2``);
+- per-clip WER: the same clips decoded one by one (dama's short-form path, encoder outputs cached), the
+  reference point; with ``--test-clips N`` also each adapter's per-clip WER on the first N clips of
+  ``LANG:test`` (-1: all), the accuracy cost of timestamp training (the subset's per-clip WER is then read
+  from the same decoding);
+- long-form WER per backend/strategy: ``dama``/``vad`` and ``dama``/``sequential``
+  (:func:`dama.longform.transcribe_long`) and ``faster-whisper``/``vad`` (``WhisperModel.transcribe(...,
+  vad_filter=True)`` on the float32 CTranslate2 export of the same merged model);
 - segment boundary error against the true clip times (median and 90th percentile, ms);
 - loops: long-form hypotheses with a word 4-gram repeated >= 4 times;
-- real-time factor (decoding time / audio time, model loading excluded) per backend;
+- real-time factor (decoding time / audio time, model loading and export excluded), every backend in one run;
 - no speech: words emitted on 60 s of digital silence and 60 s of white noise (sigma 0.05), per backend.
 
-    python benchmarks/longform.py --langs swahili,yoruba --recordings 1 --max-seconds 90 \\
-        --adapters without=RUNS/swahili-0.5h-dama-s0,with=RUNS/swahili-0.5h-dama-ts50-s0 \\
+The results file is rewritten after every row (atomically), so an interrupted run keeps what it measured;
+``--append`` adds a run's rows to an existing file (e.g. adapters trained after the zero-shot run), listing
+every command. Within one run, each model's backends run back to back on the same recordings.
+
+    python benchmarks/longform.py --langs swahili,yoruba --recordings 1 --test-clips -1 \\
+        --adapters no-ts=RUNS/sw-ts0,ts-0.5=RUNS/sw-ts05,no-ts=RUNS/yo-ts0,ts-0.5=RUNS/yo-ts05 \\
         --out benchmarks/results/longform.json
 
 An adapter applies to the language it was trained on only (its config's data spec names the corpus).
@@ -53,6 +61,8 @@ def _cut(u, max_seconds: float):
 
 def _ct2_dir(name: str, run: str | None, work: Path) -> Path:
     out = work / f"ct2-{name}"
+    if out.is_dir():
+        return out
     if run:
         from dama.deploy.export import export_run
 
@@ -68,29 +78,58 @@ def _ct2_dir(name: str, run: str | None, work: Path) -> Path:
     return out
 
 
+def _merge(paths: list[str], out: str) -> None:
+    from dama.outputs import atomic_write_text
+    from dama.safeio import read_json
+
+    parts = [read_json(Path(p)) for p in paths]
+    merged = {**parts[0], "command": [], "subsets": {}, "test_wer": [], "rows": []}
+    for d in parts:
+        merged["command"] += [d["command"]] if isinstance(d["command"], str) else d["command"]
+        merged["subsets"].update(d.get("subsets", {}))
+        merged["test_wer"] += d.get("test_wer", [])
+        merged["rows"] += d["rows"]
+    atomic_write_text(out, json.dumps(merged, indent=1, default=str) + "\n")
+    print(f"wrote {out} from {len(parts)} files")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--langs", default="swahili,yoruba")
-    ap.add_argument("--recordings", type=int, default=1, help="first N long recordings per language")
+    ap.add_argument("--recordings", type=int, default=1, help="first N long recordings per language (0 = all)")
     ap.add_argument("--max-seconds", type=float, default=0.0, help="cut each recording after the last clip "
                     "ending within this many seconds (0 = whole recordings)")
     ap.add_argument("--adapters", default="", help="NAME=RUN_DIR,... (each applies to its training language)")
     ap.add_argument("--backends", default="dama,faster-whisper")
+    ap.add_argument("--strategies", default="vad,sequential", help="dama's long-form strategies to run")
+    ap.add_argument("--sequential-models", default="", help="run the sequential strategy only for these model "
+                    "names (comma-separated; default: every model)")
+    ap.add_argument("--test-clips", type=int, default=0, help="also score each adapter per clip on the first N "
+                    "clips of LANG:test (-1 = the whole split; 0 = only the subset's clips)")
     ap.add_argument("--no-zero-shot", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--cache-dir", default=None, help="encoder-output cache for the per-clip decoding")
     ap.add_argument("--out", default="benchmarks/results/longform.json")
+    ap.add_argument("--append", action="store_true", help="add this run's rows to --out (same settings; its "
+                    "command is listed beside the earlier ones) instead of replacing it")
+    ap.add_argument("--merge", nargs="+", metavar="JSON", help="measure nothing: join these results files (runs "
+                    "made at the same time, e.g. one per model) into --out")
     args = ap.parse_args()
+    if args.merge:
+        return _merge(args.merge, args.out)
 
     import torch
 
     torch.set_num_threads(args.threads)
+    from dama.data.manifest import Manifest
     from dama.data.spec import load_data
     from dama.deploy.export import load_faster_whisper
+    from dama.evaluate.cached import evaluate_cached
     from dama.evaluate.longform import boundary_errors_ms, has_loop, summarize_boundaries
     from dama.evaluate.run import score_hyps
     from dama.longform import LongformOptions, text_of, transcribe_long
     from dama.models.load import load_whisper
-    from dama.models.transcribe import transcribe
+    from dama.outputs import atomic_write_text
     from dama.runs import load_run
     from dama.safeio import read_json
 
@@ -99,40 +138,80 @@ def main() -> None:
         name, _, run = item.partition("=")
         models.append((name, run))
     backends = args.backends.split(",")
+    strategies = args.strategies.split(",")
+    seq_models = set(filter(None, args.sequential_models.split(",")))
     silence = np.zeros(60 * SR, np.float32)
     noise = np.random.default_rng(0).normal(0, 0.05, 60 * SR).astype(np.float32)
-    rows = []
     work = Path(tempfile.mkdtemp(prefix="longform-bench-"))
+    cache = Path(args.cache_dir) if args.cache_dir else work / "encoder-cache"
+    rows, subsets, test_wer = [], {}, []
+    result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": args.threads,
+                          "note": "2 CPU cores shared with other jobs, no GPU: RTFs are upper bounds; every "
+                                  "backend ran in this one run, back to back, on the same recordings"},
+              "command": " ".join(["python benchmarks/longform.py", *sys.argv[1:]]),
+              "settings": {"recordings": args.recordings, "max_seconds": args.max_seconds,
+                           "subset_rule": "the first N recordings of LANG:test-long in the data's own order, whole "
+                                          "(recordings = 0: all)" if not args.max_seconds else
+                                          "the first N recordings, each cut after the last clip ending by max_seconds",
+                           "longform": dict(LongformOptions().__dict__)},
+              "subsets": subsets, "test_wer": test_wer, "rows": rows}
+    if args.append and Path(args.out).is_file():
+        before = read_json(Path(args.out))
+        rows[:0], test_wer[:0] = before["rows"], before.get("test_wer", [])
+        subsets.update(before.get("subsets", {}))
+        result["command"] = [*([before["command"]] if isinstance(before["command"], str) else before["command"]),
+                             result["command"]]
+
+    def save() -> None:
+        atomic_write_text(args.out, json.dumps(result, indent=1, default=str) + "\n")
+
     for lang_name in args.langs.split(","):
-        m = load_data(f"{lang_name}:test-long")[: args.recordings]
+        m = load_data(f"{lang_name}:test-long")
+        m = m[: args.recordings] if args.recordings else m
         clips_m = load_data(f"{lang_name}:test")
         by_id = {u.id: u for u in clips_m}
         recs = [(u, *_cut(u, args.max_seconds)) for u in m]
         code = m[0].language
         audio_s = sum(len(a) for _, a, _ in recs) / SR
+        clip_list = Manifest([by_id[s.source] for _, _, truth in recs for s in truth], name=f"{lang_name}:clips")
+        subsets[lang_name] = {"recordings": [u.id for u, _, _ in recs], "clips": len(clip_list),
+                              "audio_seconds": round(audio_s, 1),
+                              "recordings_in_set": len(load_data(f"{lang_name}:test-long"))}
         for name, run in models:
             if run and not read_json(Path(run) / "config.json")["data"]["train"].startswith(lang_name):
                 continue
             w = load_run(run, device="cpu") if run else load_whisper("whisper-base", device="cpu")
-            # per-clip reference: the same clips, one by one
-            from dama.data.audio import load_audio
-            from dama.data.manifest import Manifest
-
-            clip_list = Manifest([by_id[s.source] for _, _, truth in recs for s in truth], name=f"{lang_name}:clips")
-            t = time.perf_counter()
-            hyps = transcribe(w, [load_audio(u.audio) for u in clip_list], code)
-            per_clip = score_hyps(clip_list, [code] * len(clip_list), hyps)
-            per_clip_rtf = (time.perf_counter() - t) / audio_s
+            tag = f"{lang_name}-{name}"
+            # per-clip reference: the same clips one by one (and, for an adapter, the whole test split)
+            got = {}
+            if run and args.test_clips:
+                test_m = clips_m if args.test_clips < 0 else Manifest(clips_m[: args.test_clips], name=clips_m.name)
+                full = evaluate_cached(w, test_m, code, work / f"{tag}.test.hyps.jsonl", cache, log=lambda *a: None)
+                first = "" if args.test_clips < 0 else f", first {len(test_m)}"
+                test_wer.append({"language": lang_name, "model": name, "run": run, "data": f"{lang_name}:test{first}",
+                                 "wer": round(full["wer"], 4), "cer": round(full["cer"], 4), "n": full["n"],
+                                 "timestamp_share": read_json(Path(run) / "config.json")["train"].get(
+                                     "timestamp_share", 0.0)})
+                got = {json.loads(x)["id"]: json.loads(x)["hyp"]
+                       for x in (work / f"{tag}.test.hyps.jsonl").read_text().splitlines()}
+            if all(u.id in got for u in clip_list):  # the subset's clips were just decoded
+                per_clip = score_hyps(clip_list, [code] * len(clip_list), [got[u.id] for u in clip_list])
+            else:
+                per_clip = evaluate_cached(w, clip_list, code, work / f"{tag}.clips.hyps.jsonl", cache,
+                                           log=lambda *a: None)
             row_base = {"language": lang_name, "model": name, "run": run, "recordings": len(recs),
                         "clips": len(clip_list), "audio_seconds": round(audio_s, 1),
-                        "per_clip_wer": round(per_clip["wer"], 4), "per_clip_rtf": round(per_clip_rtf, 3)}
-            for backend in backends:
+                        "per_clip_wer": round(per_clip["wer"], 4)}
+            combos = [(b, "vad") for b in backends if b != "dama" or "vad" in strategies]  # the VAD paths first,
+            combos += [("dama", "sequential")] if "dama" in backends and "sequential" in strategies and (
+                not seq_models or name in seq_models) else []  # then the slowest
+            for backend, strategy in combos:
                 if backend == "dama":
                     engine = w
                 else:
-                    engine = load_faster_whisper(_ct2_dir(name, run, work), device="cpu", compute_type="float32",
-                                                 cpu_threads=args.threads)
-                opts = LongformOptions(language=code)
+                    ct2 = _ct2_dir(tag if run else "zero-shot", run, work)
+                    engine = load_faster_whisper(ct2, device="cpu", compute_type="float32", cpu_threads=args.threads)
+                opts = LongformOptions(language=code, strategy=strategy)
                 hyps_long, errors, loops, secs = [], [], 0, 0.0
                 for _u, audio, truth in recs:
                     t = time.perf_counter()
@@ -146,22 +225,15 @@ def main() -> None:
                 scored = score_hyps(refs, [code] * len(refs), hyps_long)
                 no_speech = {k: len(text_of(transcribe_long(engine, a, opts)).split())
                              for k, a in (("silence_60s_words", silence), ("noise_60s_words", noise))}
-                row = {**row_base, "backend": backend, "long_wer": round(scored["wer"], 4),
+                row = {**row_base, "backend": backend, "strategy": strategy, "long_wer": round(scored["wer"], 4),
                        "long_minus_per_clip": round(scored["wer"] - per_clip["wer"], 4),
                        **summarize_boundaries(errors), "loops": loops, "rtf": round(secs / audio_s, 3), **no_speech}
                 rows.append(row)
+                save()
                 print(json.dumps(row), flush=True)
+                del engine
             del w
-    result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": args.threads,
-                          "note": "shared 2-core CPU, no GPU; other jobs ran at the same time: RTFs are upper "
-                                  "bounds, and dama vs faster-whisper ran back to back, not in isolation"},
-              "command": " ".join(["python benchmarks/longform.py", *sys.argv[1:]]),
-              "settings": {"recordings": args.recordings, "max_seconds": args.max_seconds,
-                           "longform": {k: v for k, v in LongformOptions().__dict__.items()}},
-              "rows": rows}
-    from dama.outputs import atomic_write_text
-
-    atomic_write_text(args.out, json.dumps(result, indent=1, default=str) + "\n")
+    save()
     print(f"wrote {args.out}")
 
 

@@ -442,6 +442,66 @@ def large_model_plan(sizes: tuple[str, ...] = ("tiny", "base", "small", "medium"
     return "\n".join(out)
 
 
+LONGFORM = HERE / "results" / "longform.json"
+
+
+def _ms(x: float | None) -> str:
+    return NONE if x is None else f"{x:.0f}"
+
+
+def _subset_line(d: dict) -> str:
+    cut = d.get("settings", {}).get("max_seconds")
+    cut = f", cut after the clips ending within {cut:.0f} s" if cut else ""
+    parts = [f"{lang}: {len(v['recordings'])} of {v['recordings_in_set']} recordings{cut} ({v['clips']} clips, "
+             f"{v['audio_seconds']:.0f} s)" for lang, v in d.get("subsets", {}).items()]
+    return "; ".join(parts)
+
+
+def longform(path: Path = LONGFORM) -> str:
+    """Every row of benchmarks/longform.py: backend x strategy x model x language, and the accuracy cost of
+    timestamp training on the whole test split."""
+    d = json.loads(path.read_text())
+    cmds = [d["command"]] if isinstance(d["command"], str) else d["command"]
+    out = [" then ".join(f"`{c}`" for c in cmds) + f" ({_subset_line(d)}):", "",
+           "| language | model | backend, strategy | per-clip WER | long-form WER | minus per-clip | boundary median / "
+           "p90 (ms) | loops | RTF | words on 60 s silence / noise |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in d["rows"]:
+        out.append(f"| {r['language']} | {r['model']} | {r['backend']}, {r.get('strategy', 'vad')} | "
+                   f"{r['per_clip_wer']:.3f} | {r['long_wer']:.3f} | {r['long_minus_per_clip']:+.3f} | "
+                   f"{_ms(r['boundary_median_ms'])} / {_ms(r['boundary_p90_ms'])} | {r['loops']} | {r['rtf']:.2f} | "
+                   f"{r['silence_60s_words']} / {r['noise_60s_words']} |")
+    if d.get("test_wer"):
+        out += ["", "Per-clip WER of the same adapters on the test split (the accuracy cost of training "
+                "with timestamps):", "", "| data | model | timestamp share | test WER | CER | clips |",
+                "|---|---|---|---|---|---|"]
+        out += [f"| {t.get('data', t['language'])} | {t['model']} | {t['timestamp_share']} | {t['wer']:.3f} | "
+                f"{t['cer']:.3f} | {t['n']} |" for t in d["test_wer"]]
+    return "\n".join(out)
+
+
+def longform_summary(path: Path = LONGFORM) -> str:
+    """The README's view of benchmarks/longform.py: per language and model, dama's long-form path (VAD)
+    against per-clip decoding, and the deployed path (faster-whisper) beside it."""
+    d = json.loads(path.read_text())
+    rows: dict[tuple[str, str], dict[str, dict]] = {}
+    for r in d["rows"]:
+        rows.setdefault((r["language"], r["model"]), {})[f"{r['backend']}/{r.get('strategy', 'vad')}"] = r
+    out = [f"Long-form ({_subset_line(d)}; dama / faster-whisper on the CT2 export):", "",
+           "| language | model | per-clip WER | long-form WER | boundary median (ms) | RTF |",
+           "|---|---|---|---|---|---|"]
+    for (lang, model), by in rows.items():
+        a, b = by.get("dama/vad"), by.get("faster-whisper/vad")
+        ref = a or b
+
+        def pair(key: str, fmt, a=a, b=b) -> str:
+            return " / ".join(fmt(x[key]) if x and x[key] is not None else NONE for x in (a, b))
+
+        out.append(f"| {lang} | {model} | {ref['per_clip_wer']:.3f} | {pair('long_wer', '{:.3f}'.format)} | "
+                   f"{pair('boundary_median_ms', _ms)} | {pair('rtf', '{:.2f}'.format)} |")
+    return "\n".join(out)
+
+
 BLOCKS: dict[str, Callable[[], str]] = {
     "zero-shot": zero_shot, "probe": probe, "grid": grid, "grid-targets": grid_targets, "ablation": ablation,
     "allocation": allocation,
@@ -450,6 +510,9 @@ BLOCKS: dict[str, Callable[[], str]] = {
 }
 if (HERE / "results" / "deploy_int8_cpu.json").is_file():  # the int8 WER cost on a whole test split
     BLOCKS["deploy-int8"] = lambda: deploy_speed(HERE / "results" / "deploy_int8_cpu.json", timing=False)
+if LONGFORM.is_file():  # benchmarks/longform.py
+    BLOCKS["longform"] = longform
+    BLOCKS["longform-summary"] = longform_summary
 if MODEL_SIZES.is_file():  # every Whisper size, random weights (benchmarks/model_sizes.py)
     BLOCKS["model-sizes"] = model_sizes
     BLOCKS["large-model-plan"] = large_model_plan

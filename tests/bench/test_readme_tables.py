@@ -117,3 +117,38 @@ def test_method_speed_gives_one_table_per_machine(tmp_path, monkeypatch):
     assert text.count("| method |") == 2
     assert "AMD EPYC" in tables[0] and "| DAMA | 1.17 M | 47.9 | 1.00x | 2554 |" in tables[0]
     assert "Intel Xeon" in tables[1] and "| 30.2 |" in tables[1] and "47.9" not in tables[1]
+
+
+def test_longform_tables_come_from_the_results_file(tmp_path, monkeypatch, capsys):
+    """benchmarks/longform.py's rows become the docs table (every row) and the README's (dama beside
+    faster-whisper per model); a long-form WER typed over by hand is caught."""
+    import json
+
+    s = load_summarize()
+    row = {"language": "swahili", "model": "ts-0.5", "per_clip_wer": 0.5123, "boundary_p90_ms": 900.0,
+           "loops": 0, "silence_60s_words": 0, "noise_60s_words": 0}
+    rows = [{**row, "backend": "dama", "strategy": "vad", "long_wer": 0.5234, "long_minus_per_clip": 0.0111,
+             "boundary_median_ms": 250.4, "rtf": 1.23},
+            {**row, "backend": "dama", "strategy": "sequential", "long_wer": 0.61, "long_minus_per_clip": 0.0977,
+             "boundary_median_ms": 700.0, "rtf": 2.5},
+            {**row, "backend": "faster-whisper", "strategy": "vad", "long_wer": 0.5345, "long_minus_per_clip": 0.0222,
+             "boundary_median_ms": 310.0, "rtf": 0.31}]
+    path = tmp_path / "longform.json"
+    path.write_text(json.dumps({"command": ["python benchmarks/longform.py --a", "python benchmarks/longform.py --b"],
+                                "subsets": {"swahili": {"recordings": ["r0"], "recordings_in_set": 22, "clips": 11,
+                                                        "audio_seconds": 200.0}},
+                                "test_wer": [{"language": "swahili", "data": "swahili:test", "model": "ts-0.5",
+                                              "timestamp_share": 0.5, "wer": 0.55, "cer": 0.15, "n": 231}],
+                                "rows": rows}))
+    full = s.longform(path)
+    assert "1 of 22 recordings (11 clips, 200 s)" in full and "then `python benchmarks/longform.py --b`" in full
+    assert "| swahili | ts-0.5 | dama, sequential | 0.512 | 0.610 | +0.098 | 700 / 900 | 0 | 2.50 | 0 / 0 |" in full
+    assert "| swahili:test | ts-0.5 | 0.5 | 0.550 | 0.150 | 231 |" in full
+    summary = s.longform_summary(path)
+    assert "| swahili | ts-0.5 | 0.512 | 0.523 / 0.534 | 250 / 310 | 1.23 / 0.31 |" in summary
+    monkeypatch.setitem(s.BLOCKS, "longform-summary", lambda: s.longform_summary(path))
+    page = tmp_path / "README.md"
+    page.write_text(f"<!-- summarize.py:longform-summary -->\n{summary.replace('0.523', '0.501')}\n"
+                    "<!-- /summarize.py:longform-summary -->\n")
+    assert s.main(["--check", str(page)]) == 1
+    assert "out of date: longform-summary" in capsys.readouterr().err
