@@ -502,6 +502,94 @@ def longform_summary(path: Path = LONGFORM) -> str:
     return "\n".join(out)
 
 
+SERVE = HERE / "results" / "serve.json"
+
+
+def _serve() -> dict:
+    return json.loads(SERVE.read_text())
+
+
+def _run_line(part: dict) -> str:
+    r = part.get("run", {})
+    return (f"`{r.get('command', '?')}` ({r.get('machine', '?')}, load average {r.get('load_average_at_start', '?')} "
+            f"at the start, {r.get('seconds', 0) / 60:.0f} min)" + (f"; {r['note']}" if r.get("note") else ""))
+
+
+def serve_memory() -> str:
+    """Resident memory of dama serve per adapter count, DAMA beside LoRA r=64 (benchmarks/serve_load.py)."""
+    m = _serve()["memory"]
+    out = ["| adapters loaded | DAMA: RSS | DAMA: over the base | LoRA r=64: RSS | LoRA r=64: over the base |",
+           "|---|---|---|---|---|", f"| 0 (whisper-base alone) | {m['base_only_mb']:.0f} MB | – | – | – |"]
+    counts = sorted({int(n) for kind in ("dama", "lora_r64") for n in m.get(kind, {}) if n.isdigit()})
+    for n in counts:
+        cells = []
+        for kind in ("dama", "lora_r64"):
+            row = m.get(kind, {}).get(str(n))
+            cells += [f"{row['rss_mb']:.0f} MB", f"{row['over_base_mb']:.1f} MB"] if row else ["–", "–"]
+        out.append(f"| {n} | " + " | ".join(cells) + " |")
+    out.append(f"| **each extra adapter** | | **{m['dama']['extra_adapter_mb']:.1f} MB** | | "
+               f"**{m['lora_r64']['extra_adapter_mb']:.1f} MB** |")
+    files = m.get("adapter_file_mb")
+    if files:
+        out += ["", "Adapter files on disk: " + ", ".join(f"{k} {v:.1f} MB" for k, v in files.items()) + "."]
+    return "\n".join(out + ["", "Measured with " + _run_line(m) + "."])
+
+
+def serve_routing() -> str:
+    """Language routing accuracy and WER routed vs given (benchmarks/serve_load.py --parts routing)."""
+    r = _serve()["routing"]
+    out = ["| test clips | clips | routed correctly | WER, language given | WER, routed | routed minus given |",
+           "|---|---|---|---|---|---|"]
+    for name, acc in r["accuracy"].items():
+        w = r["wer"].get(name)
+        label = "FLEURS control (en, de, es, fr, pt; odd-numbered)" if name == "control" else name
+        wer = (f"{w['given']:.3f} | {w['routed']:.3f} | {w['routed_minus_given_points']:+.1f} points"
+               if w else "– | – | –")
+        out.append(f"| {label} | {r['clips'][name]} | {acc:.2f} | {wer} |")
+    info = r["router"]
+    plot = r.get("confusion_plot")
+    missing = [k for k in r["clips"] if k not in r["accuracy"]]
+    out += ["", f"Router: encoder layers {info.get('layers')} pooled + Whisper's language log-probabilities, "
+            f"C = {info.get('c')}, trained on {info.get('trained_on')} clips"
+            + (f"; confusion matrix: [{plot}](../benchmarks/results/{plot})" if plot else "") + ". "
+            "Language given: the adapter of that language (control: the bare base model, i.e. zero-shot)."
+            + (f" Not measured (the run was stopped first): {', '.join(missing)}." if missing else "")]
+    return "\n".join(out + ["", "Measured with " + _run_line(r) + "."])
+
+
+def serve_load() -> str:
+    """Throughput and latency of dama serve, batching on vs off (benchmarks/serve_load.py --parts load)."""
+    d = _serve()["load"]
+    out = ["| clients | batching: audio s / s | p50 / p95 latency | no batching: audio s / s | p50 / p95 latency "
+           "| answered, same as offline |", "|---|---|---|---|---|---|"]
+    for n in sorted({v["clients"] for k, v in d.items() if isinstance(v, dict) and "clients" in v}):
+        on, off = d[f"batching/{n}_clients"], d[f"no_batching/{n}_clients"]
+        cells = [f"{x['throughput_audio_s_per_s']:.2f} | {x['latency_p50_s']:.1f} / {x['latency_p95_s']:.1f} s"
+                 for x in (on, off)]
+        out.append(f"| {n} | {cells[0]} | {cells[1]} "
+                   f"| {on['answered'] + off['answered']} of {on['requests'] + off['requests']}, "
+                   f"{on['same_as_offline'] + off['same_as_offline']} |")
+    out += ["", f"Largest batch formed: {d.get('batching/largest_batch')}."]
+    return "\n".join(out + ["", "Measured with " + _run_line(d) + "."])
+
+
+def serve_summary() -> str:
+    """The README's few lines on dama serve, from benchmarks/results/serve.json."""
+    d = _serve()
+    m, r, ld = d["memory"], d["routing"], d["load"]
+    routed = ", ".join(f"{k} {v:.2f}" + (f" ({r['wer'][k]['routed_minus_given_points']:+.1f})" if k in r["wer"] else "")
+                       for k, v in r["accuracy"].items())
+    n = max(v["clients"] for v in ld.values() if isinstance(v, dict) and "clients" in v)
+    on, off = ld[f"batching/{n}_clients"], ld[f"no_batching/{n}_clients"]
+    return "\n".join([
+        "| measured (whisper-base, 2 CPU cores) | result |", "|---|---|",
+        f"| memory per extra adapter: DAMA / LoRA r=64 | {m['dama']['extra_adapter_mb']:.1f} / "
+        f"{m['lora_r64']['extra_adapter_mb']:.1f} MB |",
+        f"| language routing: share routed right (WER points lost vs language given) | {routed} |",
+        f"| {n} concurrent clients: audio s / s, batching on / off | {on['throughput_audio_s_per_s']:.2f} / "
+        f"{off['throughput_audio_s_per_s']:.2f} |"])
+
+
 BLOCKS: dict[str, Callable[[], str]] = {
     "zero-shot": zero_shot, "probe": probe, "grid": grid, "grid-targets": grid_targets, "ablation": ablation,
     "allocation": allocation,
@@ -516,6 +604,13 @@ if LONGFORM.is_file():  # benchmarks/longform.py
 if MODEL_SIZES.is_file():  # every Whisper size, random weights (benchmarks/model_sizes.py)
     BLOCKS["model-sizes"] = model_sizes
     BLOCKS["large-model-plan"] = large_model_plan
+if SERVE.is_file():  # dama serve (benchmarks/serve_load.py): each part once measured
+    _parts = set(_serve())
+    BLOCKS.update({name: f for name, f, part in (("serve-memory", serve_memory, "memory"),
+                                                 ("serve-routing", serve_routing, "routing"),
+                                                 ("serve-load", serve_load, "load")) if part in _parts})
+    if {"memory", "routing", "load"} <= _parts:
+        BLOCKS["serve-summary"] = serve_summary
 METHOD_SPEED = sorted((HERE / "results").glob("method_speed_*.json"))  # method_speed_cpu.json first
 if METHOD_SPEED:
     BLOCKS["method-speed"] = method_speeds
