@@ -40,8 +40,8 @@ FRAMES = 1500  # encoder frames per clip (30 s): what the cache stores and cross
 # Calibration: calibrate() over every size measured in benchmarks/results/model_sizes.json
 # (`python benchmarks/model_sizes.py`: batch 4, float32, K/V cache on as by default; see the module doc);
 # tests/test_estimate.py checks these equal the fit and each measured peak's error (docs/large-models.md)
-ACT = 4.75  # activation bytes per (clip x decoder layer x frame x d_model) in units of 4 B (float32)
-CPU_FIXED_MB = 553.9  # the process without the model: Python, torch, transformers, the data
+ACT = 4.83  # activation bytes per (clip x decoder layer x frame x d_model) in units of 4 B (float32)
+CPU_FIXED_MB = 551.9  # the process without the model: Python, torch, transformers, the data
 GPU_ACT_SCALE = 0.6  # bf16/fp16 autocast: linear outputs in 16 bits, softmax and norms still float32
 GPU_FIXED_MB = 600.0  # CUDA context and allocator slack
 CACHE_MB_PER_CLIP_PER_D = FRAMES * 2 / MB  # float16, 1500 frames
