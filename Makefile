@@ -28,7 +28,7 @@ demo: setup
 
 test: setup
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/python -m pytest -q -rs
+	$(BIN)/python -m pytest -q -rs --durations=20
 
 # The method comparison (benchmarks/bench.yaml); restartable, re-run to continue. Quick: a first look.
 bench: setup

@@ -12,7 +12,7 @@ from tests.models.test_greedy import _adapted
 
 pytest.importorskip("ctranslate2", reason="ctranslate2 is not installed (pip install 'dama[dev]')")
 
-from dama.models.ct2_greedy import ct2_decoder  # noqa: E402
+from dama.models.ct2_greedy import ct2_decoder, rows_per_call  # noqa: E402
 
 
 def _case(w, n=6, seed=0):
@@ -64,3 +64,14 @@ def test_new_language_tokens_are_declined(tiny6_ct2_dir):
 def test_unmerged_adapter_layers_are_declined(tiny6_ct2_dir):
     w = _adapted(tiny6_ct2_dir, "dora")  # DoRA layers stay adapter layers in the merged copy
     assert ct2_decoder(w, merged_decoder(w.model)) is None
+
+
+def test_rows_per_call_is_bounded_by_the_keys_values_memory():
+    from transformers import WhisperConfig
+
+    base = WhisperConfig(d_model=512, decoder_layers=6, max_source_positions=1500)
+    large = WhisperConfig(d_model=1280, decoder_layers=32, max_source_positions=1500)
+    assert rows_per_call(base) == 43  # 1.5 GiB / 36.9 MB
+    assert rows_per_call(large) == 3  # 1.5 GiB / 491.5 MB: large models stay at a few rows per call
+    assert rows_per_call(base, budget_bytes=1) == 1
+    assert rows_per_call(WhisperConfig(d_model=8, decoder_layers=1, max_source_positions=10)) == 64  # capped

@@ -1,4 +1,4 @@
-"""Greedy decoding from encoder outputs with CTranslate2: validation and test decoding, about 2x faster.
+"""Greedy decoding from encoder outputs with CTranslate2: validation and test decoding, about 1.6x faster.
 
 :func:`dama.models.greedy.greedy_decode` runs the decoder in PyTorch; on a CPU its time goes to
 per-step framework work around small matrices (re-indexing the key/value caches as rows finish,
@@ -80,6 +80,7 @@ class Ct2Greedy:
     model: object
     vocab_size: int
     max_positions: int
+    rows_per_call: int = 16
 
     @torch.no_grad()
     def decode(self, w: Whisper, encoder_hidden: torch.Tensor, prompts: list[list[int]], budgets: list[int],
@@ -141,7 +142,26 @@ def ct2_decoder(w: Whisper, decoder: torch.nn.Module, threads: int | None = None
              "config.json": json.dumps(config).encode()}
     ct = ctranslate2.models.Whisper("dama-decoding", device="cpu", compute_type="float32",
                                     intra_threads=threads or torch.get_num_threads(), files=files)
-    return Ct2Greedy(ct, cfg.vocab_size, cfg.max_target_positions)
+    return Ct2Greedy(ct, cfg.vocab_size, cfg.max_target_positions, rows_per_call(cfg))
 
 
-__all__ = ["Ct2Greedy", "ct2_available", "ct2_decoder"]
+# Memory CTranslate2 may hold for one call's cross-attention keys/values (float32), which set how many
+# rows a call decodes: see rows_per_call.
+CT2_KV_BUDGET_BYTES = 1.5 * 2**30
+
+
+def rows_per_call(cfg, budget_bytes: float = CT2_KV_BUDGET_BYTES, cap: int = 64) -> int:
+    """How many rows one CTranslate2 call should decode: as many as the cross-attention keys/values of
+    ``budget_bytes`` hold, at most ``cap``.
+
+    Why more than the decode batch: every greedy step reads the whole decoder and its 51,865-way output
+    projection (about 190 MB in float32 on whisper-base) whatever the number of rows, so few rows per step
+    leave the step bound by that read. Measured on 48 Swahili test clips (idle, 2 threads,
+    ``benchmarks/results/eval_decode_b48_cpu.json``): 16 rows per call took 20.2 s, 48 rows 14.8 s, for
+    the same tokens. Each row costs its keys/values, 2 x layers x 1500 frames x d_model floats (37 MB on
+    whisper-base, 491 MB on large-v3), so the budget keeps large models at a handful of rows."""
+    per_row = 2 * cfg.decoder_layers * cfg.max_source_positions * cfg.d_model * 4
+    return max(1, min(cap, int(budget_bytes // per_row)))
+
+
+__all__ = ["Ct2Greedy", "ct2_available", "ct2_decoder", "rows_per_call"]
