@@ -7,7 +7,8 @@ under ``--data-root`` or ``$DAMA_DATA``), a manifest file (``.jsonl``/``.json``/
 ``.parquet``/``.arrow`` file; :mod:`dama.data.hf`), or lhotse manifests (a CutSet or a recordings +
 supervisions pair, ``.jsonl.gz``, or their folder with ``:split``; :mod:`dama.data.lhotse_manifests`).
 Synthetic speech: ``udhr-synth:en+de+es:30`` (UDHR articles 1..30 read by espeak-ng, built once under
-the cache folder; :func:`dama.data.recipes.udhr_synth.load_synth_spec`). Several specs can be joined with commas. ``CORPUS:SPLIT-long`` (``swahili:test-long``) is that
+the cache folder; :func:`dama.data.recipes.udhr_synth.load_synth_spec`). Several specs can be joined
+with commas. ``CORPUS:SPLIT-long`` (``swahili:test-long``) is that
 split's clips joined into recordings of minutes, with the true clip boundaries (:mod:`dama.data.longform`).
 """
 
