@@ -590,6 +590,21 @@ def serve_summary() -> str:
         f"{off['throughput_audio_s_per_s']:.2f} |"])
 
 
+SIX_LANGUAGES = HERE / "cpu-whisper-base-6lang" / "results.json"  # dama bench --config benchmarks/six-languages.yaml
+
+
+def frontier() -> str:
+    """Per language of the six-language grid: is a DAMA point on the accuracy–forgetting frontier, and where
+    the setting chosen on validation lies (the same table as the grid's report.md)."""
+    from dama.bench.report.markdown import frontier_lines
+
+    d = json.loads(SIX_LANGUAGES.read_text())
+    return "\n".join([*frontier_lines(d), "",
+                      f"{d['runs_finished']} of {d['runs_total']} runs of the grid finished; "
+                      f"the report: [benchmarks/cpu-whisper-base-6lang/report.md]"
+                      f"(benchmarks/cpu-whisper-base-6lang/report.md)."])
+
+
 BLOCKS: dict[str, Callable[[], str]] = {
     "zero-shot": zero_shot, "probe": probe, "grid": grid, "grid-targets": grid_targets, "ablation": ablation,
     "allocation": allocation,
@@ -604,6 +619,8 @@ if LONGFORM.is_file():  # benchmarks/longform.py
 if MODEL_SIZES.is_file():  # every Whisper size, random weights (benchmarks/model_sizes.py)
     BLOCKS["model-sizes"] = model_sizes
     BLOCKS["large-model-plan"] = large_model_plan
+if SIX_LANGUAGES.is_file():
+    BLOCKS["frontier"] = frontier
 if SERVE.is_file():  # dama serve (benchmarks/serve_load.py): each part once measured
     _parts = set(_serve())
     BLOCKS.update({name: f for name, f, part in (("serve-memory", serve_memory, "memory"),
