@@ -590,6 +590,22 @@ def serve_summary() -> str:
         f"{off['throughput_audio_s_per_s']:.2f} |"])
 
 
+REHEARSAL = HERE / "results" / "rehearsal.json"  # dama train --rehearsal runs beside the grid's
+
+
+def rehearsal() -> str:
+    """DAMA at its chosen rate with and without rehearsal, beside LoRA and DAMA 1e-3 of the same grid."""
+    d = json.loads(REHEARSAL.read_text())
+    out = ["| language | run | rehearsal share | val WER | test WER | forgetting (points) |", "|---|---|---|---|---|---|"]
+    for r in d["runs"]:
+        method = "LoRA r=64" if "-lora-" in r["run"] else "DAMA"
+        lr = "3e-3" if "lr-3e-3" in r["run"] else "1e-3"
+        share = f"{r['rehearsal_share']:g}" if r["rehearsal_share"] else "–"
+        out.append(f"| {r['language']} | {method} {lr} | {share} | {r['best_val_wer']:.4f} | {r['test_wer']:.4f} "
+                   f"| {r['forgetting_points']:+.1f} |")
+    return "\n".join(out)
+
+
 SIX_LANGUAGES = HERE / "cpu-whisper-base-6lang" / "results.json"  # dama bench --config benchmarks/six-languages.yaml
 
 
@@ -621,6 +637,8 @@ if MODEL_SIZES.is_file():  # every Whisper size, random weights (benchmarks/mode
     BLOCKS["large-model-plan"] = large_model_plan
 if SIX_LANGUAGES.is_file():
     BLOCKS["frontier"] = frontier
+if REHEARSAL.is_file():
+    BLOCKS["rehearsal"] = rehearsal
 if SERVE.is_file():  # dama serve (benchmarks/serve_load.py): each part once measured
     _parts = set(_serve())
     BLOCKS.update({name: f for name, f, part in (("serve-memory", serve_memory, "memory"),
