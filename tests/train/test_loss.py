@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dama.train.loss import chunked_cross_entropy
+from dama.train.loss import chunked_cross_entropy, soft_cross_entropy
 
 
 @pytest.mark.parametrize("train_weight", [False, True])
@@ -24,6 +24,41 @@ def test_chunked_cross_entropy_matches_standard(train_weight, chunk):
     assert got.item() == pytest.approx(ref.item(), rel=1e-5)
     for a, b in zip(got_grads, ref_grads):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("train_weight", [False, True])
+@pytest.mark.parametrize("chunk", [3, 1000])
+def test_soft_targets_score_against_a_distribution(train_weight, chunk):
+    """Positions with a soft target (k ids, probabilities p) give -sum_k p_k log softmax(z)_k, the others their
+    label's cross-entropy; value and gradients as autograd computes them on full logits."""
+    g = torch.Generator().manual_seed(1)
+    hidden = torch.randn(2, 9, 16, generator=g, requires_grad=True)
+    weight = torch.randn(50, 16, generator=g, requires_grad=train_weight)
+    labels = torch.randint(0, 50, (2, 9), generator=g)
+    labels[0, :3] = -100
+    labels[1, 6:] = -100
+    mask = torch.zeros(2, 9, dtype=torch.bool)
+    mask[1, :6] = True  # the second row is a rehearsal example, scored against its teacher
+    mask[1, 7] = True  # a soft target on an ignored (padding) position is ignored too
+    ids = torch.stack([torch.randperm(50, generator=g)[:4] for _ in range(18)]).reshape(2, 9, 4)
+    probs = torch.rand(2, 9, 4, generator=g).softmax(-1)
+    logp = (hidden @ weight.T).log_softmax(-1)
+    valid = labels != -100
+    hard = -logp.gather(-1, labels.clamp(min=0)[..., None])[..., 0]
+    smooth = -(logp.gather(-1, ids) * probs).sum(-1)
+    ref = torch.where(mask, smooth, hard)[valid].mean()
+    params = [hidden] + ([weight] if train_weight else [])
+    ref_grads = torch.autograd.grad(ref * 2, params)
+    for got in (chunked_cross_entropy(hidden, weight, labels, chunk=chunk, soft=(mask, ids, probs)),
+                soft_cross_entropy(hidden @ weight.T, labels, (mask, ids, probs))):
+        got_grads = torch.autograd.grad(got * 2, params)
+        assert got.item() == pytest.approx(ref.item(), rel=1e-5)
+        for a, b in zip(got_grads, ref_grads):
+            assert torch.allclose(a, b, atol=1e-5)
+    # a one-hot soft target on the label is the label: the hard loss again
+    one_hot = (torch.ones(2, 9, dtype=torch.bool), labels.clamp(min=0)[..., None], torch.ones(2, 9, 1))
+    assert chunked_cross_entropy(hidden, weight, labels, chunk=chunk, soft=one_hot).item() == pytest.approx(
+        chunked_cross_entropy(hidden, weight, labels, chunk=chunk).item(), rel=1e-6)
 
 
 def test_chunked_cross_entropy_all_ignored_is_zero():

@@ -103,3 +103,42 @@ def test_rehearsal_clips_need_a_language(tiny_ct2_dir, corpus, tmp_path):
     with pytest.raises(DataError, match="own language"):
         t.fit(resume=False)
 
+
+
+def test_distribution_targets_are_the_base_models_and_train(tiny_ct2_dir, corpus, control, tmp_path):
+    """--rehearsal-targets distribution: each rehearsal example carries the base model's top-k next-token
+    distribution at each label position (computed before the adapter exists), target examples none; training
+    runs on them."""
+    import torch
+
+    from dama.runs import RunFolder
+    from dama.train.batches import collate
+    from dama.train.rehearsal import TOP_K
+    from dama.train.trainer import Trainer
+
+    w = load_whisper(tiny_ct2_dir)
+    cfg = TrainConfig(epochs=1, batch_size=4, cache_dir=str(tmp_path / "cache"), rehearsal=str(control),
+                      rehearsal_share=0.5, rehearsal_targets="distribution")
+    t = Trainer(w, make_method("lora"), load_data("swahili:train", corpus), None, RunFolder(tmp_path / "run"), cfg,
+                "sw", log=lambda *a: None)
+    adapted, state, summary = t.fit(resume=False)
+    rehearsal = [e for e in t.examples if e.row >= t.n_target]
+    assert rehearsal and set(t.soft_targets) == {e.row for e in rehearsal}
+    e = rehearsal[0]
+    ids, p = t.soft_targets[e.row]
+    assert ids.shape == p.shape == (len(e.tokens) - e.n_prompt, TOP_K)
+    assert torch.allclose(p.sum(-1), torch.ones(len(ids)))
+    # the base model's own distribution: an untouched copy of it, teacher-forced on the same tokens
+    base = load_whisper(tiny_ct2_dir)
+    kw = t.train_inputs.model_kwargs([e.row], "cpu", torch.float32)
+    with torch.no_grad():
+        logits = base.model.eval()(**kw, decoder_input_ids=collate([e], base.generation_config.pad_token_id)[
+            "decoder_input_ids"]).logits[0, e.n_prompt - 1:len(e.tokens) - 1]
+    top, top_ids = logits.topk(TOP_K, -1)
+    assert torch.equal(ids, top_ids) and torch.allclose(p, top.softmax(-1), atol=1e-6)
+    assert state.step == -(-len(t.examples) // 4) and summary["rehearsal_utterances"] == len(rehearsal)
+
+
+def test_rehearsal_targets_must_be_known():
+    with pytest.raises(DamaError, match="rehearsal_targets"):
+        TrainConfig(rehearsal_targets="soft")

@@ -61,6 +61,11 @@ class TrainConfig:
                                        "synth` output), labelled with the base model's own transcripts and mixed "
                                        "into training so the adapter forgets less (docs/method.md#rehearsal)")
     rehearsal_share: float = _opt(0.2, "share of the training examples drawn from --rehearsal")
+    rehearsal_targets: str = _opt("labels", "what a rehearsal clip teaches: labels (the base model's greedy "
+                                            "transcript, cross-entropy) or distribution (the base model's whole "
+                                            "next-token distribution along that transcript, top 32, soft "
+                                            "cross-entropy: self-distillation with soft labels)",
+                                  choices=("labels", "distribution"))
     low_memory: bool = _opt(False, "return freed activations to the OS at once: ~40%% lower peak RSS on CPU, "
                                    "~25%% slower")
     report_to: str = _opt("none", "also log loss, lr and val WER/CER to these trackers through accelerate, "
@@ -91,6 +96,8 @@ class TrainConfig:
             raise DamaError(f"timestamp_share must be in [0, 1], got {self.timestamp_share}")
         if not 0 <= self.rehearsal_share < 1:
             raise DamaError(f"rehearsal_share must be in [0, 1), got {self.rehearsal_share}")
+        if self.rehearsal_targets not in ("labels", "distribution"):
+            raise DamaError(f"rehearsal_targets must be labels or distribution, got {self.rehearsal_targets!r}")
         if not 0 <= self.warmup_frac < 1:
             raise DamaError(f"warmup_frac must be in [0, 1), got {self.warmup_frac}")
 

@@ -63,7 +63,8 @@ from dama.train.checkpoint import (
     save_checkpoint,
 )
 from dama.train.config import TrainConfig
-from dama.train.loss import chunked_cross_entropy, fused_lm_head, hidden_states_as_logits
+from dama.train.loss import chunked_cross_entropy, fused_lm_head, hidden_states_as_logits, soft_cross_entropy
+from dama.train.rehearsal import soft_batch
 
 
 def train(
@@ -185,6 +186,13 @@ class Trainer:
         if not self.examples:
             raise DataError(f"{m.name}: no usable training utterances ({len(skipped)} skipped)")
         self.n_skipped = len(skipped)
+        self.soft_targets = {}
+        if self.cfg.rehearsal_targets == "distribution" and len(m) > self.n_target:
+            from dama.train.rehearsal import teacher_targets
+
+            with self.world.main_first():  # the base model, before the adapter is applied
+                self.soft_targets = teacher_targets(self.w, m, [e for e in self.examples if e.row >= self.n_target],
+                                                    self.cfg.cache_root(self.run.path), log=self.log)
 
     def _rehearsal_clips(self) -> Manifest:
         """--rehearsal: clips in languages the base model knows, labelled by it (:mod:`dama.train.rehearsal`)."""
@@ -353,11 +361,15 @@ class Trainer:
         labels = cols["labels"].to(acc.device)
         served = (self.kv.serving(kw["encoder_outputs"].last_hidden_state, rows) if self.kv is not None
                   else contextlib.nullcontext())
+        soft = soft_batch(batch, self.soft_targets, labels.shape[1]) if self.soft_targets else None
         with contextlib.nullcontext() if sync else acc.no_sync(self.model), served:
             if self.head is not None:  # loss in vocabulary chunks: no batch x tokens x vocab logits
                 with hidden_states_as_logits(acc.unwrap_model(self.model)):
                     hidden = self.model(**kw, decoder_input_ids=dec_ids, use_cache=False).logits
-                loss = chunked_cross_entropy(hidden, self.head.weight, labels)
+                loss = chunked_cross_entropy(hidden, self.head.weight, labels, soft=soft)
+            elif soft is not None:
+                logits = self.model(**kw, decoder_input_ids=dec_ids, use_cache=False).logits
+                loss = soft_cross_entropy(logits, labels, soft)
             else:
                 loss = self.model(**kw, decoder_input_ids=dec_ids, labels=labels, use_cache=False).loss
             if not torch.isfinite(loss):
