@@ -78,6 +78,59 @@ def _ct2_dir(name: str, run: str | None, work: Path) -> Path:
     return out
 
 
+class _EncoderMemo:
+    """dama's VAD path encodes each recording's windows once for every model with the same encoder (DAMA
+    and the other decoder-only adapters leave it frozen): the first model's encoder outputs, batch by batch
+    (the same VAD windows and batches for every model), are kept and given to the next; the encoder time
+    measured the first time is added to each later model's decoding time, so every RTF counts the encoder.
+    Nothing is shared between models whose encoder weights differ (fingerprint of every encoder tensor)."""
+
+    def __init__(self):
+        import dama.longform as lf
+
+        self.lf, self.orig = lf, lf._encode_windows
+        self.memo: dict = {}
+        self.key = None  # (encoder fingerprint, recording id) while a recording is transcribed
+        self.charged = 0.0  # encoder seconds reused in the current call, added to its time
+        lf._encode_windows = self._encode
+
+    @staticmethod
+    def fingerprint(w) -> str:
+        import hashlib
+
+        h = hashlib.sha256()
+        model = w.model.get_base_model() if hasattr(w.model, "get_base_model") else w.model
+        for name, t in sorted(model.model.encoder.state_dict().items()):
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def _encode(self, w, audio, windows):
+        if self.key is None:
+            return self.orig(w, audio, windows)
+        k = (*self.key, tuple((x.start, x.end) for x in windows))
+        if k in self.memo:
+            enc, secs = self.memo[k]
+            self.charged += secs
+            return enc
+        t = time.perf_counter()
+        enc = self.orig(w, audio, windows)
+        self.memo[k] = (enc, time.perf_counter() - t)
+        return enc
+
+
+def _run_test_hyps(run: str, lang_name: str, n: int) -> dict | None:
+    """A finished run's own hypotheses for the whole ``LANG:test`` split (test.hyps.jsonl), or None."""
+    from dama.safeio import read_json
+
+    cfg = read_json(Path(run) / "config.json")
+    path = Path(run) / "test.hyps.jsonl"
+    if cfg["data"].get("test") != f"{lang_name}:test" or cfg["train"].get("test_limit") or not path.is_file():
+        return None
+    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    return {r["id"]: r["hyp"] for r in rows} if len(rows) == n else None
+
+
 def _merge(paths: list[str], out: str) -> None:
     from dama.outputs import atomic_write_text
     from dama.safeio import read_json
@@ -86,7 +139,11 @@ def _merge(paths: list[str], out: str) -> None:
     merged = {**parts[0], "command": [], "subsets": {}, "test_wer": [], "rows": []}
     for d in parts:
         merged["command"] += [d["command"]] if isinstance(d["command"], str) else d["command"]
-        merged["subsets"].update(d.get("subsets", {}))
+        for lang, sub in d.get("subsets", {}).items():  # another subset of a language gets its own entry
+            key = lang
+            while key in merged["subsets"] and merged["subsets"][key] != sub:
+                key += "#"
+            merged["subsets"][key] = sub
         merged["test_wer"] += d.get("test_wer", [])
         merged["rows"] += d["rows"]
     atomic_write_text(out, json.dumps(merged, indent=1, default=str) + "\n")
@@ -107,6 +164,9 @@ def main() -> None:
     ap.add_argument("--test-clips", type=int, default=0, help="also score each adapter per clip on the first N "
                     "clips of LANG:test (-1 = the whole split; 0 = only the subset's clips)")
     ap.add_argument("--no-zero-shot", action="store_true")
+    ap.add_argument("--zero-shot-runs", default="", help="LANG=RUN_DIR,...: `dama train --method zero-shot` runs "
+                    "whose test.hyps.jsonl (the whole LANG:test split) give zero-shot's per-clip WER without "
+                    "decoding the clips again")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cache-dir", default=None, help="encoder-output cache for the per-clip decoding")
     ap.add_argument("--out", default="benchmarks/results/longform.json")
@@ -137,6 +197,7 @@ def main() -> None:
     for item in filter(None, args.adapters.split(",")):
         name, _, run = item.partition("=")
         models.append((name, run))
+    zs_runs = dict(item.split("=", 1) for item in filter(None, args.zero_shot_runs.split(",")))
     backends = args.backends.split(",")
     strategies = args.strategies.split(",")
     seq_models = set(filter(None, args.sequential_models.split(",")))
@@ -165,6 +226,7 @@ def main() -> None:
     def save() -> None:
         atomic_write_text(args.out, json.dumps(result, indent=1, default=str) + "\n")
 
+    memo = _EncoderMemo()
     for lang_name in args.langs.split(","):
         m = load_data(f"{lang_name}:test-long")
         m = m[: args.recordings] if args.recordings else m
@@ -181,19 +243,36 @@ def main() -> None:
             if run and not read_json(Path(run) / "config.json")["data"]["train"].startswith(lang_name):
                 continue
             w = load_run(run, device="cpu") if run else load_whisper("whisper-base", device="cpu")
+            encoder_fp = memo.fingerprint(w)
             tag = f"{lang_name}-{name}"
             # per-clip reference: the same clips one by one (and, for an adapter, the whole test split)
             got = {}
             if run and args.test_clips:
                 test_m = clips_m if args.test_clips < 0 else Manifest(clips_m[: args.test_clips], name=clips_m.name)
-                full = evaluate_cached(w, test_m, code, work / f"{tag}.test.hyps.jsonl", cache, log=lambda *a: None)
                 first = "" if args.test_clips < 0 else f", first {len(test_m)}"
-                test_wer.append({"language": lang_name, "model": name, "run": run, "data": f"{lang_name}:test{first}",
-                                 "wer": round(full["wer"], 4), "cer": round(full["cer"], 4), "n": full["n"],
-                                 "timestamp_share": read_json(Path(run) / "config.json")["train"].get(
-                                     "timestamp_share", 0.0)})
+                own = _run_test_hyps(run, lang_name, len(clips_m)) if args.test_clips < 0 else None
+                if own:  # the run decoded the whole test split when it finished: its hypotheses, not again
+                    full = score_hyps(clips_m, [code] * len(clips_m), [own[u.id] for u in clips_m],
+                                      work / f"{tag}.test.hyps.jsonl")
+                else:
+                    full = evaluate_cached(w, test_m, code, work / f"{tag}.test.hyps.jsonl", cache,
+                                           log=lambda *a: None)
+                entry = {"language": lang_name, "model": name, "run": run, "data": f"{lang_name}:test{first}",
+                         "wer": round(full["wer"], 4), "cer": round(full["cer"], 4), "n": full["n"],
+                         "timestamp_share": read_json(Path(run) / "config.json")["train"].get("timestamp_share", 0.0)}
+                earlier = [t for t in test_wer if t["language"] == lang_name and t["data"] == entry["data"]]
+                if earlier:  # paired bootstrap on the same clips against this language's first adapter
+                    from dama.evaluate.stats import paired_compare, read_hyps
+
+                    c = paired_compare(read_hyps(work / f"{tag}.test.hyps.jsonl"),
+                                       read_hyps(work / f"{lang_name}-{earlier[0]['model']}.test.hyps.jsonl"))
+                    entry["minus_first"] = {"vs": earlier[0]["model"], "diff": round(c.diff, 4),
+                                            "ci95": [round(x, 4) for x in c.ci], "p_bootstrap": round(c.p_bootstrap, 3)}
+                test_wer.append(entry)
                 got = {json.loads(x)["id"]: json.loads(x)["hyp"]
                        for x in (work / f"{tag}.test.hyps.jsonl").read_text().splitlines()}
+            if not run and lang_name in zs_runs:  # a zero-shot run folder's test hypotheses (the same decoding)
+                got = _run_test_hyps(zs_runs[lang_name], lang_name, len(clips_m)) or {}
             if all(u.id in got for u in clip_list):  # the subset's clips were just decoded
                 per_clip = score_hyps(clip_list, [code] * len(clip_list), [got[u.id] for u in clip_list])
             else:
@@ -213,10 +292,13 @@ def main() -> None:
                     engine = load_faster_whisper(ct2, device="cpu", compute_type="float32", cpu_threads=args.threads)
                 opts = LongformOptions(language=code, strategy=strategy)
                 hyps_long, errors, loops, secs = [], [], 0, 0.0
-                for _u, audio, truth in recs:
+                load0 = os.getloadavg()[0]
+                for u, audio, truth in recs:
+                    memo.key, memo.charged = ((encoder_fp, u.id) if backend == "dama" else None), 0.0
                     t = time.perf_counter()
                     segs = transcribe_long(engine, audio, opts)
-                    secs += time.perf_counter() - t
+                    secs += time.perf_counter() - t + memo.charged
+                    memo.key = None
                     text = text_of(segs)
                     hyps_long.append(text)
                     loops += has_loop(text)
@@ -227,7 +309,8 @@ def main() -> None:
                              for k, a in (("silence_60s_words", silence), ("noise_60s_words", noise))}
                 row = {**row_base, "backend": backend, "strategy": strategy, "long_wer": round(scored["wer"], 4),
                        "long_minus_per_clip": round(scored["wer"] - per_clip["wer"], 4),
-                       **summarize_boundaries(errors), "loops": loops, "rtf": round(secs / audio_s, 3), **no_speech}
+                       **summarize_boundaries(errors), "loops": loops, "rtf": round(secs / audio_s, 3), **no_speech,
+                       "load_avg": [round(load0, 2), round(os.getloadavg()[0], 2)]}
                 rows.append(row)
                 save()
                 print(json.dumps(row), flush=True)

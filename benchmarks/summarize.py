@@ -452,9 +452,13 @@ def _ms(x: float | None) -> str:
 def _subset_line(d: dict) -> str:
     cut = d.get("settings", {}).get("max_seconds")
     cut = f", cut after the clips ending within {cut:.0f} s" if cut else ""
-    parts = [f"{lang}: {len(v['recordings'])} of {v['recordings_in_set']} recordings{cut} ({v['clips']} clips, "
-             f"{v['audio_seconds']:.0f} s)" for lang, v in d.get("subsets", {}).items()]
+    parts = [f"{lang.split('#')[0]}: {len(v['recordings'])} of {v['recordings_in_set']} recordings{cut} "
+             f"({v['clips']} clips, {_minutes(v['audio_seconds'])})" for lang, v in d.get("subsets", {}).items()]
     return "; ".join(parts)
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
 def longform(path: Path = LONGFORM) -> str:
@@ -463,20 +467,27 @@ def longform(path: Path = LONGFORM) -> str:
     d = json.loads(path.read_text())
     cmds = [d["command"]] if isinstance(d["command"], str) else d["command"]
     out = [" then ".join(f"`{c}`" for c in cmds) + f" ({_subset_line(d)}):", "",
-           "| language | model | backend, strategy | per-clip WER | long-form WER | minus per-clip | boundary median / "
-           "p90 (ms) | loops | RTF | words on 60 s silence / noise |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+           "| language | model | audio | backend, strategy | per-clip WER | long-form WER | minus per-clip | "
+           "boundary median / p90 (ms) | loops | RTF | words on 60 s silence / noise |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in d["rows"]:
-        out.append(f"| {r['language']} | {r['model']} | {r['backend']}, {r.get('strategy', 'vad')} | "
+        out.append(f"| {r['language']} | {r['model']} | {_minutes(r.get('audio_seconds', 0))} | "
+                   f"{r['backend']}, {r.get('strategy', 'vad')} | "
                    f"{r['per_clip_wer']:.3f} | {r['long_wer']:.3f} | {r['long_minus_per_clip']:+.3f} | "
                    f"{_ms(r['boundary_median_ms'])} / {_ms(r['boundary_p90_ms'])} | {r['loops']} | {r['rtf']:.2f} | "
                    f"{r['silence_60s_words']} / {r['noise_60s_words']} |")
     if d.get("test_wer"):
         out += ["", "Per-clip WER of the same adapters on the test split (the accuracy cost of training "
-                "with timestamps):", "", "| data | model | timestamp share | test WER | CER | clips |",
-                "|---|---|---|---|---|---|"]
+                "with timestamps):", "", "| data | model | timestamp share | test WER | CER | clips | minus the first "
+                "adapter, 95% CI (paired bootstrap) |", "|---|---|---|---|---|---|---|"]
+
+        def vs(t: dict) -> str:
+            c = t.get("minus_first")
+            return NONE if not c else (f"{c['diff']:+.3f} [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}] vs {c['vs']} "
+                                       f"(p = {c['p_bootstrap']:.2f})")
+
         out += [f"| {t.get('data', t['language'])} | {t['model']} | {t['timestamp_share']} | {t['wer']:.3f} | "
-                f"{t['cer']:.3f} | {t['n']} |" for t in d["test_wer"]]
+                f"{t['cer']:.3f} | {t['n']} | {vs(t)} |" for t in d["test_wer"]]
     return "\n".join(out)
 
 
@@ -484,21 +495,51 @@ def longform_summary(path: Path = LONGFORM) -> str:
     """The README's view of benchmarks/longform.py: per language and model, dama's long-form path (VAD)
     against per-clip decoding, and the deployed path (faster-whisper) beside it."""
     d = json.loads(path.read_text())
-    rows: dict[tuple[str, str], dict[str, dict]] = {}
+    rows: dict[tuple[str, str, float], dict[str, dict]] = {}
     for r in d["rows"]:
-        rows.setdefault((r["language"], r["model"]), {})[f"{r['backend']}/{r.get('strategy', 'vad')}"] = r
+        rows.setdefault((r["language"], r["model"], r.get("audio_seconds", 0)), {})[
+            f"{r['backend']}/{r.get('strategy', 'vad')}"] = r
+    several = len({k[2] for k in rows}) > 1
     out = [f"Long-form ({_subset_line(d)}; dama / faster-whisper on the CT2 export):", "",
-           "| language | model | per-clip WER | long-form WER | boundary median (ms) | RTF |",
-           "|---|---|---|---|---|---|"]
-    for (lang, model), by in rows.items():
+           "| language | model" + (" | audio" if several else "") + " | per-clip WER | long-form WER | "
+           "boundary median (ms) | RTF |", "|---|---|" + ("---|" if several else "") + "---|---|---|---|"]
+    for (lang, model, secs), by in rows.items():
         a, b = by.get("dama/vad"), by.get("faster-whisper/vad")
         ref = a or b
 
         def pair(key: str, fmt, a=a, b=b) -> str:
             return " / ".join(fmt(x[key]) if x and x[key] is not None else NONE for x in (a, b))
 
-        out.append(f"| {lang} | {model} | {ref['per_clip_wer']:.3f} | {pair('long_wer', '{:.3f}'.format)} | "
+        audio = f" | {_minutes(secs)}" if several else ""
+        out.append(f"| {lang} | {model}{audio} | {ref['per_clip_wer']:.3f} | {pair('long_wer', '{:.3f}'.format)} | "
                    f"{pair('boundary_median_ms', _ms)} | {pair('rtf', '{:.2f}'.format)} |")
+    return "\n".join(out)
+
+
+LONGFORM_SPEED = HERE / "results" / "longform_speed_cpu.json"
+
+
+def longform_speed(path: Path = LONGFORM_SPEED) -> str:
+    """benchmarks/longform_speed.py: dama's long-form path before and after the lean decoder, where the time
+    goes (encoder, greedy pass, fallback passes) and whether the transcript moved."""
+    d = json.loads(path.read_text())
+    cmds = [d["command"]] if isinstance(d["command"], str) else d["command"]
+    rec = d["recording"]
+    out = [" then ".join(f"`{c}`" for c in cmds) + f" ({rec['id']}, {rec['audio_seconds']:.0f} s, {rec['clips']} "
+           f"clips; {d['machine']['threads']} thread):", "",
+           "| model | code, decoder | RTF | seconds | encoder s | greedy pass s | fallback passes s | windows "
+           "decoded greedy / fallback | long-form WER | greedy windows with the same tokens | load average |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in d["rows"]:
+        split, wins = r["split_seconds"], r["windows"]
+        greedy = sum(v for k, v in split.items() if k == "decode@0.0")
+        fallback = sum(v for k, v in split.items() if k.startswith("decode@") and k != "decode@0.0")
+        n_fb = sum(v for k, v in wins.items() if k != "decode@0.0")
+        enc = f"{split['encoder']:.1f}" if "encoder" in split else "in the passes"
+        label = r["code"] if r["variant"] == r["code"] else f"{r['code']}, {r['variant']}"
+        out.append(f"| {r['model']} | {label} | {r['rtf']:.3f} | {r['seconds']:.1f} | {enc} | "
+                   f"{greedy:.1f} | {fallback:.1f} | {wins.get('decode@0.0', 0)} / {n_fb} | {r['long_wer']:.3f} | "
+                   f"{r.get('greedy_windows_same_tokens', NONE)} | {r['load_before']:.1f} |")
     return "\n".join(out)
 
 
@@ -630,6 +671,8 @@ BLOCKS: dict[str, Callable[[], str]] = {
 }
 if (HERE / "results" / "deploy_int8_cpu.json").is_file():  # the int8 WER cost on a whole test split
     BLOCKS["deploy-int8"] = lambda: deploy_speed(HERE / "results" / "deploy_int8_cpu.json", timing=False)
+if LONGFORM_SPEED.is_file():  # benchmarks/longform_speed.py
+    BLOCKS["longform-speed"] = longform_speed
 if LONGFORM.is_file():  # benchmarks/longform.py
     BLOCKS["longform"] = longform
     BLOCKS["longform-summary"] = longform_summary

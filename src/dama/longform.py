@@ -72,10 +72,18 @@ class LongformOptions:
     loop_repeats: int = 4
     loop_max_ngram: int = 16
     tokens_per_second: float = 15.0  # text budget per window; timestamps come on top
+    # a window that fails at every temperature keeps: "last" (OpenAI's transcribe: the last, most random
+    # decoding) or "best" (faster-whisper: the highest mean log-probability among the attempts that pass the
+    # compression test, else among all)
+    fallback_pick: str = "last"
+    # the lean decoding loop (dama.models.timestamped); False: transformers' generate, the reference
+    lean: bool = True
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
             raise DamaError(f"unknown long-form strategy {self.strategy!r}; choose from {', '.join(STRATEGIES)}")
+        if self.fallback_pick not in ("last", "best"):
+            raise DamaError(f"fallback_pick must be 'last' or 'best', got {self.fallback_pick!r}")
         if not 0 < self.max_window_s <= CHUNK_SECONDS:
             raise DamaError(f"max_window_s must be in (0, {CHUNK_SECONDS:.0f}], got {self.max_window_s}")
         self.temperatures = tuple(self.temperatures) or (0.0,)
@@ -184,46 +192,80 @@ def _no_speech_id(w: Whisper) -> int | None:
     return None
 
 
-@torch.no_grad()
-def _decode_windows(w: Whisper, audio: np.ndarray, windows: list[Window], opts: LongformOptions,
-                    temperature: float) -> list[tuple[list[int], float, float]]:
-    """Decode ``windows`` as one batch in timestamp mode: (tokens, mean log-prob, p(no speech)) each."""
-    from transformers import GenerationConfig, GenerationMixin
-    from transformers.generation import (
-        LogitsProcessorList,
-        StoppingCriteriaList,
-        SuppressTokensLogitsProcessor,
-        WhisperTimeStampLogitsProcessor,
-    )
-    from transformers.utils import logging as hf_logging
+def _encode_windows(w: Whisper, audio: np.ndarray, windows: list[Window]) -> torch.Tensor:
+    """Encoder output (rows, frames, d_model) of ``windows``: computed once per batch, reused at every
+    temperature of the fallback."""
+    model = w.model
+    feats = w.feature_extractor([audio[x.start:x.end] for x in windows], sampling_rate=SAMPLE_RATE,
+                                return_tensors="pt").input_features.to(w.device, dtype=model.dtype)
+    with torch.no_grad():
+        return model.get_encoder()(feats).last_hidden_state
+
+
+def _decode_setup(w: Whisper, windows: list[Window], opts: LongformOptions):
+    """Prompt, token budget (from the longest window), suppress ids and the timestamp grammar of one decode
+    call: the same for both decoders."""
+    from transformers.generation import WhisperTimeStampLogitsProcessor
 
     model, gc = w.model, w.generation_config
     if model.config.vocab_size < gc.no_timestamps_token_id + 1 + N_TIMESTAMPS:
         raise ModelError(f"{w.name} has no timestamp tokens (<|0.00|> ... <|30.00|>); long-form transcription "
                          "needs a Whisper model with them")
-    feats = w.feature_extractor([audio[x.start:x.end] for x in windows], sampling_rate=SAMPLE_RATE,
-                                return_tensors="pt").input_features.to(w.device, dtype=model.dtype)
-    enc = model.get_encoder()(feats)
     prompt = _timestamp_prompt(w, opts.language, opts.task)
-    p_len = len(prompt)
-    ids = torch.tensor([prompt] * len(windows), device=w.device)
     ts_begin = gc.no_timestamps_token_id + 1
+    longest = max(x.end - x.start for x in windows) / SAMPLE_RATE
+    budget = min(model.config.max_target_positions - len(prompt),
+                 math.ceil(longest * opts.tokens_per_second * 1.3) + 16)
+    suppress = list(gc.suppress_tokens or [])
+    suppress += list(range(ts_begin + N_TIMESTAMPS, model.config.vocab_size))  # added language tokens
+    return prompt, budget, suppress, WhisperTimeStampLogitsProcessor(gc, begin_index=len(prompt))
+
+
+@torch.no_grad()
+def _decode_windows(w: Whisper, enc: torch.Tensor, windows: list[Window], opts: LongformOptions,
+                    temperature: float) -> list[tuple[list[int], float, float]]:
+    """Decode ``windows`` (encoder output ``enc``) as one batch in timestamp mode: (tokens, mean log-prob,
+    p(no speech)) each. Greedy and sampling run :func:`dama.models.timestamped.decode_timestamped` (the lean
+    loop); beam search, or ``lean=False``, transformers' ``generate`` (:func:`_decode_windows_generate`)."""
+    if opts.num_beams > 1 or not opts.lean:
+        return _decode_windows_generate(w, enc, windows, opts, temperature)
+    from dama.models.timestamped import decode_timestamped
+
+    prompt, budget, suppress, rules = _decode_setup(w, windows, opts)
+    mask = torch.zeros(w.model.config.vocab_size, dtype=torch.bool, device=w.device)
+    mask[suppress] = True
+    eot = w.generation_config.eos_token_id
+
+    def loop_stop(gen: list[int]) -> bool:
+        return find_tail_loop([t for t in gen if t < eot], opts.loop_repeats, opts.loop_max_ngram) is not None
+
+    got = decode_timestamped(w, enc, prompt, budget, mask, rules, loop_stop, temperature, _no_speech_id(w),
+                             seed=int(temperature * 1000) if temperature > 0 else None)
+    return [(d.tokens, d.logprob, d.no_speech) for d in got]
+
+
+@torch.no_grad()
+def _decode_windows_generate(w: Whisper, enc: torch.Tensor, windows: list[Window], opts: LongformOptions,
+                             temperature: float) -> list[tuple[list[int], float, float]]:
+    """The reference decoder: transformers' ``generate`` with the same prompt, rules, budget and guard (the
+    lean loop is checked against it; it also does beam search)."""
+    from transformers import GenerationConfig, GenerationMixin
+    from transformers.generation import LogitsProcessorList, StoppingCriteriaList, SuppressTokensLogitsProcessor
+    from transformers.modeling_outputs import BaseModelOutput
+    from transformers.utils import logging as hf_logging
+
+    model, gc = w.model, w.generation_config
+    prompt, budget, suppress, rules = _decode_setup(w, windows, opts)
+    p_len = len(prompt)
+    enc = BaseModelOutput(last_hidden_state=enc)
+    ids = torch.tensor([prompt] * len(windows), device=w.device)
     # p(no speech) is read where Whisper reads it: the distribution right after <|startoftranscript|>
     no_speech = [0.0] * len(windows)
     ns_id = _no_speech_id(w)
     if ns_id is not None:
         first = model(encoder_outputs=enc, decoder_input_ids=ids[:, :1]).logits[:, 0].float().softmax(-1)
         no_speech = first[:, ns_id].tolist()
-    longest = max(x.end - x.start for x in windows) / SAMPLE_RATE
-    budget = min(model.config.max_target_positions - p_len,
-                 math.ceil(longest * opts.tokens_per_second * 1.3) + 16)
-    vocab = model.config.vocab_size
-    suppress = list(gc.suppress_tokens or [])
-    suppress += [t for t in range(ts_begin + N_TIMESTAMPS, vocab)]  # added language tokens are not timestamps
-    processors = LogitsProcessorList([
-        SuppressTokensLogitsProcessor(suppress, device=w.device),
-        WhisperTimeStampLogitsProcessor(gc, begin_index=p_len),
-    ])
+    processors = LogitsProcessorList([SuppressTokensLogitsProcessor(suppress, device=w.device), rules])
     sample = temperature > 0
     cfg = GenerationConfig(
         decoder_start_token_id=gc.decoder_start_token_id, eos_token_id=gc.eos_token_id,
@@ -277,9 +319,12 @@ def _transcribe_vad(w: Whisper, audio: np.ndarray, opts: LongformOptions) -> lis
     segments: list[Segment] = []
     for b in range(0, len(windows), opts.batch_size):
         batch = windows[b: b + opts.batch_size]
+        enc = _encode_windows(w, audio, batch)
         pending = list(range(len(batch)))
+        attempts: list[list[tuple[list[int], float, float]]] = [[] for _ in batch]  # (tokens, log-prob, ratio)
         for temp in opts.temperatures:
-            got = _decode_windows(w, audio, [batch[i] for i in pending], opts, temp)
+            rows = enc if len(pending) == len(batch) else enc[pending]
+            got = _decode_windows(w, rows, [batch[i] for i in pending], opts, temp)
             retry = []
             for i, (toks, logprob, p_ns) in zip(pending, got):
                 toks = _trim_text_loop(toks, eot, opts)
@@ -287,10 +332,14 @@ def _transcribe_vad(w: Whisper, audio: np.ndarray, opts: LongformOptions) -> lis
                 if p_ns > opts.no_speech_threshold and logprob < opts.logprob_threshold:
                     batch[i].tokens = []  # Whisper's no-speech rule: nothing said here
                     continue
-                text = text_of(toks)
-                bad = compression_ratio(text) > opts.compression_ratio_threshold or logprob < opts.logprob_threshold
+                ratio = compression_ratio(text_of(toks))
+                attempts[i].append((toks, logprob, ratio))
+                bad = ratio > opts.compression_ratio_threshold or logprob < opts.logprob_threshold
                 if bad and temp != opts.temperatures[-1]:
                     retry.append(i)
+                elif bad and opts.fallback_pick == "best":  # every temperature failed: faster-whisper's choice
+                    ok = [a for a in attempts[i] if a[2] <= opts.compression_ratio_threshold] or attempts[i]
+                    batch[i].tokens = max(ok, key=lambda a: a[1])[0]
             pending = retry
             if not pending:
                 break

@@ -126,7 +126,7 @@ def test_longform_tables_come_from_the_results_file(tmp_path, monkeypatch, capsy
 
     s = load_summarize()
     row = {"language": "swahili", "model": "ts-0.5", "per_clip_wer": 0.5123, "boundary_p90_ms": 900.0,
-           "loops": 0, "silence_60s_words": 0, "noise_60s_words": 0}
+           "loops": 0, "silence_60s_words": 0, "noise_60s_words": 0, "audio_seconds": 200.0}
     rows = [{**row, "backend": "dama", "strategy": "vad", "long_wer": 0.5234, "long_minus_per_clip": 0.0111,
              "boundary_median_ms": 250.4, "rtf": 1.23},
             {**row, "backend": "dama", "strategy": "sequential", "long_wer": 0.61, "long_minus_per_clip": 0.0977,
@@ -137,13 +137,19 @@ def test_longform_tables_come_from_the_results_file(tmp_path, monkeypatch, capsy
     path.write_text(json.dumps({"command": ["python benchmarks/longform.py --a", "python benchmarks/longform.py --b"],
                                 "subsets": {"swahili": {"recordings": ["r0"], "recordings_in_set": 22, "clips": 11,
                                                         "audio_seconds": 200.0}},
-                                "test_wer": [{"language": "swahili", "data": "swahili:test", "model": "ts-0.5",
-                                              "timestamp_share": 0.5, "wer": 0.55, "cer": 0.15, "n": 231}],
+                                "test_wer": [{"language": "swahili", "data": "swahili:test", "model": "no-ts",
+                                              "timestamp_share": 0.0, "wer": 0.54, "cer": 0.14, "n": 231},
+                                             {"language": "swahili", "data": "swahili:test", "model": "ts-0.5",
+                                              "timestamp_share": 0.5, "wer": 0.55, "cer": 0.15, "n": 231,
+                                              "minus_first": {"vs": "no-ts", "diff": 0.0123, "ci95": [-0.004, 0.03],
+                                                              "p_bootstrap": 0.151}}],
                                 "rows": rows}))
     full = s.longform(path)
-    assert "1 of 22 recordings (11 clips, 200 s)" in full and "then `python benchmarks/longform.py --b`" in full
-    assert "| swahili | ts-0.5 | dama, sequential | 0.512 | 0.610 | +0.098 | 700 / 900 | 0 | 2.50 | 0 / 0 |" in full
-    assert "| swahili:test | ts-0.5 | 0.5 | 0.550 | 0.150 | 231 |" in full
+    assert "1 of 22 recordings (11 clips, 3.3 min)" in full and "then `python benchmarks/longform.py --b`" in full
+    assert ("| swahili | ts-0.5 | 3.3 min | dama, sequential | 0.512 | 0.610 | +0.098 | 700 / 900 | 0 | 2.50 | "
+            "0 / 0 |") in full
+    assert "| swahili:test | ts-0.5 | 0.5 | 0.550 | 0.150 | 231 | +0.012 [-0.004, +0.030] vs no-ts (p = 0.15) |" in full
+    assert "| swahili:test | no-ts | 0.0 | 0.540 | 0.140 | 231 | – |" in full
     summary = s.longform_summary(path)
     assert "| swahili | ts-0.5 | 0.512 | 0.523 / 0.534 | 250 / 310 | 1.23 / 0.31 |" in summary
     monkeypatch.setitem(s.BLOCKS, "longform-summary", lambda: s.longform_summary(path))
@@ -152,3 +158,24 @@ def test_longform_tables_come_from_the_results_file(tmp_path, monkeypatch, capsy
                     "<!-- /summarize.py:longform-summary -->\n")
     assert s.main(["--check", str(page)]) == 1
     assert "out of date: longform-summary" in capsys.readouterr().err
+
+
+def test_longform_speed_table(tmp_path):
+    """benchmarks/longform_speed.py's rows: before (main's code: the encoder inside each pass) and after."""
+    import json
+
+    s = load_summarize()
+    base = {"model": "zero-shot", "segments": 3, "load_before": 1.04}
+    rows = [{**base, "code": "main@abc", "variant": "main@abc", "rtf": 2.5, "seconds": 140.0, "long_wer": 0.84,
+             "split_seconds": {"vad": 0.3, "decode@0.0": 20.0, "decode@0.2": 30.0, "decode@1.0": 40.0},
+             "windows": {"decode@0.0": 3, "decode@0.2": 2, "decode@1.0": 1}},
+            {**base, "code": "def", "variant": "lean", "rtf": 0.5, "seconds": 28.0, "long_wer": 0.83,
+             "split_seconds": {"vad": 0.3, "encoder": 3.2, "decode@0.0": 5.0, "decode@0.2": 9.0},
+             "windows": {"decode@0.0": 3, "decode@0.2": 2}, "greedy_windows_same_tokens": "1/1"}]
+    path = tmp_path / "speed.json"
+    path.write_text(json.dumps({"command": "python benchmarks/longform_speed.py", "machine": {"threads": 1},
+                                "recording": {"id": "r0", "audio_seconds": 56.0, "clips": 3}, "rows": rows}))
+    table = s.longform_speed(path)
+    assert "(r0, 56 s, 3 clips; 1 thread)" in table
+    assert "| zero-shot | main@abc | 2.500 | 140.0 | in the passes | 20.0 | 70.0 | 3 / 3 | 0.840 | – |" in table
+    assert "| zero-shot | def, lean | 0.500 | 28.0 | 3.2 | 5.0 | 9.0 | 3 / 2 | 0.830 | 1/1 | 1.0 |" in table
