@@ -536,9 +536,10 @@ def longform_speed(path: Path = LONGFORM_SPEED) -> str:
         fallback = sum(v for k, v in split.items() if k.startswith("decode@") and k != "decode@0.0")
         n_fb = sum(v for k, v in wins.items() if k != "decode@0.0")
         enc = f"{split['encoder']:.1f}" if "encoder" in split else "in the passes"
-        label = r["code"] if r["variant"] == r["code"] else f"{r['code']}, {r['variant']}"
-        out.append(f"| {r['model']} | {label} | {r['rtf']:.3f} | {r['seconds']:.1f} | {enc} | "
-                   f"{greedy:.1f} | {fallback:.1f} | {wins.get('decode@0.0', 0)} / {n_fb} | {r['long_wer']:.3f} | "
+        label = r["variant"] if r["variant"].startswith(r["code"]) else f"{r['code']}, {r['variant']}"
+        parts = f"{enc} | {greedy:.1f} | {fallback:.1f} | {wins.get('decode@0.0', 0)} / {n_fb}" if wins else \
+            " | ".join([NONE] * 4)  # faster-whisper: its own loop, not split
+        out.append(f"| {r['model']} | {label} | {r['rtf']:.3f} | {r['seconds']:.1f} | {parts} | {r['long_wer']:.3f} | "
                    f"{r.get('greedy_windows_same_tokens', NONE)} | {r['load_before']:.1f} |")
     return "\n".join(out)
 
