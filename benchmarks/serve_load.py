@@ -10,12 +10,14 @@ leaderboard. Parts:
   process's page-cache pressure can evict mid-measurement); the same with LoRA r=64
   adapters (``--lora-runs``; one LoRA run loaded under several keys when fewer are given: memory
   depends on the adapter's shape, not its values);
-- routing: ``dama lid train`` on the adapters' own training clips and ``--other`` clips (class ``base``),
-  then the router's accuracy and confusion matrix on each language's test clips and on held-out FLEURS
-  control clips (those not used for ``base``: even-numbered clips train, odd-numbered test);
-- wer: WER with the language routed vs given, per adapter language; control-set WER with every adapter
-  loaded and routing on vs the zero-shot base model with the true language (forgetting, by construction 0
-  when every control clip is routed to the base model);
+- routing: ``dama lid train`` on the adapters' own training clips and ``--other`` clips (Amharic and
+  Malagasy get classes of their own, served by the base model in their language; even-numbered FLEURS clips
+  pool into ``base``, left to Whisper's detection), its threshold calibrated on the val splits; then on each
+  language's test clips and on held-out FLEURS control clips (odd-numbered): the share served right (adapter
+  and language), the same for Whisper's own detection alone, and the confusion matrix;
+- wer: WER with the language routed vs given, on every language; control-set WER with every adapter
+  loaded and routing on vs the zero-shot base model with the true language (forgetting: 0 exactly when
+  every control clip is routed to the base model in its language);
 - load: 1, 4 and 16 concurrent clients over loopback HTTP (the openai client), languages given, batching
   on vs off: throughput (audio seconds per wall second), p50/p95 latency, and every response compared
   with the offline multi-adapter transcription (``dama transcribe --adapters``' path).
@@ -145,68 +147,103 @@ def write_manifest(path: Path, utts) -> str:
     return str(path)
 
 
+CONTROL_LANGS = ("en", "de", "es", "fr", "pt")
+
+
+def route_of(adapter: str | None, language: str) -> str:
+    """A confusion-matrix column: the adapter, or ``base:LANG`` (the bare base model in that language)."""
+    return adapter if adapter else f"base:{language}"
+
+
 def routing_and_wer(dama_runs: dict[str, str], other: str, n_test: int, per_class: int, n_control: int, work: Path,
-                    log, progress=lambda out: None) -> dict:
-    """Fit the router, then per test set: accuracy, confusion row, WER given vs routed (``progress(out)`` after
-    each set, so a run stopped by a time limit keeps what it measured)."""
+                    log, progress=lambda out: None, cache: str | None = None, given_wer: str = "all") -> dict:
+    """Fit the router (calibrating its threshold on the val splits), then per test set: how each clip is
+    routed (by the router, and by Whisper's own detection alone), accuracy, confusion counts, and WER with the
+    language routed vs given (``progress(out)`` after each set, so a run stopped by a time limit keeps what it
+    measured). ``cache``: the router feature file (:mod:`dama.serve.lid_cache`), so clips already encoded
+    (training, validation or test) cost no encoder pass. A clip routed right is decoded exactly as with its
+    language given (same adapter, same language token, same audio), so only misrouted clips can change the
+    WER; ``given_wer="misrouted"`` decodes only those (both ways) and reports the difference over all the set's
+    reference words, ``"all"`` also decodes every clip for the absolute WERs."""
     from dama.data import load_audio
     from dama.evaluate.metrics import corpus_errors
-    from dama.serve.engine import Plan, ServeEngine
+    from dama.serve.engine import ServeEngine
+    from dama.serve.lid import whisper_decision
+    from dama.serve.lid_cache import cached_stats, open_cache
     from dama.serve.lid_train import LidTrainOptions, train_router
     from dama.serve.options import ServeOptions
 
     even, odd = fleurs_split()
     other_spec = ",".join(s for s in [other, write_manifest(work / "fleurs-even.jsonl", even)] if s)
     t = time.perf_counter()
-    _, lid_dir, report = train_router(LidTrainOptions(adapters=dama_runs, other=other_spec, out=work / "lid",
-                                                      max_per_class=per_class), log=log)
+    router, lid_dir, report = train_router(LidTrainOptions(adapters=dama_runs, other=other_spec, out=work / "lid",
+                                                           max_per_class=per_class, cache=cache), log=log)
     fit_s = time.perf_counter() - t
     engine = ServeEngine(ServeOptions(adapters=dama_runs, lid=lid_dir, batch_size=8))
+    stats_cache = open_cache(engine.whisper, cache)
+    layers = router.feature_layers(engine.whisper)
     sets = {lang: test_clips(lang, n_test) for lang in dama_runs}
-    # the base model's own languages: the test splits of --other's corpora (routing accuracy only: their
-    # zero-shot WER is what the base gives either way) and the held-out FLEURS control clips
+    # the base model's own languages: the test splits of --other's corpora and the held-out FLEURS control clips
     other_langs = [k for k, corpus in CORPUS.items() if f"{corpus}:" in (other or "") and k not in dama_runs]
     sets.update({lang: test_clips(lang, n_test) for lang in other_langs})
     sets["control"] = [odd[int(i * len(odd) / n_control)] for i in range(min(n_control, len(odd)))]
-    labels = list(dama_runs) + ["base"]
-    confusion = {k: dict.fromkeys(labels, 0) for k in sets}
+    loaded = engine.adapter_languages
+    by_lang = {v: k for k, v in loaded.items()}
     out = {"router": {"fit_seconds": round(fit_s, 1), **{k: v for k, v in report.items() if k != "out"}},
-           "accuracy": {}, "wer": {}, "clips": {k: len(v) for k, v in sets.items()}}
+           "accuracy": {}, "whisper_only_accuracy": {}, "deferred_to_whisper": {}, "wer": {},
+           "clips": {k: len(v) for k, v in sets.items()}, "given_wer": given_wer}
+    rows: dict[str, dict[str, int]] = {}  # true route -> served route -> clips
     for name, utts in sets.items():
-        audios = [load_audio(u.audio) for u in utts]
         t = time.perf_counter()
-        routed = engine.route(audios, [Plan(None, None, route=True)] * len(audios))
+        with engine.multi.using(None):
+            es = cached_stats(engine.whisper, utts, stats_cache, log=log)
+        cf = es.features(layers)
+        routed = router.decide(cf, loaded)
         route_s = time.perf_counter() - t
-        for r in routed:
-            confusion[name][r.adapter or "base"] += 1
-        want = name if name in dama_runs else "base"
-        acc = sum((r.adapter or "base") == want for r in routed) / len(routed)
-        out["accuracy"][name] = round(acc, 4)
-        if name not in dama_runs and name != "control":
-            log(f"routing {name}: accuracy {acc:.3f} (to the base model)")
-            progress(out)
-            continue
-        # hypotheses with the true language given (adapter of that language; control: the bare base model)
-        langs = [u.language for u in utts]
-        true_key = None if name == "control" else name
-        given = _decode(engine, [true_key] * len(utts), audios, langs)
-        routed_hyps = list(given)
-        wrong = [i for i, r in enumerate(routed) if (r.adapter, r.language) != (true_key, langs[i])]
-        if wrong:  # only misrouted clips decode differently
-            redo = _decode(engine, [routed[i].adapter for i in wrong], [audios[i] for i in wrong],
-                           [routed[i].language for i in wrong])
-            for i, h in zip(wrong, redo):
-                routed_hyps[i] = h
+        truth = [(by_lang.get(u.language), u.language) for u in utts]
+        whisper_only = [whisper_decision(p, cf.codes, loaded) for p in cf.whisper_probs]
+        for (a, lang), d in zip(truth, routed):
+            row = rows.setdefault(route_of(a, lang), {})
+            row[route_of(d.adapter, d.language)] = row.get(route_of(d.adapter, d.language), 0) + 1
+        ok = [(d.adapter, d.language) == tr for d, tr in zip(routed, truth)]
+        out["accuracy"][name] = round(sum(ok) / len(ok), 4)
+        out["whisper_only_accuracy"][name] = round(
+            sum((d.adapter, d.language) == tr for d, tr in zip(whisper_only, truth)) / len(truth), 4)
+        out["deferred_to_whisper"][name] = sum(d.by == "whisper" for d in routed)
+        wrong = [i for i, good in enumerate(ok) if not good]
         refs = [u.text for u in utts]
-        w_given, w_routed = corpus_errors(refs, given).wer, corpus_errors(refs, routed_hyps).wer
-        out["wer"][name] = {"given": round(w_given, 4), "routed": round(w_routed, 4),
-                            "routed_minus_given_points": round(100 * (w_routed - w_given), 2),
-                            "misrouted": len(wrong), "route_seconds_per_clip": round(route_s / len(utts), 3)}
-        log(f"routing {name}: accuracy {acc:.3f}, WER given {w_given:.4f} routed {w_routed:.4f} "
-            f"({len(wrong)} misrouted of {len(utts)})")
+        words = sum(len(r.split()) for r in refs)
+        audios = {i: load_audio(utts[i].audio) for i in (range(len(utts)) if given_wer == "all" else wrong)}
+        given_rows = sorted(audios)
+        given = dict(zip(given_rows, _decode(engine, [truth[i][0] for i in given_rows],
+                                             [audios[i] for i in given_rows], [truth[i][1] for i in given_rows])))
+        redo = dict(zip(wrong, _decode(engine, [routed[i].adapter for i in wrong], [audios[i] for i in wrong],
+                                       [routed[i].language for i in wrong])))
+        entry = {"misrouted": len(wrong), "words": words, "route_seconds_per_clip": round(route_s / len(utts), 3)}
+        if wrong:
+            e_given = corpus_errors([refs[i] for i in wrong], [given[i] for i in wrong])
+            e_routed = corpus_errors([refs[i] for i in wrong], [redo[i] for i in wrong])
+            diff = (e_routed.wer - e_given.wer) * sum(len(refs[i].split()) for i in wrong) / words
+        else:
+            diff = 0.0
+        entry["routed_minus_given_points"] = round(100 * diff, 2)
+        if given_wer == "all":
+            hyps_given = [given[i] for i in range(len(utts))]
+            w_given = corpus_errors(refs, hyps_given).wer
+            w_routed = corpus_errors(refs, [redo.get(i, given[i]) for i in range(len(utts))]).wer
+            entry.update({"given": round(w_given, 4), "routed": round(w_routed, 4),
+                          "routed_minus_given_points": round(100 * (w_routed - w_given), 2)})
+        out["wer"][name] = entry
+        log(f"routing {name}: served right {out['accuracy'][name]:.3f} (Whisper alone "
+            f"{out['whisper_only_accuracy'][name]:.3f}), deferred {out['deferred_to_whisper'][name]}, WER routed - "
+            f"given {entry['routed_minus_given_points']:+.2f} points ({len(wrong)} misrouted of {len(utts)})")
         progress(out)
-    out["confusion"] = {"rows": list(sets), "columns": labels,
-                        "counts": [[confusion[r][c] for c in labels] for r in sets]}
+    served = sorted({c for r in rows.values() for c in r})
+    order = [k for k in dama_runs] + sorted(k for k in rows if k not in dama_runs)
+    columns = [k for k in dama_runs] + [c for c in order if c.startswith("base:")]
+    columns += [c for c in served if c not in columns]
+    out["confusion"] = {"rows": order, "columns": columns,
+                        "counts": [[rows[r].get(c, 0) for c in columns] for r in order]}
     return out
 
 
@@ -235,11 +272,11 @@ def plot_confusion(conf: dict, path: Path) -> None:
         for j in range(counts.shape[1]):
             ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center",
                     color="white" if share[i, j] > 0.6 else "black")
-    ax.set_xticks(range(len(conf["columns"])), conf["columns"])
+    ax.set_xticks(range(len(conf["columns"])), conf["columns"], rotation=45, ha="right")
     ax.set_yticks(range(len(conf["rows"])), conf["rows"])
-    ax.set_xlabel("routed to (adapter, or base = bare whisper-base)")
-    ax.set_ylabel("true language of the test clips")
-    ax.set_title("dama serve: language routing (clip counts)")
+    ax.set_xlabel("served by (adapter, or base:LANG = bare whisper-base in LANG)")
+    ax.set_ylabel("right route of the test clips")
+    ax.set_title("dama serve: language routing of test clips (counts)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -321,9 +358,13 @@ def main() -> None:
     ap.add_argument("--lora-runs", default="", help="LoRA r=64 runs for the memory comparison")
     ap.add_argument("--other", default="amharic:train,malagasy:train",
                     help="clips of languages no adapter serves, for the router's base class (+ even FLEURS clips)")
-    ap.add_argument("--test-clips", type=int, default=12, help="test clips per language for routing and WER")
-    ap.add_argument("--control-clips", type=int, default=10, help="held-out FLEURS control clips (odd-numbered)")
-    ap.add_argument("--per-class", type=int, default=30, help="router training clips per class")
+    ap.add_argument("--test-clips", type=int, default=60, help="test clips per language for routing and WER")
+    ap.add_argument("--control-clips", type=int, default=25, help="held-out FLEURS control clips (odd-numbered)")
+    ap.add_argument("--per-class", type=int, default=200, help="router training clips per class")
+    ap.add_argument("--cache", help="router feature file (.npz): clips encoded once, re-fits and re-scores are free")
+    ap.add_argument("--given-wer", choices=("all", "misrouted"), default="all",
+                    help="decode every test clip with its language given (absolute WERs), or only the misrouted ones "
+                    "(both ways: the difference, over all the set's words)")
     ap.add_argument("--clients", default="1,4,16")
     ap.add_argument("--clips-per-client", type=int, default=2)
     ap.add_argument("--parts", default="memory,routing,load")
@@ -367,7 +408,8 @@ def main() -> None:
                 save()
 
             result["routing"] = routing_and_wer(dama_runs, args.other, args.test_clips, args.per_class,
-                                                args.control_clips, Path(work), log, progress)
+                                                args.control_clips, Path(work), log, progress, args.cache,
+                                                args.given_wer)
         plot = out_path.with_name(out_path.stem + "_routing_confusion.png")
         plot_confusion(result["routing"]["confusion"], plot)
         result["routing"]["confusion_plot"] = plot.name

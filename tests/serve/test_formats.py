@@ -9,7 +9,7 @@ from tests.conftest import load_benchmark
 
 def _t() -> Transcript:
     segs = [Segment(0.0, 29.87, "habari za asubuhi", [1, 2]), Segment(29.87, 3725.5, "karibu sana", [3])]
-    return Transcript(segs, "sw", 3725.5, "sw", detected=True, language_probability=0.93)
+    return Transcript(segs, "sw", 3725.5, "sw", detected=True, language_probability=0.93, detected_by="router")
 
 
 def test_srt_and_vtt_clocks():
@@ -27,7 +27,8 @@ def test_verbose_json_has_openai_fields_and_says_how_it_was_served():
     assert {"id", "seek", "start", "end", "text", "tokens", "temperature", "avg_logprob", "compression_ratio",
             "no_speech_prob"} <= set(seg)
     assert seg["avg_logprob"] is None  # not computed: null, never invented
-    assert v["dama"] == {"adapter": "sw", "language": "sw", "detected": True, "language_probability": 0.93}
+    assert v["dama"] == {"adapter": "sw", "language": "sw", "detected": True, "language_probability": 0.93,
+                         "detected_by": "router"}
     new = Transcript([], "pcm", 1.0, "pcm", detected=False, language_name="Nigerian Pidgin")
     assert render(new, "verbose_json")["language"] == "Nigerian Pidgin" and render(new, "json")["text"] == ""
 

@@ -36,7 +36,7 @@ def test_lid_train_saves_a_router_the_server_loads_and_uses(four_runs, tmp_path)
     assert len(ids) == 1  # the two new languages were trained on the same new id
     adapters = ",".join(f"{k}={v}" for k, v in runs.items())
     assert main(["lid", "train", "--adapters", adapters, "--other", "fleurs-control:en", "--max-per-class", "4",
-                 "--json", str(tmp_path / "lid.json")]) == 0
+                 "--cache", str(tmp_path / "stats.npz"), "--json", str(tmp_path / "lid.json")]) == 0
     lid_dir = root / "runs" / "lid"  # beside the runs, where dama serve looks
     assert sorted(p.name for p in lid_dir.iterdir()) == ["lid.json", "lid.safetensors"]
     assert b"pickle" not in (lid_dir / "lid.safetensors").read_bytes()[:200]
@@ -45,6 +45,14 @@ def test_lid_train_saves_a_router_the_server_loads_and_uses(four_runs, tmp_path)
     assert router.languages == {"sw": "sw", "yo": "yo", "rw": "rw", "pcm": "pcm"}
     report = json.loads((tmp_path / "lid.json").read_text())
     assert report["trained_on"] == {"sw": 4, "yo": 4, "rw": 4, "pcm": 4, "base": 4}
+    assert report["threshold"] == 0.0  # trained on manifests: no val split to calibrate on
+    # the features were kept under the plain base encoder's key (adapters never touch the encoder)
+    from dama.encoder_cache import encoder_fingerprint
+    from dama.models.load import load_whisper
+    from dama.serve.lid_cache import StatsCache
+
+    plain = load_whisper(json.loads((runs["sw"] / "config.json").read_text())["model"], device="cpu")
+    assert len(StatsCache(tmp_path / "stats.npz", encoder_fingerprint(plain.model))) == 20
 
     opts = ServeOptions(adapters={k: str(v) for k, v in runs.items()}, port=0)
     engine = ServeEngine(opts)
@@ -59,6 +67,7 @@ def test_lid_train_saves_a_router_the_server_loads_and_uses(four_runs, tmp_path)
             assert r.status_code == 200, r.text
             d = r.json()["dama"]
             assert d["detected"] and d["adapter"] == want.adapter and d["language"] == want.language
+            assert d["detected_by"] == want.by
             assert 0 < d["language_probability"] <= 1
         for key in ("rw", "pcm"):  # a new language, asked for by code: its own adapter and token
             clip = clips[key]
@@ -101,3 +110,122 @@ def test_router_round_trips_and_refuses_a_foreign_file(tmp_path):
 
     with pytest.raises(FileError, match="not a dama language router"):
         LanguageRouter.load(tmp_path / "lid")
+
+
+def _router(threshold: float = 0.0) -> LanguageRouter:
+    """Three classes read straight off a 3-number feature vector (identity weights): sw, rw (a new language),
+    base-am (the bare base model in Amharic); the clip's own features set how sure the router is."""
+    eye = np.eye(3, dtype=np.float32)
+    return LanguageRouter(["sw", "rw", "base-am"], {"sw": "sw", "rw": "rw", "base-am": "am"}, eye * 10,
+                          np.zeros(3, np.float32), np.zeros(3, np.float32), np.ones(3, np.float32),
+                          threshold=threshold)
+
+
+def _clips(rows, whisper_top="en"):
+    from dama.serve.lid import ClipFeatures
+
+    codes = ["en", "sw", "am"]
+    wp = np.tile(np.array([[0.8 if c == whisper_top else 0.1 for c in codes]], np.float32), (len(rows), 1))
+    return ClipFeatures(np.array(rows, np.float32), wp, codes)
+
+
+LOADED = {"sw": "sw", "rw": "rw"}
+
+
+def test_below_its_threshold_the_router_defers_to_whisper_and_not_above():
+    sure, unsure = [1.0, 0.0, 0.0], [0.05, 0.0, 0.0]  # p(sw) ~ 1.0 vs ~ 0.45
+    r = _router(threshold=0.6)
+    d_sure, d_unsure = r.decide(_clips([sure, unsure]), LOADED)
+    assert (d_sure.adapter, d_sure.language, d_sure.by) == ("sw", "sw", "router") and d_sure.probability > 0.99
+    assert (d_unsure.adapter, d_unsure.language, d_unsure.by) == (None, "en", "whisper")
+    assert d_unsure.probability == pytest.approx(0.8)
+    # Whisper's own choice still goes to the adapter of its language when one is loaded
+    (d,) = r.decide(_clips([unsure], whisper_top="sw"), LOADED)
+    assert (d.adapter, d.language, d.by) == ("sw", "sw", "whisper")
+    (d,) = _router(threshold=0.0).decide(_clips([unsure]), LOADED)  # threshold 0: the router always decides
+    assert (d.adapter, d.by) == ("sw", "router")
+
+
+def test_a_base_language_class_goes_to_the_bare_model_in_its_language():
+    r = _router(threshold=0.5)
+    (d,) = r.decide(_clips([[0.0, 0.0, 1.0]]), LOADED)
+    assert (d.adapter, d.language, d.by) == (None, "am", "router")
+    (d,) = r.decide(_clips([[0.0, 1.0, 0.0]]), {"sw": "sw"})  # rw's adapter not loaded: Whisper decides
+    assert (d.adapter, d.language, d.by) == (None, "en", "whisper")
+
+
+def test_calibration_picks_the_middle_of_the_best_thresholds_on_validation_clips():
+    from dama.serve.lid import THRESHOLD_GRID
+
+    r = _router()
+    # a clip whose router probability is ~0.45 (wrong: it is English, Whisper is right) and a sure sw clip:
+    # thresholds above 0.45 serve both right, 0 and 0.3 serve the first wrongly
+    cf = _clips([[0.05, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    t = r.calibrate(cf, [(None, "en"), ("sw", "sw")], LOADED)
+    cal = r.info["calibration"]
+    best = [g for g, a in zip(THRESHOLD_GRID, cal["accuracy"]) if a == 1.0]
+    assert best == [0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99] and t == best[(len(best) - 1) // 2] == 0.8
+    assert cal["accuracy"][0] == 0.5 and cal["accuracy_at_threshold"] == 1.0 and cal["clips"] == 2
+    with pytest.raises(Exception, match="validation clips"):
+        r.calibrate(_clips([[1.0, 0.0, 0.0]]), [], LOADED)
+
+
+def test_the_threshold_round_trips_and_older_routers_load_without_one(tmp_path):
+    r = _router(threshold=0.8)
+    r.save(tmp_path / "lid")
+    back = LanguageRouter.load(tmp_path / "lid")
+    assert back.threshold == 0.8 and back.languages["base-am"] == "am"
+    (d,) = back.decide(_clips([[0.05, 0.0, 0.0]]), LOADED)
+    assert d.by == "whisper"  # the loaded threshold is in force
+    meta = json.loads((tmp_path / "lid" / "lid.json").read_text())
+    assert meta["format"] == "dama-lid/3"
+    for old in ("dama-lid/2", "dama-lid/1"):  # written before thresholds existed: the router always decides
+        (tmp_path / "lid" / "lid.json").write_text(json.dumps({**{k: v for k, v in meta.items() if k != "threshold"},
+                                                                "format": old}))
+        old_router = LanguageRouter.load(tmp_path / "lid")
+        assert old_router.threshold == 0.0
+        (d,) = old_router.decide(_clips([[0.05, 0.0, 0.0]]), LOADED)
+        assert d.by == "router"
+    (tmp_path / "lid" / "lid.json").write_text(json.dumps({**meta, "threshold": 7}))
+    from dama.safeio import FileError
+
+    with pytest.raises(FileError, match="threshold"):
+        LanguageRouter.load(tmp_path / "lid")
+
+
+def test_other_languages_get_a_class_of_their_own_only_with_enough_clips():
+    from dama.data.manifest import Utterance
+    from dama.serve.lid_train import other_classes
+
+    def utts(lang, n):
+        return [Utterance(f"{lang}-{i}", f"/x/{lang}{i}.wav", "t", language=lang) for i in range(n)]
+
+    got = other_classes(utts("am", 30) + utts("en", 5) + utts("de", 5) + utts("rw", 40) + utts("sw", 50),
+                        served={"sw"}, max_per_class=25, min_language_clips=20)
+    assert sorted(got) == ["base", "base-am"]  # rw has no Whisper token; sw is an adapter's
+    assert len(got["base-am"]) == 25
+    assert sorted({u.language for u in got["base"]}) == ["de", "en", "rw"] and len(got["base"]) == 5 + 5 + 9
+
+
+def test_the_feature_cache_encodes_each_clip_once(tmp_path, tiny_whisper, monkeypatch):
+    from dama.data import load_data
+    from dama.serve import lid_cache
+    from dama.serve.lid import encoder_stats
+    from dama.serve.lid_cache import cached_stats, open_cache
+    from tests.helpers import SHARED_DATA
+
+    utts = list(load_data("swahili:test", SHARED_DATA))[:3]
+    direct = encoder_stats(tiny_whisper, [load_audio(u.audio) for u in utts])
+    calls = []
+    monkeypatch.setattr(lid_cache, "encoder_stats", lambda w, a, b: calls.append(len(a)) or encoder_stats(w, a, b))
+    first = cached_stats(tiny_whisper, utts[:2], open_cache(tiny_whisper, tmp_path / "f.npz"))
+    again = cached_stats(tiny_whisper, utts, open_cache(tiny_whisper, tmp_path / "f.npz"))  # read back from the file
+    assert calls == [2, 1]
+    np.testing.assert_allclose(again.stats, direct.stats, atol=1e-5)
+    np.testing.assert_allclose(first.whisper_probs, direct.whisper_probs[:2], atol=1e-6)
+    feats = again.features((1,)).features
+    assert feats.shape == (3, 2 * tiny_whisper.model.config.d_model + len(again.codes))
+    from dama.safeio import FileError
+
+    with pytest.raises(FileError, match="another encoder"):
+        lid_cache.StatsCache(tmp_path / "f.npz", "not-this-one")

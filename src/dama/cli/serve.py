@@ -44,7 +44,11 @@ def cmd_lid_train(args) -> dict:
 
     opts = LidTrainOptions(adapters=parse_adapters(args.adapters), other=args.other, out=args.out, model=args.model,
                            data_root=args.data_root, max_per_class=args.max_per_class, c=args.c, device=args.device,
-                           layers=_layers(args.layers))
+                           layers=_layers(args.layers), min_language_clips=args.min_language_clips, val=args.val,
+                           other_val=args.other_val, max_val_per_class=args.max_val_per_class,
+                           threshold=args.threshold, cache=args.cache)
+    if opts.threshold is not None and not 0 <= opts.threshold <= 1:
+        raise DamaError(f"--threshold {opts.threshold}: give a probability between 0 and 1")
     _, _, report = train_router(opts)
     write_json(args.json, report)
     print(report["out"])
@@ -89,7 +93,19 @@ def register(sub) -> None:
     t.add_argument("--out", help="router folder (default: lid/ beside the run folders, where dama serve looks)")
     t.add_argument("--model", default=None, help="base model (default: the adapters')")
     t.add_argument("--data-root", help="folder holding the corpora (default: $DAMA_DATA)")
-    t.add_argument("--max-per-class", type=int, default=60, help="clips per class, evenly spread (default: 60)")
+    t.add_argument("--max-per-class", type=int, default=200, help="clips per class, evenly spread (default: 200)")
+    t.add_argument("--min-language-clips", type=int, default=20,
+                   help="an --other language with a Whisper token and this many clips gets its own class, served by "
+                   "the base model in that language (default: 20); the rest are left to Whisper's detection")
+    t.add_argument("--val", metavar="SPEC", help="the adapters' validation clips, to calibrate the threshold "
+                   "(default: each training corpus's val split; 'none': no calibration, threshold 0)")
+    t.add_argument("--other-val", metavar="SPEC", help="validation clips of the --other languages "
+                   "(default: their corpora's val splits, where they have one)")
+    t.add_argument("--max-val-per-class", type=int, default=60, help="validation clips per language (default: 60)")
+    t.add_argument("--threshold", type=float, default=None,
+                   help="router confidence below which Whisper's own detection decides (default: calibrated)")
+    t.add_argument("--cache", metavar="FILE.npz",
+                   help="keep every clip's encoder statistics here, so a re-fit runs no encoder pass")
     t.add_argument("--c", type=float, default=None,
                    help="inverse L2 strength of the logistic regression (default: chosen by cross-validation)")
     t.add_argument("--layers", metavar="I,J",

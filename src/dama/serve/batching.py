@@ -164,7 +164,8 @@ class BatchQueue:
             lang = j.plan.language
             j.future.set_result(Transcript(
                 segs, lang, len(j.audio) / SAMPLE_RATE, j.plan.adapter, j.detected,
-                getattr(j.plan, "probability", None), self.engine.language_names.get(lang)))
+                getattr(j.plan, "probability", None), self.engine.language_names.get(lang),
+                getattr(j.plan, "by", None)))
         self._finish(batch)
 
     def _finish(self, batch: list[Job]) -> None:

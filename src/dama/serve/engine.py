@@ -61,6 +61,7 @@ class Resolved(Plan):
     """A plan whose language was detected (``probability``: of the router's or Whisper's choice)."""
 
     probability: float | None = None
+    by: str | None = None  # who chose the language: "router" or "whisper"
 
 
 def find_router(adapters: dict[str, str | Path]) -> Path | None:
@@ -200,8 +201,8 @@ class ServeEngine:
         for plan, d, wp in zip(plans, routed, cf.whisper_probs):
             if not plan.route:  # a fixed model (the base), language to detect: Whisper's own guess
                 d = whisper_decision(wp, cf.codes, {})
-                d = Decision(plan.adapter, d.language, d.probability)
-            out.append(Resolved(d.adapter, d.language, timed=plan.timed, probability=d.probability))
+                d = Decision(plan.adapter, d.language, d.probability, by="whisper")
+            out.append(Resolved(d.adapter, d.language, timed=plan.timed, probability=d.probability, by=d.by))
         return out
 
     def transcribe(self, adapter: str | None, audios: Sequence[np.ndarray], languages: Sequence[str],

@@ -23,6 +23,7 @@ class Transcript:
     detected: bool
     language_probability: float | None = None
     language_name: str | None = None
+    detected_by: str | None = None  # "router" or "whisper" (Whisper's own detection), when detected
 
     @property
     def text(self) -> str:
@@ -54,7 +55,7 @@ def language_name(t: Transcript) -> str:
 def serving_info(t: Transcript) -> dict:
     """dama's own fields (extra keys OpenAI clients ignore): how the request was served."""
     return {"adapter": t.adapter, "language": t.language, "detected": t.detected,
-            "language_probability": t.language_probability}
+            "language_probability": t.language_probability, "detected_by": t.detected_by}
 
 
 def to_verbose_json(t: Transcript) -> dict:

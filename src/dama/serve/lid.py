@@ -39,9 +39,10 @@ from dama.safeio import FileError, read_json
 BASE = "base"
 WEIGHTS_NAME = "lid.safetensors"
 META_NAME = "lid.json"
-FORMAT = "dama-lid/2"  # /2: pooled encoder layers are listed (``layers``); /1 routers pooled the last layer only
-OLD_FORMATS = ("dama-lid/1",)
+FORMAT = "dama-lid/3"  # /3: a calibrated ``threshold``; /2: pooled layers listed (``layers``); /1: last layer only
+OLD_FORMATS = ("dama-lid/1", "dama-lid/2")
 C_GRID = (0.001, 0.01, 0.1, 1.0)  # inverse L2 strengths cross-validated when none is given
+THRESHOLD_GRID = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)  # router confidences tried by calibrate()
 FRAMES_PER_SECOND = 50  # encoder output frames per second of audio (1500 per 30 s window)
 
 
@@ -71,60 +72,94 @@ def default_layers(w: Whisper) -> tuple[int, ...]:
     return tuple(sorted({n // 2, n}))
 
 
+@dataclass
+class EncoderStats:
+    """Per clip, everything a router of any layer choice needs: the mean and standard deviation over the
+    frames that hold audio of every encoder hidden state (0 = input embeddings ... last), and Whisper's own
+    language probabilities. A few tens of kB per clip, so they are worth keeping (:mod:`dama.serve.lid_cache`):
+    re-fitting a router, or trying other layers, then costs no encoder pass."""
+
+    stats: np.ndarray  # (n, encoder_layers + 1, 2, d_model): mean, std
+    whisper_probs: np.ndarray  # (n, n_whisper_languages), over ``codes``
+    codes: list[str]
+
+    def features(self, layers: Sequence[int]) -> ClipFeatures:
+        """The router's feature vectors for ``layers``: each layer's mean and std, then Whisper's log-probs."""
+        n_states = self.stats.shape[1]
+        if any(not 0 <= i < n_states for i in layers):
+            raise ModelError(f"encoder layers {list(layers)}: the encoder has hidden states 0 (input) to "
+                             f"{n_states - 1} (last)")
+        pooled = self.stats[:, list(layers)].reshape(len(self.stats), -1)
+        feats = np.concatenate([pooled, np.log(self.whisper_probs + 1e-8)], axis=1).astype(np.float32)
+        return ClipFeatures(feats, self.whisper_probs, self.codes)
+
+
 @torch.no_grad()
-def clip_features(w: Whisper, audios: Sequence[np.ndarray], batch_size: int = 8,
-                  layers: Sequence[int] | None = None) -> ClipFeatures:
-    """Encoder statistics and Whisper's language probabilities for each clip (its first 30 s): per encoder
-    layer in ``layers`` (hidden_states indices; default :func:`default_layers`), the mean and standard
-    deviation over the frames that hold audio, then Whisper's language log-probabilities. Call it on the
-    base model with adapters disabled: the router was fit on the frozen encoder."""
+def encoder_stats(w: Whisper, audios: Sequence[np.ndarray], batch_size: int = 8) -> EncoderStats:
+    """One encoder pass per clip (its first 30 s, padded as Whisper pads it) and one decoder step: the pooled
+    statistics of every encoder hidden state and Whisper's language probabilities. Call it on the base model
+    with adapters disabled: routers are fit on the frozen encoder."""
     codes, ids = whisper_language_ids(w)
     model = w.model
-    layers = tuple(layers) if layers else default_layers(w)
-    n_layers = model.config.encoder_layers
-    if any(not 0 <= i <= n_layers for i in layers):
-        raise ModelError(f"encoder layers {list(layers)}: {w.name} has hidden states 0 (input) to {n_layers} (last)")
-    feats, probs = [], []
+    cfg = model.config
+    stats, probs = [], []
     limit = int(CHUNK_SECONDS * SAMPLE_RATE)
     for b in range(0, len(audios), batch_size):
         clips = [a[:limit] for a in audios[b: b + batch_size]]
         mel = w.feature_extractor(clips, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
         out = model.get_encoder()(mel.to(w.device, dtype=model.dtype), output_hidden_states=True)
-        states = [out.hidden_states[i].float() for i in layers]
+        states = torch.stack([h.float() for h in out.hidden_states], dim=1)  # (b, layers + 1, frames, d)
         for k, a in enumerate(clips):
-            n = max(1, min(states[0].shape[1], int(np.ceil(len(a) / SAMPLE_RATE * FRAMES_PER_SECOND))))
-            pooled = []
-            for h in states:
-                pooled += [h[k, :n].mean(0), h[k, :n].std(0, unbiased=False)]
-            feats.append(torch.cat(pooled).cpu().numpy())
+            n = max(1, min(states.shape[2], int(np.ceil(len(a) / SAMPLE_RATE * FRAMES_PER_SECOND))))
+            h = states[k, :, :n]
+            stats.append(torch.stack([h.mean(1), h.std(1, unbiased=False)], dim=1).cpu().numpy())
         start = torch.full((len(clips), 1), w.generation_config.decoder_start_token_id, device=w.device)
         logits = model(encoder_outputs=(out.last_hidden_state,), decoder_input_ids=start).logits[:, -1].float()
         probs.append(torch.softmax(logits[:, ids], dim=-1).cpu().numpy())
-    p = np.concatenate(probs) if probs else np.zeros((0, len(ids)), np.float32)
-    f = np.stack(feats) if feats else np.zeros((0, 2 * len(layers) * model.config.d_model), np.float32)
-    return ClipFeatures(np.concatenate([f, np.log(p + 1e-8)], axis=1).astype(np.float32), p, codes)
+    shape = (0, cfg.encoder_layers + 1, 2, cfg.d_model)
+    return EncoderStats(np.stack(stats).astype(np.float32) if stats else np.zeros(shape, np.float32),
+                        np.concatenate(probs) if probs else np.zeros((0, len(ids)), np.float32), codes)
+
+
+def clip_features(w: Whisper, audios: Sequence[np.ndarray], batch_size: int = 8,
+                  layers: Sequence[int] | None = None) -> ClipFeatures:
+    """The router's feature vector of each clip (its first 30 s): per encoder layer in ``layers``
+    (hidden_states indices; default :func:`default_layers`), the mean and standard deviation over the
+    frames that hold audio, then Whisper's language log-probabilities."""
+    layers = tuple(layers) if layers else default_layers(w)
+    n_layers = w.model.config.encoder_layers
+    if any(not 0 <= i <= n_layers for i in layers):
+        raise ModelError(f"encoder layers {list(layers)}: {w.name} has hidden states 0 (input) to {n_layers} (last)")
+    return encoder_stats(w, audios, batch_size).features(layers)
 
 
 @dataclass
 class Decision:
-    """Where a clip goes: ``adapter`` (None: the bare base model) and ``language``."""
+    """Where a clip goes: ``adapter`` (None: the bare base model) and ``language``. ``by``: who decided —
+    ``router`` (its class, confident enough), or ``whisper`` (Whisper's own detection: the router is
+    below its threshold, or classed the clip ``base``, or there is no router)."""
 
     adapter: str | None
     language: str
-    probability: float  # the router's probability of its choice (Whisper's, for a clip classed base)
+    probability: float  # the router's probability of its choice (Whisper's, where Whisper decided)
+    by: str = "router"
 
 
 class LanguageRouter:
-    """The fitted classifier. ``classes``: adapter keys and ``base``; ``languages``: key -> language code."""
+    """The fitted classifier. ``classes``: adapter keys, ``base-LANG`` classes (a language the bare base model
+    serves in its own token, e.g. ``base-am``), and ``base`` (any other language: Whisper decides);
+    ``languages``: class -> language code; ``threshold``: below this probability of its best class the router
+    defers to Whisper's own detection (0: never; calibrated on validation clips by :meth:`calibrate`)."""
 
     def __init__(self, classes: list[str], languages: dict[str, str], weight: np.ndarray, bias: np.ndarray,
                  mean: np.ndarray, std: np.ndarray, fingerprint: str | None = None, info: dict | None = None,
-                 layers: Sequence[int] | None = None):
+                 layers: Sequence[int] | None = None, threshold: float = 0.0):
         self.classes, self.languages = list(classes), dict(languages)
         self.layers = tuple(int(i) for i in layers) if layers else None  # None: the encoder's last layer only
         self.weight, self.bias = weight.astype(np.float32), bias.astype(np.float32)
         self.mean, self.std = mean.astype(np.float32), std.astype(np.float32)
         self.fingerprint, self.info = fingerprint, info or {}
+        self.threshold = float(threshold)
 
     def feature_layers(self, w: Whisper) -> tuple[int, ...]:
         """The encoder layers this router pools (a /1 router: the last one)."""
@@ -162,11 +197,45 @@ class LanguageRouter:
         z = np.exp(z - z.max(axis=1, keepdims=True))
         return z / z.sum(axis=1, keepdims=True)
 
-    def decide(self, cf: ClipFeatures, loaded: dict[str, str]) -> list[Decision]:
-        """Route each clip. ``loaded``: adapter key -> language of the adapters being served (a class of
-        the router that is not loaded counts as ``base``)."""
+    def decide(self, cf: ClipFeatures, loaded: dict[str, str], threshold: float | None = None) -> list[Decision]:
+        """Route each clip. ``loaded``: adapter key -> language of the adapters being served (an adapter class
+        of the router that is not loaded is left to Whisper). ``threshold``: instead of the router's own."""
         probs = self.probabilities(cf.features)
-        return [_decide(p, self.classes, cf.whisper_probs[i], cf.codes, loaded) for i, p in enumerate(probs)]
+        t = self.threshold if threshold is None else threshold
+        return [_decide(p, self.classes, self.languages, cf.whisper_probs[i], cf.codes, loaded, t)
+                for i, p in enumerate(probs)]
+
+    def calibrate(self, cf: ClipFeatures, truth: Sequence[tuple[str | None, str]], loaded: dict[str, str],
+                  grid: Sequence[float] = THRESHOLD_GRID) -> float:
+        """Choose :attr:`threshold` on held-out clips whose right route is known (``truth``: (adapter or None,
+        language) per clip): the grid value where the most clips are served right, ties broken toward the
+        middle of the best run of thresholds (the one farthest from where accuracy drops on either side).
+        Deferring to Whisper helps on clips unlike any the router saw and hurts on clips of a language Whisper
+        cannot name (``rw``), so how far to trust the router is an empirical question: answered on validation
+        clips, never on test clips. Records the accuracy at each grid value in ``info["calibration"]``."""
+        if not len(truth):
+            raise ModelError("calibrating the router needs validation clips")
+        acc = []
+        for t in grid:
+            ds = self.decide(cf, loaded, threshold=t)
+            acc.append(float(np.mean([(d.adapter, d.language) == tuple(r) for d, r in zip(ds, truth)])))
+        best = max(acc)
+        run, runs = [], []
+        for i, a in enumerate(acc):  # maximal runs of consecutive grid values at the best accuracy
+            if a >= best - 1e-12:
+                run.append(i)
+            elif run:
+                runs.append(run)
+                run = []
+        if run:
+            runs.append(run)
+        longest = max(runs, key=len)
+        i = longest[(len(longest) - 1) // 2]
+        self.threshold = float(grid[i])
+        self.info["calibration"] = {"clips": len(truth), "grid": [float(t) for t in grid],
+                                    "accuracy": [round(a, 4) for a in acc], "threshold": self.threshold,
+                                    "accuracy_at_threshold": round(acc[i], 4)}
+        return self.threshold
 
     # -- files --------------------------------------------------------------------------------------------
 
@@ -181,7 +250,8 @@ class LanguageRouter:
         atomic_write(folder / WEIGHTS_NAME, lambda f: f.write(blob))
 
         meta = {"format": FORMAT, "classes": self.classes, "languages": self.languages,
-                "base_fingerprint": self.fingerprint, "layers": list(self.layers) if self.layers else None, **self.info}
+                "base_fingerprint": self.fingerprint, "layers": list(self.layers) if self.layers else None,
+                "threshold": self.threshold, **self.info}
         atomic_write_text(folder / META_NAME, json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
         return folder
 
@@ -194,12 +264,16 @@ class LanguageRouter:
         if not isinstance(meta, dict) or meta.get("format") not in (FORMAT, *OLD_FORMATS):
             raise FileError(f"{folder / META_NAME}: not a dama language router ({FORMAT}); "
                             "rebuild it with dama lid train")
+        threshold = meta.get("threshold") or 0.0  # /1 and /2 routers had none: the router always decided
+        if not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+            raise FileError(f"{folder / META_NAME}: threshold {threshold!r} is not a probability; "
+                            "rebuild it with dama lid train")
         try:
             t = load((folder / WEIGHTS_NAME).read_bytes())
             router = cls(meta["classes"], meta["languages"], t["weight"], t["bias"], t["mean"], t["std"],
                          meta.get("base_fingerprint"), {k: v for k, v in meta.items() if k not in
                                                         ("format", "classes", "languages", "base_fingerprint",
-                                                         "layers")}, meta.get("layers"))
+                                                         "layers", "threshold")}, meta.get("layers"), threshold)
         except (OSError, KeyError, ValueError, TypeError) as e:
             raise FileError(f"{folder / WEIGHTS_NAME}: cannot read the router's weights ({e}); "
                             "rebuild it with dama lid train") from e
@@ -209,11 +283,22 @@ class LanguageRouter:
         return router
 
 
-def _decide(p: np.ndarray, classes: list[str], whisper_p: np.ndarray, codes: list[str],
-            loaded: dict[str, str]) -> Decision:
+def base_class(language: str) -> str:
+    """The class of a language the bare base model serves in its own token (``base-am``)."""
+    return f"{BASE}-{language}"
+
+
+def _decide(p: np.ndarray, classes: list[str], languages: dict[str, str], whisper_p: np.ndarray, codes: list[str],
+            loaded: dict[str, str], threshold: float) -> Decision:
     k = int(np.argmax(p))
-    if classes[k] in loaded:
-        return Decision(classes[k], loaded[classes[k]], float(p[k]))
+    cls, prob = classes[k], float(p[k])
+    if prob >= threshold:
+        if cls in loaded:
+            return Decision(cls, loaded[cls], prob)
+        lang = languages.get(cls)
+        if cls != BASE and lang in codes:  # a base-LANG class (or an adapter not loaded whose language Whisper has)
+            by_lang = {v: k for k, v in loaded.items()}
+            return Decision(by_lang.get(lang), lang, prob)
     return whisper_decision(whisper_p, codes, loaded)
 
 
@@ -222,4 +307,4 @@ def whisper_decision(whisper_p: np.ndarray, codes: list[str], loaded: dict[str, 
     j = int(np.argmax(whisper_p))
     lang = codes[j]
     by_lang = {v: k for k, v in loaded.items()}
-    return Decision(by_lang.get(lang), lang, float(whisper_p[j]))
+    return Decision(by_lang.get(lang), lang, float(whisper_p[j]), by="whisper")
