@@ -156,15 +156,16 @@ def route_of(adapter: str | None, language: str) -> str:
 
 
 def routing_and_wer(dama_runs: dict[str, str], other: str, n_test: int, per_class: int, n_control: int, work: Path,
-                    log, progress=lambda out: None, cache: str | None = None, given_wer: str = "all") -> dict:
+                    log, progress=lambda out: None, cache: str | None = None, full_wer: str = "all") -> dict:
     """Fit the router (calibrating its threshold on the val splits), then per test set: how each clip is
     routed (by the router, and by Whisper's own detection alone), accuracy, confusion counts, and WER with the
     language routed vs given (``progress(out)`` after each set, so a run stopped by a time limit keeps what it
     measured). ``cache``: the router feature file (:mod:`dama.serve.lid_cache`), so clips already encoded
     (training, validation or test) cost no encoder pass. A clip routed right is decoded exactly as with its
     language given (same adapter, same language token, same audio), so only misrouted clips can change the
-    WER; ``given_wer="misrouted"`` decodes only those (both ways) and reports the difference over all the set's
-    reference words, ``"all"`` also decodes every clip for the absolute WERs."""
+    WER: sets not in ``full_wer`` (comma-separated names, ``all`` or ``none``) decode only those (both ways) and
+    report the difference over all the set's reference words; sets in it also decode every clip with its
+    language given, for the absolute WERs."""
     from dama.data import load_audio
     from dama.evaluate.metrics import corpus_errors
     from dama.serve.engine import ServeEngine
@@ -190,8 +191,9 @@ def routing_and_wer(dama_runs: dict[str, str], other: str, n_test: int, per_clas
     loaded = engine.adapter_languages
     by_lang = {v: k for k, v in loaded.items()}
     out = {"router": {"fit_seconds": round(fit_s, 1), **{k: v for k, v in report.items() if k != "out"}},
-           "accuracy": {}, "whisper_only_accuracy": {}, "deferred_to_whisper": {}, "wer": {},
-           "clips": {k: len(v) for k, v in sets.items()}, "given_wer": given_wer}
+           "accuracy": {}, "whisper_only_accuracy": {}, "no_threshold_accuracy": {}, "deferred_to_whisper": {},
+           "wer": {},
+           "clips": {k: len(v) for k, v in sets.items()}}
     rows: dict[str, dict[str, int]] = {}  # true route -> served route -> clips
     for name, utts in sets.items():
         t = time.perf_counter()
@@ -209,11 +211,15 @@ def routing_and_wer(dama_runs: dict[str, str], other: str, n_test: int, per_clas
         out["accuracy"][name] = round(sum(ok) / len(ok), 4)
         out["whisper_only_accuracy"][name] = round(
             sum((d.adapter, d.language) == tr for d, tr in zip(whisper_only, truth)) / len(truth), 4)
+        out["no_threshold_accuracy"][name] = round(  # the router alone, never deferring (threshold 0)
+            sum((d.adapter, d.language) == tr for d, tr in zip(router.decide(cf, loaded, threshold=0.0), truth))
+            / len(truth), 4)
         out["deferred_to_whisper"][name] = sum(d.by == "whisper" for d in routed)
         wrong = [i for i, good in enumerate(ok) if not good]
         refs = [u.text for u in utts]
         words = sum(len(r.split()) for r in refs)
-        audios = {i: load_audio(utts[i].audio) for i in (range(len(utts)) if given_wer == "all" else wrong)}
+        full = full_wer == "all" or name in full_wer.split(",")
+        audios = {i: load_audio(utts[i].audio) for i in (range(len(utts)) if full else wrong)}
         given_rows = sorted(audios)
         given = dict(zip(given_rows, _decode(engine, [truth[i][0] for i in given_rows],
                                              [audios[i] for i in given_rows], [truth[i][1] for i in given_rows])))
@@ -227,7 +233,7 @@ def routing_and_wer(dama_runs: dict[str, str], other: str, n_test: int, per_clas
         else:
             diff = 0.0
         entry["routed_minus_given_points"] = round(100 * diff, 2)
-        if given_wer == "all":
+        if full:
             hyps_given = [given[i] for i in range(len(utts))]
             w_given = corpus_errors(refs, hyps_given).wer
             w_routed = corpus_errors(refs, [redo.get(i, given[i]) for i in range(len(utts))]).wer
@@ -362,9 +368,10 @@ def main() -> None:
     ap.add_argument("--control-clips", type=int, default=25, help="held-out FLEURS control clips (odd-numbered)")
     ap.add_argument("--per-class", type=int, default=200, help="router training clips per class")
     ap.add_argument("--cache", help="router feature file (.npz): clips encoded once, re-fits and re-scores are free")
-    ap.add_argument("--given-wer", choices=("all", "misrouted"), default="all",
-                    help="decode every test clip with its language given (absolute WERs), or only the misrouted ones "
-                    "(both ways: the difference, over all the set's words)")
+    ap.add_argument("--full-wer", default="all",
+                    help="test sets (sw,...,control; all; none) whose every clip is decoded with its language given "
+                    "(absolute WERs); the others decode only misrouted clips, both ways (the difference, over all "
+                    "the set's words)")
     ap.add_argument("--clients", default="1,4,16")
     ap.add_argument("--clips-per-client", type=int, default=2)
     ap.add_argument("--parts", default="memory,routing,load")
@@ -409,7 +416,7 @@ def main() -> None:
 
             result["routing"] = routing_and_wer(dama_runs, args.other, args.test_clips, args.per_class,
                                                 args.control_clips, Path(work), log, progress, args.cache,
-                                                args.given_wer)
+                                                args.full_wer)
         plot = out_path.with_name(out_path.stem + "_routing_confusion.png")
         plot_confusion(result["routing"]["confusion"], plot)
         result["routing"]["confusion_plot"] = plot.name

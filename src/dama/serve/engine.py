@@ -121,10 +121,15 @@ class ServeEngine:
         if r.fingerprint and r.fingerprint != model_fingerprint(self.whisper.model.get_encoder()):
             raise DamaError(f"router {self.router_path} was fit on another base model's encoder than {self.base_name}; "
                             "rebuild it with dama lid train on this base")
-        unknown = [c for c in r.classes if c != BASE and c not in self.adapter_languages]
+        unknown = [c for c in r.classes
+                   if c != BASE and not c.startswith(BASE + "-") and c not in self.adapter_languages]
         if unknown:
             log.warning("router %s knows adapters %s that are not loaded: their clips go to Whisper's detection",
                         self.router_path, unknown)
+        tokenless = [c for c in r.classes if c.startswith(BASE + "-") and r.languages.get(c) not in WHISPER_LANGUAGES]
+        if tokenless:
+            raise DamaError(f"router {self.router_path}: classes {tokenless} name languages Whisper has no token for; "
+                            "rebuild it with dama lid train")
         for c in r.classes:
             if c in self.adapter_languages and r.languages.get(c) != self.adapter_languages[c]:
                 raise DamaError(f"router {self.router_path}: class {c!r} is language {r.languages.get(c)}, but adapter "

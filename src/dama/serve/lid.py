@@ -6,18 +6,23 @@ low-resource languages it is often wrong (whisper-base takes much Yoruba for Eng
 though, is shared and frozen by every adapter: its output already separates languages well. So the
 router is a multinomial logistic regression over one feature vector per clip:
 
-* the mean and standard deviation over time of the frozen encoder's last hidden state, over the
-  frames that hold audio (not Whisper's zero padding) — 2 x d_model numbers;
+* per pooled encoder layer (default: the middle one and the last), the mean and standard deviation over
+  time of the frozen encoder's hidden states, over the frames that hold audio (not Whisper's zero padding);
 * Whisper's own language log-probabilities over its languages — what the base model already knows.
 
-Its classes are the adapters' keys plus ``base`` ("a language the adapters do not serve"). It is fit
-by ``dama lid train`` on the adapters' own training clips (each run's config names its training
-data) and on clips of other languages for ``base``; a clip classed ``base`` goes to Whisper's own
-detected language, on the adapter of that language if one is loaded, else on the bare base model.
-One encoder pass per clip, no extra model in memory; the classifier is a few thousand numbers.
+Its classes are the adapters' keys, ``base-LANG`` for a language the bare base model serves in its own
+token (``base-am``: fit on that language's clips, because Whisper's detection is unreliable on it), and
+``base`` ("another language": Whisper's detection decides). It is fit by ``dama lid train`` on the
+adapters' own training clips (each run's config names its training data) and on clips of other languages.
+A logistic regression fit on a few hundred clips of one or two speakers per language is sure of itself
+on audio like its training clips and may be confidently wrong on audio unlike any of them, so below a
+``threshold`` on its best class's probability the router defers to Whisper's own detection (on the adapter
+of the detected language if one is loaded, else on the bare base model): the threshold is calibrated on
+validation clips, never the training or test clips (:meth:`LanguageRouter.calibrate`).
+One encoder pass per clip, no extra model in memory; the classifier is a few thousand numbers per class.
 
-Saved as ``lid.safetensors`` (weights, feature mean/std) + ``lid.json`` (classes, languages, base
-model fingerprint): never a pickle, so loading a router runs no code.
+Saved as ``lid.safetensors`` (weights, feature mean/std) + ``lid.json`` (classes, languages, threshold,
+base model fingerprint): never a pickle, so loading a router runs no code.
 """
 
 from __future__ import annotations
