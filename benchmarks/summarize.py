@@ -596,7 +596,8 @@ def serve_routing() -> str:
         alone = r.get("no_threshold_accuracy", {}).get(name)
         deferred = r.get("deferred_to_whisper", {}).get(name)
         out.append(f"| {ROUTING_LABELS.get(name, name)} | {r['clips'][name]} | {acc:.3f} | "
-                   f"{'–' if alone is None else f'{alone:.3f}'} | {'–' if whisper is None else f'{whisper:.3f}'} | {'–' if deferred is None else deferred} | "
+                   f"{'–' if alone is None else f'{alone:.3f}'} | {'–' if whisper is None else f'{whisper:.3f}'} | "
+                   f"{'–' if deferred is None else deferred} | "
                    f"{given} | {diff} |")
     info = r["router"]
     cal = info.get("calibration") or {}
