@@ -156,7 +156,8 @@ def route_of(adapter: str | None, language: str) -> str:
 
 
 def routing_and_wer(dama_runs: dict[str, str], other: str, n_test: int, per_class: int, n_control: int, work: Path,
-                    log, progress=lambda out: None, cache: str | None = None, full_wer: str = "all") -> dict:
+                    log, progress=lambda out: None, cache: str | None = None, full_wer: str = "all",
+                    encoder_caches: tuple[str, ...] = ()) -> dict:
     """Fit the router (calibrating its threshold on the val splits), then per test set: how each clip is
     routed (by the router, and by Whisper's own detection alone), accuracy, confusion counts, and WER with the
     language routed vs given (``progress(out)`` after each set, so a run stopped by a time limit keeps what it
@@ -177,12 +178,17 @@ def routing_and_wer(dama_runs: dict[str, str], other: str, n_test: int, per_clas
     even, odd = fleurs_split()
     other_spec = ",".join(s for s in [other, write_manifest(work / "fleurs-even.jsonl", even)] if s)
     t = time.perf_counter()
+    runs_own = [Path(v).resolve().parent / ".encoder-cache" for v in dama_runs.values()]
+    runs_own += [Path(c) for v in dama_runs.values()
+                 if (c := (json.loads((Path(v) / "config.json").read_text()).get("train") or {}).get("cache_dir"))]
+    enc_caches = tuple(dict.fromkeys([*map(str, runs_own), *encoder_caches]))
     router, lid_dir, report = train_router(LidTrainOptions(adapters=dama_runs, other=other_spec, out=work / "lid",
-                                                           max_per_class=per_class, cache=cache), log=log)
+                                                           max_per_class=per_class, cache=cache,
+                                                           encoder_caches=enc_caches), log=log)
     fit_s = time.perf_counter() - t
     engine = ServeEngine(ServeOptions(adapters=dama_runs, lid=lid_dir, batch_size=8))
-    stats_cache = open_cache(engine.whisper, cache)
     layers = router.feature_layers(engine.whisper)
+    stats_cache = open_cache(engine.whisper, cache, layers)
     sets = {lang: test_clips(lang, n_test) for lang in dama_runs}
     # the base model's own languages: the test splits of --other's corpora and the held-out FLEURS control clips
     other_langs = [k for k, corpus in CORPUS.items() if f"{corpus}:" in (other or "") and k not in dama_runs]
@@ -198,7 +204,7 @@ def routing_and_wer(dama_runs: dict[str, str], other: str, n_test: int, per_clas
     for name, utts in sets.items():
         t = time.perf_counter()
         with engine.multi.using(None):
-            es = cached_stats(engine.whisper, utts, stats_cache, log=log)
+            es = cached_stats(engine.whisper, utts, stats_cache, encoder_caches=enc_caches, log=log)
         cf = es.features(layers)
         routed = router.decide(cf, loaded)
         route_s = time.perf_counter() - t
@@ -351,7 +357,8 @@ def load_test(dama_runs: dict[str, str], clients_list: list[int], clips_per_clie
                                 "audio_seconds": round(audio_s, 1), "wall_seconds": round(wall, 2),
                                 "throughput_audio_s_per_s": round(audio_s / wall, 3),
                                 "latency_p50_s": round(statistics.median(lat), 2),
-                                "latency_p95_s": round(lat[min(len(lat) - 1, int(np.ceil(0.95 * len(lat))) - 1)], 2)}
+                                "latency_p95_s": round(lat[min(len(lat) - 1, int(np.ceil(0.95 * len(lat))) - 1)], 2),
+                                "load_average_1min_after": round(os.getloadavg()[0], 2)}
                 log(f"load {key}: {results[key]}")
             stats = server.app.state.queue.stats
             results[f"{'batching' if batching else 'no_batching'}/largest_batch"] = stats.largest_batch
@@ -368,6 +375,8 @@ def main() -> None:
     ap.add_argument("--control-clips", type=int, default=25, help="held-out FLEURS control clips (odd-numbered)")
     ap.add_argument("--per-class", type=int, default=200, help="router training clips per class")
     ap.add_argument("--cache", help="router feature file (.npz): clips encoded once, re-fits and re-scores are free")
+    ap.add_argument("--encoder-cache", default="",
+                    help="dama train encoder caches to read clips from (comma-separated; the runs' own always are)")
     ap.add_argument("--full-wer", default="all",
                     help="test sets (sw,...,control; all; none) whose every clip is decoded with its language given "
                     "(absolute WERs); the others decode only misrouted clips, both ways (the difference, over all "
@@ -416,7 +425,8 @@ def main() -> None:
 
             result["routing"] = routing_and_wer(dama_runs, args.other, args.test_clips, args.per_class,
                                                 args.control_clips, Path(work), log, progress, args.cache,
-                                                args.full_wer)
+                                                args.full_wer,
+                                                tuple(c for c in args.encoder_cache.split(",") if c))
         plot = out_path.with_name(out_path.stem + "_routing_confusion.png")
         plot_confusion(result["routing"]["confusion"], plot)
         result["routing"]["confusion_plot"] = plot.name

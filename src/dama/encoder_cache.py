@@ -641,6 +641,17 @@ class EncoderCache:
         _write_shard(folder, keys, (len(utts), frames, cfg.d_model), batches(), log)
 
 
+def cached_rows(w: Whisper, keys: list[str], cache_root: str | Path, log: Log = print) -> dict[str, np.ndarray]:
+    """Encoder outputs (float16, frames x d_model) that ``cache_root`` already holds for these clip keys
+    (:func:`clip_keys`), checked as :meth:`EncoderCache.build` checks them; nothing is encoded or written.
+    For readers that can use what is there and compute the rest their own way (the language router)."""
+    folder = Path(cache_root) / f"enc-{encoder_fingerprint(w.model)}"
+    if not folder.is_dir():
+        return {}
+    found = _usable(folder, list(dict.fromkeys(keys)), log)
+    return {k: np.asarray(s.array[row]) for k, (s, row) in found.items()}
+
+
 # ---- housekeeping: what a cache holds, its health, and dropping what no data set needs any more ----
 
 def _encoder_folders(root: Path) -> list[Path]:

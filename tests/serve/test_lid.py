@@ -207,25 +207,40 @@ def test_other_languages_get_a_class_of_their_own_only_with_enough_clips():
     assert sorted({u.language for u in got["base"]}) == ["de", "en", "rw"] and len(got["base"]) == 5 + 5 + 9
 
 
-def test_the_feature_cache_encodes_each_clip_once(tmp_path, tiny_whisper, monkeypatch):
+def test_the_feature_cache_encodes_each_clip_once_and_reads_dama_trains_encoder_cache(tmp_path, tiny_whisper,
+                                                                                     monkeypatch):
     from dama.data import load_data
+    from dama.data.manifest import Manifest
+    from dama.encoder_cache import EncoderCache
     from dama.serve import lid_cache
     from dama.serve.lid import encoder_stats
     from dama.serve.lid_cache import cached_stats, open_cache
     from tests.helpers import SHARED_DATA
 
-    utts = list(load_data("swahili:test", SHARED_DATA))[:3]
-    direct = encoder_stats(tiny_whisper, [load_audio(u.audio) for u in utts])
+    w = tiny_whisper
+    last = w.model.config.encoder_layers
+    utts = list(load_data("swahili:test", SHARED_DATA))[:4]
+    direct = encoder_stats(w, [load_audio(u.audio) for u in utts])
+    assert direct.layers == tuple(range(last + 1)) and direct.stats.shape[:3] == (4, last + 1, 2)
     calls = []
-    monkeypatch.setattr(lid_cache, "encoder_stats", lambda w, a, b: calls.append(len(a)) or encoder_stats(w, a, b))
-    first = cached_stats(tiny_whisper, utts[:2], open_cache(tiny_whisper, tmp_path / "f.npz"))
-    again = cached_stats(tiny_whisper, utts, open_cache(tiny_whisper, tmp_path / "f.npz"))  # read back from the file
+    monkeypatch.setattr(lid_cache, "encoder_stats",
+                        lambda w, a, b, layers: calls.append(len(a)) or encoder_stats(w, a, b, layers))
+    first = cached_stats(w, utts[:2], open_cache(w, tmp_path / "f.npz", (1, last)))
+    again = cached_stats(w, utts[:3], open_cache(w, tmp_path / "f.npz", (1, last)))  # read back from the file
     assert calls == [2, 1]
-    np.testing.assert_allclose(again.stats, direct.stats, atol=1e-5)
+    np.testing.assert_allclose(again.stats, direct.stats[:3, [1, last]], atol=1e-5)
     np.testing.assert_allclose(first.whisper_probs, direct.whisper_probs[:2], atol=1e-6)
-    feats = again.features((1,)).features
-    assert feats.shape == (3, 2 * tiny_whisper.model.config.d_model + len(again.codes))
+    assert again.features((last,)).features.shape == (3, 2 * w.model.config.d_model + len(again.codes))
     from dama.safeio import FileError
 
     with pytest.raises(FileError, match="another encoder"):
-        lid_cache.StatsCache(tmp_path / "f.npz", "not-this-one")
+        lid_cache.StatsCache(tmp_path / "f.npz", "not-this-one", (1, last))
+    with pytest.raises(FileError, match="layers"):
+        open_cache(w, tmp_path / "f.npz", (last,))
+    # the last layer alone: clips dama train has cached are pooled from its float16 outputs, no encoder pass
+    EncoderCache.build(w, Manifest(utts[2:]), tmp_path / "enc", show_progress=False)
+    calls.clear()
+    got = cached_stats(w, utts, open_cache(w, None, (last,)), encoder_caches=[tmp_path / "enc"])
+    assert calls == [2]  # the two clips the encoder cache lacks
+    np.testing.assert_allclose(got.stats, direct.stats[:, [last]], rtol=2e-2, atol=2e-2)
+    np.testing.assert_allclose(got.whisper_probs, direct.whisper_probs, atol=1e-2)

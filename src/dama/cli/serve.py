@@ -46,7 +46,8 @@ def cmd_lid_train(args) -> dict:
                            data_root=args.data_root, max_per_class=args.max_per_class, c=args.c, device=args.device,
                            layers=_layers(args.layers), min_language_clips=args.min_language_clips, val=args.val,
                            other_val=args.other_val, max_val_per_class=args.max_val_per_class,
-                           threshold=args.threshold, cache=args.cache)
+                           threshold=args.threshold, cache=args.cache,
+                           encoder_caches=tuple(args.cache_dir.split(",")) if args.cache_dir else None)
     if opts.threshold is not None and not 0 <= opts.threshold <= 1:
         raise DamaError(f"--threshold {opts.threshold}: give a probability between 0 and 1")
     _, _, report = train_router(opts)
@@ -106,6 +107,8 @@ def register(sub) -> None:
                    help="router confidence below which Whisper's own detection decides (default: calibrated)")
     t.add_argument("--cache", metavar="FILE.npz",
                    help="keep every clip's encoder statistics here, so a re-fit runs no encoder pass")
+    t.add_argument("--cache-dir", metavar="DIR[,DIR]", help="dama train's encoder-output caches to read clips from "
+                   "(default: the runs' own; last layer only)")
     t.add_argument("--c", type=float, default=None,
                    help="inverse L2 strength of the logistic regression (default: chosen by cross-validation)")
     t.add_argument("--layers", metavar="I,J",

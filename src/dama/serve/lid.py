@@ -70,60 +70,99 @@ def whisper_language_ids(w: Whisper) -> tuple[list[str], list[int]]:
 
 
 def default_layers(w: Whisper) -> tuple[int, ...]:
-    """Encoder layers pooled by default: the middle one and the last (hidden_states indices; 0 = the input
-    embeddings). The middle layer keeps more of the acoustic and speaker detail that separates languages
-    the last layer has already mapped toward Whisper's own vocabulary."""
-    n = w.model.config.encoder_layers
-    return tuple(sorted({n // 2, n}))
+    """Encoder layers pooled by default: the last one (hidden_states index = encoder_layers). ``dama train``
+    caches exactly these outputs for every training clip, so fitting a router on the adapters' own training
+    clips costs a decoder step per clip instead of an encoder pass; and with a few hundred clips per class it
+    separates the languages measured here (docs/serving.md). Other layers: ``dama lid train --layers``."""
+    return (w.model.config.encoder_layers,)
 
 
 @dataclass
 class EncoderStats:
-    """Per clip, everything a router of any layer choice needs: the mean and standard deviation over the
-    frames that hold audio of every encoder hidden state (0 = input embeddings ... last), and Whisper's own
-    language probabilities. A few tens of kB per clip, so they are worth keeping (:mod:`dama.serve.lid_cache`):
-    re-fitting a router, or trying other layers, then costs no encoder pass."""
+    """Per clip, what a router needs: the mean and standard deviation over the frames that hold audio of the
+    encoder hidden states ``layers`` (hidden_states indices: 0 = input embeddings ... last), and Whisper's
+    own language probabilities. A few kB per clip, so they are worth keeping (:mod:`dama.serve.lid_cache`):
+    re-fitting a router then costs no encoder pass."""
 
-    stats: np.ndarray  # (n, encoder_layers + 1, 2, d_model): mean, std
+    stats: np.ndarray  # (n, len(layers), 2, d_model): mean, std
     whisper_probs: np.ndarray  # (n, n_whisper_languages), over ``codes``
     codes: list[str]
+    layers: tuple[int, ...]
 
     def features(self, layers: Sequence[int]) -> ClipFeatures:
         """The router's feature vectors for ``layers``: each layer's mean and std, then Whisper's log-probs."""
-        n_states = self.stats.shape[1]
-        if any(not 0 <= i < n_states for i in layers):
-            raise ModelError(f"encoder layers {list(layers)}: the encoder has hidden states 0 (input) to "
-                             f"{n_states - 1} (last)")
-        pooled = self.stats[:, list(layers)].reshape(len(self.stats), -1)
+        missing = [i for i in layers if i not in self.layers]
+        if missing:
+            raise ModelError(f"encoder layers {missing}: not pooled here (these statistics hold layers "
+                             f"{list(self.layers)})")
+        pooled = self.stats[:, [self.layers.index(i) for i in layers]].reshape(len(self.stats), -1)
         feats = np.concatenate([pooled, np.log(self.whisper_probs + 1e-8)], axis=1).astype(np.float32)
         return ClipFeatures(feats, self.whisper_probs, self.codes)
 
 
+def _pool(h: torch.Tensor, seconds: Sequence[float]) -> np.ndarray:
+    """(b, layers, frames, d) hidden states -> (b, layers, 2, d): mean and std over each clip's audio frames."""
+    out = []
+    for k, sec in enumerate(seconds):
+        n = max(1, min(h.shape[2], int(np.ceil(sec * FRAMES_PER_SECOND))))
+        x = h[k, :, :n]
+        out.append(torch.stack([x.mean(1), x.std(1, unbiased=False)], dim=1).cpu().numpy())
+    return np.stack(out).astype(np.float32)
+
+
 @torch.no_grad()
-def encoder_stats(w: Whisper, audios: Sequence[np.ndarray], batch_size: int = 8) -> EncoderStats:
+def _language_probs(w: Whisper, last_hidden: torch.Tensor, ids: list[int]) -> np.ndarray:
+    model = w.model
+    start = torch.full((last_hidden.shape[0], 1), w.generation_config.decoder_start_token_id, device=w.device)
+    logits = model(encoder_outputs=(last_hidden,), decoder_input_ids=start).logits[:, -1].float()
+    return torch.softmax(logits[:, ids], dim=-1).cpu().numpy()
+
+
+@torch.no_grad()
+def encoder_stats(w: Whisper, audios: Sequence[np.ndarray], batch_size: int = 8,
+                  layers: Sequence[int] | None = None) -> EncoderStats:
     """One encoder pass per clip (its first 30 s, padded as Whisper pads it) and one decoder step: the pooled
-    statistics of every encoder hidden state and Whisper's language probabilities. Call it on the base model
-    with adapters disabled: routers are fit on the frozen encoder."""
+    statistics of the encoder hidden states ``layers`` (default: all of them) and Whisper's language
+    probabilities. Call it on the base model with adapters disabled: routers are fit on the frozen encoder."""
     codes, ids = whisper_language_ids(w)
     model = w.model
     cfg = model.config
+    layers = tuple(layers) if layers is not None else tuple(range(cfg.encoder_layers + 1))
+    if any(not 0 <= i <= cfg.encoder_layers for i in layers):
+        raise ModelError(f"encoder layers {list(layers)}: {w.name} has hidden states 0 (input) to "
+                         f"{cfg.encoder_layers} (last)")
     stats, probs = [], []
     limit = int(CHUNK_SECONDS * SAMPLE_RATE)
     for b in range(0, len(audios), batch_size):
         clips = [a[:limit] for a in audios[b: b + batch_size]]
         mel = w.feature_extractor(clips, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
         out = model.get_encoder()(mel.to(w.device, dtype=model.dtype), output_hidden_states=True)
-        states = torch.stack([h.float() for h in out.hidden_states], dim=1)  # (b, layers + 1, frames, d)
-        for k, a in enumerate(clips):
-            n = max(1, min(states.shape[2], int(np.ceil(len(a) / SAMPLE_RATE * FRAMES_PER_SECOND))))
-            h = states[k, :, :n]
-            stats.append(torch.stack([h.mean(1), h.std(1, unbiased=False)], dim=1).cpu().numpy())
-        start = torch.full((len(clips), 1), w.generation_config.decoder_start_token_id, device=w.device)
-        logits = model(encoder_outputs=(out.last_hidden_state,), decoder_input_ids=start).logits[:, -1].float()
-        probs.append(torch.softmax(logits[:, ids], dim=-1).cpu().numpy())
-    shape = (0, cfg.encoder_layers + 1, 2, cfg.d_model)
-    return EncoderStats(np.stack(stats).astype(np.float32) if stats else np.zeros(shape, np.float32),
-                        np.concatenate(probs) if probs else np.zeros((0, len(ids)), np.float32), codes)
+        states = torch.stack([out.hidden_states[i].float() for i in layers], dim=1)  # (b, layers, frames, d)
+        stats.append(_pool(states, [len(a) / SAMPLE_RATE for a in clips]))
+        probs.append(_language_probs(w, out.last_hidden_state, ids))
+    return _stack(stats, probs, codes, layers, cfg.d_model)
+
+
+@torch.no_grad()
+def stats_from_encoder_outputs(w: Whisper, outputs: Sequence[np.ndarray], seconds: Sequence[float],
+                               batch_size: int = 8) -> EncoderStats:
+    """:func:`encoder_stats` of the last layer only, from encoder outputs computed earlier (the encoder cache
+    of ``dama train``: float16, as good as the live float32 pass for pooling to within ~1e-3): no encoder
+    pass, only the decoder step for Whisper's language probabilities."""
+    codes, ids = whisper_language_ids(w)
+    model = w.model
+    last = model.config.encoder_layers
+    stats, probs = [], []
+    for b in range(0, len(outputs), batch_size):
+        h = torch.from_numpy(np.stack(outputs[b: b + batch_size])).to(w.device, dtype=model.dtype)
+        stats.append(_pool(h.float()[:, None], seconds[b: b + batch_size]))
+        probs.append(_language_probs(w, h, ids))
+    return _stack(stats, probs, codes, (last,), model.config.d_model)
+
+
+def _stack(stats: list, probs: list, codes: list[str], layers: tuple[int, ...], d: int) -> EncoderStats:
+    return EncoderStats(np.concatenate(stats) if stats else np.zeros((0, len(layers), 2, d), np.float32),
+                        np.concatenate(probs) if probs else np.zeros((0, len(codes)), np.float32), codes, layers)
 
 
 def clip_features(w: Whisper, audios: Sequence[np.ndarray], batch_size: int = 8,
@@ -132,10 +171,7 @@ def clip_features(w: Whisper, audios: Sequence[np.ndarray], batch_size: int = 8,
     (hidden_states indices; default :func:`default_layers`), the mean and standard deviation over the
     frames that hold audio, then Whisper's language log-probabilities."""
     layers = tuple(layers) if layers else default_layers(w)
-    n_layers = w.model.config.encoder_layers
-    if any(not 0 <= i <= n_layers for i in layers):
-        raise ModelError(f"encoder layers {list(layers)}: {w.name} has hidden states 0 (input) to {n_layers} (last)")
-    return encoder_stats(w, audios, batch_size).features(layers)
+    return encoder_stats(w, audios, batch_size, layers).features(layers)
 
 
 @dataclass

@@ -12,7 +12,9 @@ At most ``max_per_class`` clips per class, evenly spread over the data (for ``ba
 among its languages, so a big corpus does not crowd out the others). The threshold below which the router
 defers to Whisper is chosen on validation clips (``val``/``other_val``; by default the same corpora's val
 splits), never on the training clips the classifier has fit perfectly. ``cache``: a file keeping every
-clip's encoder statistics (:mod:`dama.serve.lid_cache`), so a re-fit costs no encoder pass.
+clip's encoder statistics (:mod:`dama.serve.lid_cache`), so a re-fit costs no encoder pass. With the
+default layer (the last), clips whose encoder outputs a run's encoder cache holds (every adapter's training
+clips, cached by ``dama train``) cost one decoder step instead of an encoder pass.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class LidTrainOptions:
     max_val_per_class: int = 60
     threshold: float | None = None  # fixed threshold instead of calibrating one
     cache: str | Path | None = None  # router feature cache (.npz)
+    encoder_caches: tuple[str | Path, ...] | None = None  # dama train's encoder caches; None: the runs' own
     device: str | None = None
 
 
@@ -102,8 +105,11 @@ def train_router(opts: LidTrainOptions, log=print) -> tuple[LanguageRouter, Path
     served = set(multi.languages.values())
     sources: dict[str, list] = {}
     val_specs: dict[str, str] = {}
+    run_caches: list[Path] = []
     for key, run in opts.adapters.items():
         cfg = RunFolder(run).read_config()
+        cache_dir = (cfg.get("train") or {}).get("cache_dir")
+        run_caches.append(Path(cache_dir) if cache_dir else Path(run).resolve().parent / ".encoder-cache")
         spec = (cfg.get("data") or {}).get("train")
         if not spec:
             raise DamaError(f"{run}: its config.json names no training data; cannot learn adapter {key}'s language")
@@ -135,14 +141,18 @@ def train_router(opts: LidTrainOptions, log=print) -> tuple[LanguageRouter, Path
                 val += [(u, (by_lang.get(lang), lang)) for u in _spread(group, opts.max_val_per_class)]
 
     layers = tuple(opts.layers) if opts.layers else default_layers(multi.whisper)
-    cache = open_cache(multi.whisper, opts.cache)
+    cache = open_cache(multi.whisper, opts.cache, layers)
+    enc_caches = [Path(p) for p in (opts.encoder_caches if opts.encoder_caches is not None else
+                                    dict.fromkeys(run_caches)) if Path(p).is_dir()]
     feats, labels = [], []
     with multi.using(None):
         for cls, utts in sources.items():
             log(f"lid: {cls}: {len(utts)} clips")
-            feats.append(cached_stats(multi.whisper, utts, cache, log=log).features(layers).features)
+            es = cached_stats(multi.whisper, utts, cache, encoder_caches=enc_caches, log=log)
+            feats.append(es.features(layers).features)
             labels += [cls] * len(utts)
-        val_cf = cached_stats(multi.whisper, [u for u, _ in val], cache, log=log).features(layers) if val else None
+        val_cf = (cached_stats(multi.whisper, [u for u, _ in val], cache, encoder_caches=enc_caches, log=log)
+                  .features(layers) if val else None)
     x = np.concatenate(feats)
     info = {"trained_on": {k: len(v) for k, v in sources.items()}, "other": opts.other, "model": multi.whisper.name}
     router = LanguageRouter.fit(x, labels, languages, c=opts.c,
