@@ -585,12 +585,13 @@ ROUTING_LABELS = {"sw": "sw (adapter)", "yo": "yo (adapter)", "rw": "rw (adapter
 def serve_routing() -> str:
     """Language routing accuracy and WER routed vs given (benchmarks/serve_load.py --parts routing)."""
     r = _serve()["routing"]
+    absolute = any("given" in w for w in r["wer"].values())  # else only misrouted clips were decoded
     out = ["| test clips | clips | served right | router without threshold | Whisper's detection alone "
-           "| deferred to Whisper | WER, language given | WER, routed | routed minus given |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           "| deferred to Whisper | " + ("WER, language given | WER, routed | " if absolute else "")
+           + "WER routed minus given |", "|---|---|---|---|---|---|" + ("---|---|" if absolute else "") + "---|"]
     for name, acc in r["accuracy"].items():
         w = r["wer"].get(name) or {}
-        given = f"{w['given']:.3f} | {w['routed']:.3f}" if "given" in w else "– | –"
+        given = (f"{w['given']:.3f} | {w['routed']:.3f} | " if "given" in w else "– | – | ") if absolute else ""
         diff = f"{w['routed_minus_given_points']:+.1f} points" if "routed_minus_given_points" in w else "–"
         whisper = r.get("whisper_only_accuracy", {}).get(name)
         alone = r.get("no_threshold_accuracy", {}).get(name)
@@ -598,7 +599,7 @@ def serve_routing() -> str:
         out.append(f"| {ROUTING_LABELS.get(name, name)} | {r['clips'][name]} | {acc:.3f} | "
                    f"{'–' if alone is None else f'{alone:.3f}'} | {'–' if whisper is None else f'{whisper:.3f}'} | "
                    f"{'–' if deferred is None else deferred} | "
-                   f"{given} | {diff} |")
+                   f"{given}{diff} |")
     info = r["router"]
     cal = info.get("calibration") or {}
     plot = r.get("confusion_plot")
@@ -611,8 +612,8 @@ def serve_routing() -> str:
             + (f"; confusion matrix: [{plot}](../benchmarks/results/{plot})" if plot else "") + ". "
             "Served right: the right adapter, or the bare base model, in the right language. Language given: "
             "the adapter of that language, or the bare base model in that language (control: zero-shot)."
-            + (" Where no absolute WERs are shown, only misrouted clips were decoded (a clip routed right decodes "
-               "exactly as with its language given): the difference is over all the set's reference words."
+            + (" Only misrouted clips were decoded, both ways (a clip routed right decodes exactly as with its "
+               "language given): the difference is over all the set's reference words."
                if any("given" not in w for w in r["wer"].values()) else "")
             + (f" Not measured (the run was stopped first): {', '.join(missing)}." if missing else "")]
     return "\n".join(out + ["", "Measured with " + _run_line(r) + "."])

@@ -52,7 +52,8 @@ def test_lid_train_saves_a_router_the_server_loads_and_uses(four_runs, tmp_path)
     from dama.serve.lid_cache import StatsCache
 
     plain = load_whisper(json.loads((runs["sw"] / "config.json").read_text())["model"], device="cpu")
-    assert len(StatsCache(tmp_path / "stats.npz", encoder_fingerprint(plain.model))) == 20
+    last = (plain.model.config.encoder_layers,)
+    assert len(StatsCache(tmp_path / "stats.npz", encoder_fingerprint(plain.model), last)) == 20
 
     opts = ServeOptions(adapters={k: str(v) for k, v in runs.items()}, port=0)
     engine = ServeEngine(opts)
