@@ -144,7 +144,9 @@ def _merge(paths: list[str], out: str) -> None:
             while key in merged["subsets"] and merged["subsets"][key] != sub:
                 key += "#"
             merged["subsets"][key] = sub
-        merged["test_wer"] += d.get("test_wer", [])
+        seen = {(t["language"], t["model"], t["run"], t["data"]) for t in merged["test_wer"]}
+        merged["test_wer"] += [t for t in d.get("test_wer", [])  # the same adapter scored again: once
+                               if (t["language"], t["model"], t["run"], t["data"]) not in seen]
         merged["rows"] += d["rows"]
     atomic_write_text(out, json.dumps(merged, indent=1, default=str) + "\n")
     print(f"wrote {out} from {len(parts)} files")
