@@ -686,6 +686,38 @@ def frontier() -> str:
                       f"(benchmarks/cpu-whisper-base-6lang/report.md)."])
 
 
+GGML_VS_CT2 = HERE / "results" / "ggml_vs_ct2.json"
+_RUNTIME = {"ct2": "faster-whisper, clip as given", "ct2-pad30": "faster-whisper, clip padded to 30 s",
+            "transformers": "transformers (dama's runtime)",
+            "ggml-float16": "whisper.cpp, flash attention off (dama's)",
+            "ggml-float16-fa": "whisper.cpp, flash attention on (its default)",
+            "ggml-float16-hfmel": "whisper.cpp given transformers' log-mel (diagnostic)",
+            "transformers-f16w": "transformers, weights rounded to float16 (diagnostic)"}
+
+
+def ggml_vs_ct2(path: Path = GGML_VS_CT2) -> str:
+    """whisper.cpp against CTranslate2 and transformers on one adapted model (benchmarks/ggml_vs_ct2.py): each
+    runtime's WER/CER and how often its text is that of faster-whisper on padded clips and of transformers."""
+    d = json.loads(path.read_text())
+    rt = d["runtimes"]
+    ref = "ct2-pad30"
+    cols = [c for c in (ref, "transformers") if c in rt]
+    out = [f"{d['clips']} clips of `{d['data']}`, greedy, {d['threads']} thread (2 CPU cores, no GPU):", "",
+           "| runtime | weights | file | WER | CER |"
+           + "".join(f" same text as {_RUNTIME[c].split(',')[0] if c != ref else 'padded faster-whisper'} |"
+                     for c in cols) + " WER minus padded faster-whisper's (points) |",
+           "|---|---|---|---|---|" + "---|" * len(cols) + "---|"]
+    for name, r in rt.items():
+        label = _RUNTIME.get(name, f"whisper.cpp {name.removeprefix('ggml-')}, flash attention off")
+        same = "".join(f" {round(r['vs'][c]['identical'] * d['clips'])}/{d['clips']} |" if c in r["vs"] else " – |"
+                       for c in cols)
+        gap = f" {100 * (r['wer'] - rt[ref]['wer']):+.1f} |" if name != ref else " – |"
+        weights = r.get("weights", r["quantization"])
+        out.append(f"| {label} | {weights} | {r['model_mib']} MiB | {r['wer']:.3f} | {r['cer']:.3f} |"
+                   + same + gap)
+    return "\n".join(out)
+
+
 BLOCKS: dict[str, Callable[[], str]] = {
     "zero-shot": zero_shot, "probe": probe, "grid": grid, "grid-targets": grid_targets, "ablation": ablation,
     "allocation": allocation,
@@ -696,6 +728,8 @@ if (HERE / "results" / "deploy_int8_cpu.json").is_file():  # the int8 WER cost o
     BLOCKS["deploy-int8"] = lambda: deploy_speed(HERE / "results" / "deploy_int8_cpu.json", timing=False)
 if LONGFORM_SPEED.is_file():  # benchmarks/longform_speed.py
     BLOCKS["longform-speed"] = longform_speed
+if GGML_VS_CT2.is_file():  # benchmarks/ggml_vs_ct2.py
+    BLOCKS["ggml-vs-ct2"] = ggml_vs_ct2
 if LONGFORM.is_file():  # benchmarks/longform.py
     BLOCKS["longform"] = longform
     BLOCKS["longform-summary"] = longform_summary

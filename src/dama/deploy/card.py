@@ -177,9 +177,14 @@ def _body(name: str, kind: str, cfg: dict, res: dict, dama: dict, base: str | No
     elif kind == "ct2":
         lines += ["```python", "from faster_whisper import WhisperModel", "",
                   'model = WhisperModel("REPO_OR_FOLDER")',
-                  f'segments, info = model.transcribe("clip.wav", language="{code}")', "```"]
+                  f'segments, info = model.transcribe("clip.wav", language="{code}")', "```", "",
+                  "faster-whisper pads a clip shorter than 30 s differently from the transformers feature extractor "
+                  "the model was trained with; pass such a clip padded with silence to 30 s "
+                  "(`dama.deploy.pad_to_window(audio)`) to get the text dama measured."]
     else:
-        lines += ["```bash", f"whisper-cli -m ggml-model.bin -l {code} -f clip.wav", "```"]
+        lines += ["```bash", f"whisper-cli -m ggml-model.bin -l {code} -nfa -f clip.wav", "```", "",
+                  "`-nfa` (no flash attention) gives the text transformers and faster-whisper give: whisper.cpp's "
+                  "flash attention keeps keys and values in float16, which changes some of an adapted model's words."]
     if dama.get("language_slot"):
         sl = dama["language_slot"]
         lines += ["", f"{sl.get('name') or sl.get('code') or 'The language'} is served on Whisper's existing "

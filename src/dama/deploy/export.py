@@ -207,3 +207,20 @@ def load_faster_whisper(model_dir: str | Path, **kwargs):
         fw_tok._LANGUAGE_CODES = (*fw_tok._LANGUAGE_CODES, nl["code"])
         fw_tr._LANGUAGE_CODES = fw_tok._LANGUAGE_CODES
     return fw_tr.WhisperModel(str(model_dir), **kwargs)
+
+
+WINDOW_SAMPLES = 30 * 16000  # Whisper's window: 30 s at 16 kHz
+
+
+def pad_to_window(audio):
+    """``audio`` (16 kHz float32) padded with silence to Whisper's 30 s window; a longer clip is returned as is.
+
+    Give faster-whisper a short clip this way to reproduce what the model saw in training. transformers (dama's
+    training and evaluation) and whisper.cpp pad the audio and compute the log-mel of the silence; faster-whisper
+    (like OpenAI's ``transcribe``) pads the log-mel with zeros, a different encoder input that changes the greedy
+    text of an adapted model on about half of short clips. The padded clip's features match transformers' to within
+    1e-4 (numbers: docs/ecosystem.md, benchmarks/ggml_vs_ct2.py)."""
+    import numpy as np
+
+    audio = np.asarray(audio, dtype=np.float32)
+    return np.pad(audio, (0, WINDOW_SAMPLES - len(audio))) if len(audio) < WINDOW_SAMPLES else audio

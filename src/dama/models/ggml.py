@@ -175,14 +175,16 @@ def write_ggml(w, out: str | Path, use_f16: bool = True, quantization: str | Non
     return out
 
 
-
-
-
-def whispercpp_model(path: str | Path, language: str, threads: int = 0, max_tokens: int = 0):
+def whispercpp_model(path: str | Path, language: str, threads: int = 0, max_tokens: int = 0,
+                     flash_attn: bool = False):
     """A whisper.cpp model (through the ``pywhispercpp`` wheel) set up to decode like dama and faster-whisper
     greedy: one segment per clip, no timestamps, no temperature fallback, no context from earlier clips,
     non-speech tokens suppressed (faster-whisper's ``suppress_tokens=[-1]``); ``max_tokens`` caps a segment
-    (0: no cap). ``model.transcribe(audio_16k_float32)`` then returns its segments."""
+    (0: whisper.cpp's own limit, 220 tokens). ``model.transcribe(audio_16k_float32)`` then returns its segments.
+
+    Flash attention is off by default (whisper.cpp 1.8 turns it on; ``whisper-cli -nfa`` turns it off): its
+    CPU kernel keeps keys and values in float16, and on an adapted model that alone changed the text of 7 of
+    20 Swahili test clips, taking whisper.cpp away from transformers and CTranslate2 (benchmarks/ggml_vs_ct2.py)."""
     import os
 
     try:
@@ -190,8 +192,10 @@ def whispercpp_model(path: str | Path, language: str, threads: int = 0, max_toke
     except ImportError:
         raise DamaError("running a ggml export needs whisper.cpp's Python binding: pip install pywhispercpp") from None
     return Model(str(path), redirect_whispercpp_logs_to=None, n_threads=threads or os.cpu_count() or 1,
+                 context_params={"flash_attn": flash_attn},
                  language=language, print_progress=False, print_realtime=False, print_timestamps=False,
                  no_timestamps=True, single_segment=True, no_context=True, temperature=0.0, temperature_inc=0.0,
                  suppress_nst=True, max_tokens=max_tokens)
+
 
 __all__ = ["FILE_NAME", "QUANTIZED", "openai_name", "whispercpp_model", "write_ggml"]
