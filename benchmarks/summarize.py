@@ -660,14 +660,14 @@ REHEARSAL = HERE / "results" / "rehearsal.json"  # dama train --rehearsal runs b
 def rehearsal() -> str:
     """DAMA at its chosen rate with and without rehearsal, beside LoRA and DAMA 1e-3 of the same grid."""
     d = json.loads(REHEARSAL.read_text())
-    out = ["| language | run | rehearsal share | val WER | test WER | forgetting (points) |",
-           "|---|---|---|---|---|---|"]
+    out = ["| language | run | rehearsal share | rehearsal targets | val WER | test WER | forgetting (points) |",
+           "|---|---|---|---|---|---|---|"]
     for r in d["runs"]:
         method = "LoRA r=64" if "-lora-" in r["run"] else "DAMA"
         lr = "3e-3" if "lr-3e-3" in r["run"] else "1e-3"
         share = f"{r['rehearsal_share']:g}" if r["rehearsal_share"] else "–"
-        out.append(f"| {r['language']} | {method} {lr} | {share} | {r['best_val_wer']:.4f} | {r['test_wer']:.4f} "
-                   f"| {r['forgetting_points']:+.1f} |")
+        out.append(f"| {r['language']} | {method} {lr} | {share} | {r.get('rehearsal_targets') or '–'} "
+                   f"| {r['best_val_wer']:.4f} | {r['test_wer']:.4f} | {r['forgetting_points']:+.1f} |")
     return "\n".join(out)
 
 
