@@ -187,6 +187,7 @@ def routing_and_wer(dama_runs: dict[str, str], other: str, n_test: int, per_clas
                                                            encoder_caches=enc_caches), log=log)
     fit_s = time.perf_counter() - t
     engine = ServeEngine(ServeOptions(adapters=dama_runs, lid=lid_dir, batch_size=8))
+    router = engine.router  # as the server has it: read back from lid_dir (a save/load bug once hid here)
     layers = router.feature_layers(engine.whisper)
     stats_cache = open_cache(engine.whisper, cache, layers)
     sets = {lang: test_clips(lang, n_test) for lang in dama_runs}

@@ -171,6 +171,18 @@ def test_calibration_picks_the_middle_of_the_best_thresholds_on_validation_clips
         r.calibrate(_clips([[1.0, 0.0, 0.0]]), [], LOADED)
 
 
+def test_a_fortran_ordered_weight_round_trips(tmp_path):
+    """scikit-learn may hand back coef_ in Fortran order; safetensors writes raw buffers: the saved router must
+    still decide as the fitted one (it did not: the served router was scrambled)."""
+    rng = np.random.default_rng(0)
+    w = np.asfortranarray(rng.normal(size=(3, 5)).astype(np.float32))
+    r = LanguageRouter(["a", "b", "c"], {}, w, np.zeros(3), np.zeros(5), np.ones(5))
+    r.save(tmp_path / "lid")
+    x = rng.normal(size=(20, 5)).astype(np.float32)
+    np.testing.assert_allclose(LanguageRouter.load(tmp_path / "lid").probabilities(x), r.probabilities(x), rtol=1e-6)
+    np.testing.assert_array_equal(r.weight, w)
+
+
 def test_the_threshold_round_trips_and_older_routers_load_without_one(tmp_path):
     r = _router(threshold=0.8)
     r.save(tmp_path / "lid")

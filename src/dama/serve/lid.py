@@ -197,8 +197,11 @@ class LanguageRouter:
                  layers: Sequence[int] | None = None, threshold: float = 0.0):
         self.classes, self.languages = list(classes), dict(languages)
         self.layers = tuple(int(i) for i in layers) if layers else None  # None: the encoder's last layer only
-        self.weight, self.bias = weight.astype(np.float32), bias.astype(np.float32)
-        self.mean, self.std = mean.astype(np.float32), std.astype(np.float32)
+        # C order: scikit-learn's coef_ can be Fortran-ordered, and safetensors.numpy.save writes an array's raw
+        # buffer, so a Fortran-ordered weight came back from disk scrambled (the served router then routed at
+        # random while the in-memory one was right: the previous session's rw 0/8)
+        self.weight, self.bias = (np.ascontiguousarray(a, dtype=np.float32) for a in (weight, bias))
+        self.mean, self.std = (np.ascontiguousarray(a, dtype=np.float32) for a in (mean, std))
         self.fingerprint, self.info = fingerprint, info or {}
         self.threshold = float(threshold)
 
