@@ -112,7 +112,7 @@ def register(sub) -> None:
     t.add_argument("--c", type=float, default=None,
                    help="inverse L2 strength of the logistic regression (default: chosen by cross-validation)")
     t.add_argument("--layers", metavar="I,J",
-                   help="encoder layers whose states are pooled (0 = input embeddings; default: the middle and last)")
+                   help="encoder layers whose states are pooled (0 = input embeddings; default: the last)")
     t.add_argument("--device", default=None)
     t.add_argument("--json", metavar="PATH")
     t.set_defaults(func=cmd_lid_train)

@@ -6,7 +6,7 @@ low-resource languages it is often wrong (whisper-base takes much Yoruba for Eng
 though, is shared and frozen by every adapter: its output already separates languages well. So the
 router is a multinomial logistic regression over one feature vector per clip:
 
-* per pooled encoder layer (default: the middle one and the last), the mean and standard deviation over
+* per pooled encoder layer (default: the last one), the mean and standard deviation over
   time of the frozen encoder's hidden states, over the frames that hold audio (not Whisper's zero padding);
 * Whisper's own language log-probabilities over its languages — what the base model already knows.
 

@@ -40,7 +40,7 @@ class LidTrainOptions:
     max_per_class: int = 200
     min_language_clips: int = 20  # an --other language with this many clips (and a Whisper token) gets its class
     c: float | None = None  # None: chosen by cross-validation
-    layers: tuple[int, ...] | None = None  # encoder layers pooled (hidden_states indices); None: middle + last
+    layers: tuple[int, ...] | None = None  # encoder layers pooled (hidden_states indices); None: the last
     val: str | None = None  # adapters' validation clips; None: each training corpus's val split; "none": no calibration
     other_val: str | None = None  # --other languages' validation clips; None: their corpora's val splits
     max_val_per_class: int = 60
