@@ -99,7 +99,8 @@ def test_train_options_a_grid_may_set_are_the_train_flags():
     names = train_option_names()
     # options added since
     assert names == OLD_TRAIN_OPTIONS | {"report_to", "no_kv_cache", "timestamp_share", "effective_batch",
-                                         "gradient_checkpointing", "rehearsal", "rehearsal_share"}
+                                         "gradient_checkpointing", "rehearsal", "rehearsal_share",
+                                         "rehearsal_targets"}
     args = vars(_train_args())
     assert names <= set(args)  # each one is a `dama train` flag (stored under its option name)
     with pytest.raises(DamaError, match="unknown training option"):
