@@ -228,8 +228,9 @@ def test_the_feature_cache_encodes_each_clip_once_and_reads_dama_trains_encoder_
     from dama.serve import lid_cache
     from dama.serve.lid import encoder_stats
     from dama.serve.lid_cache import cached_stats, open_cache
-    from tests.helpers import SHARED_DATA
+    from tests.helpers import SHARED_DATA, need_real_data
 
+    need_real_data()
     w = tiny_whisper
     last = w.model.config.encoder_layers
     utts = list(load_data("swahili:test", SHARED_DATA))[:4]
