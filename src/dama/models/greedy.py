@@ -35,6 +35,16 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+def drop_rows(cache: EncoderDecoderCache, enc: torch.Tensor, alive: list[int],
+              keep: list[int]) -> tuple[torch.Tensor, list[int], torch.Tensor]:
+    """Keep only batch positions ``keep`` of a decoding batch whose other rows have finished: their slices
+    of the key/value ``cache`` (in place) and of ``enc``, and their original row ids ``alive``. Returns the
+    new ``enc``, ``alive`` and the kept positions as a tensor (to select any other per-row state)."""
+    idx = torch.tensor(keep, device=enc.device)
+    cache.batch_select_indices(idx)
+    return enc.index_select(0, idx), [alive[p] for p in keep], idx
+
+
 def merged_decoder(model: torch.nn.Module) -> torch.nn.Module:
     """A copy of ``model``'s decoder with every vanilla LoRA layer merged into a plain ``nn.Linear``
     (weight + scaling x B A, PEFT's own ``get_delta_weight``); layers of other kinds (DoRA, AdaLoRA)
@@ -113,11 +123,8 @@ def greedy_decode(w: Whisper, encoder_hidden: torch.Tensor, prompts: list[list[i
         if not keep:
             break
         if len(keep) < len(alive):
-            idx = torch.tensor(keep, device=device)
-            cache.batch_select_indices(idx)
-            enc = enc.index_select(0, idx)
+            enc, alive, _ = drop_rows(cache, enc, alive, keep)
             nxt_t = torch.tensor([nxt[p] for p in keep], device=device)
-            alive = [alive[p] for p in keep]
         else:
             nxt_t = torch.tensor(nxt, device=device)
         step_ids = nxt_t[:, None]

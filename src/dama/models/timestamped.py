@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import torch
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
+from dama.models.greedy import _unwrap, drop_rows
 from dama.models.load import Whisper
 
 
@@ -42,10 +43,6 @@ class Decoded:
     tokens: list[int]
     logprob: float
     no_speech: float
-
-
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 @torch.no_grad()
@@ -100,11 +97,8 @@ def decode_timestamped(w: Whisper, encoder_hidden: torch.Tensor, prompt: list[in
         if not keep:
             break
         if len(keep) < len(alive):
-            idx = torch.tensor(keep, device=device)
-            cache.batch_select_indices(idx)
-            enc = enc.index_select(0, idx)
+            enc, alive, idx = drop_rows(cache, enc, alive, keep)
             nxt_t = nxt_t.index_select(0, idx)
-            alive = [alive[p] for p in keep]
         step_ids = nxt_t[:, None]
     out = []
     for row in range(n):

@@ -64,7 +64,7 @@ from dama.train.checkpoint import (
 )
 from dama.train.config import TrainConfig
 from dama.train.loss import chunked_cross_entropy, fused_lm_head, hidden_states_as_logits, soft_cross_entropy
-from dama.train.rehearsal import soft_batch
+from dama.train.rehearsal import soft_batch, teacher_targets
 
 
 def train(
@@ -188,8 +188,6 @@ class Trainer:
         self.n_skipped = len(skipped)
         self.soft_targets = {}
         if self.cfg.rehearsal_targets == "distribution" and len(m) > self.n_target:
-            from dama.train.rehearsal import teacher_targets
-
             with self.world.main_first():  # the base model, before the adapter is applied
                 self.soft_targets = teacher_targets(self.w, m, [e for e in self.examples if e.row >= self.n_target],
                                                     self.cfg.cache_root(self.run.path), log=self.log)
