@@ -157,7 +157,7 @@ def route_of(adapter: str | None, language: str) -> str:
 
 def routing_and_wer(dama_runs: dict[str, str], other: str, n_test: int, per_class: int, n_control: int, work: Path,
                     log, progress=lambda out: None, cache: str | None = None, full_wer: str = "all",
-                    encoder_caches: tuple[str, ...] = ()) -> dict:
+                    encoder_caches: tuple[str, ...] = (), crops: int = 50, val_crops: int = 20) -> dict:
     """Fit the router (calibrating its threshold on the val splits), then per test set: how each clip is
     routed (by the router, and by Whisper's own detection alone), accuracy, confusion counts, and WER with the
     language routed vs given (``progress(out)`` after each set, so a run stopped by a time limit keeps what it
@@ -184,7 +184,8 @@ def routing_and_wer(dama_runs: dict[str, str], other: str, n_test: int, per_clas
     enc_caches = tuple(dict.fromkeys([*map(str, runs_own), *encoder_caches]))
     router, lid_dir, report = train_router(LidTrainOptions(adapters=dama_runs, other=other_spec, out=work / "lid",
                                                            max_per_class=per_class, cache=cache,
-                                                           encoder_caches=enc_caches), log=log)
+                                                           encoder_caches=enc_caches, crops=crops,
+                                                           val_crops=val_crops), log=log)
     fit_s = time.perf_counter() - t
     engine = ServeEngine(ServeOptions(adapters=dama_runs, lid=lid_dir, batch_size=8))
     router = engine.router  # as the server has it: read back from lid_dir (a save/load bug once hid here)
@@ -375,6 +376,8 @@ def main() -> None:
     ap.add_argument("--test-clips", type=int, default=60, help="test clips per language for routing and WER")
     ap.add_argument("--control-clips", type=int, default=25, help="held-out FLEURS control clips (odd-numbered)")
     ap.add_argument("--per-class", type=int, default=200, help="router training clips per class")
+    ap.add_argument("--crops", type=int, default=50, help="router: short crops per class (dama lid train --crops)")
+    ap.add_argument("--val-crops", type=int, default=20, help="router: short crops per language of the val clips")
     ap.add_argument("--cache", help="router feature file (.npz): clips encoded once, re-fits and re-scores are free")
     ap.add_argument("--encoder-cache", default="",
                     help="dama train encoder caches to read clips from (comma-separated; the runs' own always are)")
@@ -427,7 +430,8 @@ def main() -> None:
             result["routing"] = routing_and_wer(dama_runs, args.other, args.test_clips, args.per_class,
                                                 args.control_clips, Path(work), log, progress, args.cache,
                                                 args.full_wer,
-                                                tuple(c for c in args.encoder_cache.split(",") if c))
+                                                tuple(c for c in args.encoder_cache.split(",") if c),
+                                                args.crops, args.val_crops)
         plot = out_path.with_name(out_path.stem + "_routing_confusion.png")
         plot_confusion(result["routing"]["confusion"], plot)
         result["routing"]["confusion_plot"] = plot.name

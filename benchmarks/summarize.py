@@ -606,11 +606,13 @@ def serve_routing() -> str:
     cal = info.get("calibration") or {}
     plot = r.get("confusion_plot")
     missing = [k for k in r["clips"] if k not in r["accuracy"]]
+    n_val_crops = (info.get("crops") or {}).get("validation", 0)
     out += ["", f"Router: encoder layers {info.get('layers')} pooled + Whisper's language log-probabilities, "
             f"C = {info.get('c')} (cross-validated), classes {info.get('classes')}, trained on "
-            f"{info.get('trained_on')} clips"
-            + (f"; threshold {info.get('threshold')} calibrated on {cal.get('clips')} validation clips "
-               f"({cal.get('accuracy_at_threshold', 0):.3f} of them served right)" if cal else "")
+            f"{info.get('trained_on')} clips" + _crops_text(info)
+            + (f"; threshold {info.get('threshold')} calibrated on {cal.get('clips', 0) - n_val_crops} validation "
+               "clips" + (f" + {n_val_crops} short crops of them" if n_val_crops else "")
+               + f" ({cal.get('accuracy_at_threshold', 0):.3f} of them served right)" if cal else "")
             + (f"; confusion matrix: [{plot}](../benchmarks/results/{plot})" if plot else "") + ". "
             "Served right: the right adapter, or the bare base model, in the right language. Language given: "
             "the adapter of that language, or the bare base model in that language (control: zero-shot)."
@@ -621,18 +623,28 @@ def serve_routing() -> str:
     return "\n".join(out + ["", "Measured with " + _run_line(r) + "."])
 
 
+def _crops_text(info: dict) -> str:
+    crops = info.get("crops") or {}
+    per = set((crops.get("per_class") or {}).values())
+    if not per or per == {0}:
+        return ""
+    lo, hi = crops.get("seconds", ["?", "?"])
+    return f" + {max(per)} short crops ({lo:g}-{hi:g} s) of them per class"
+
+
 def serve_load() -> str:
     """Throughput and latency of dama serve, batching on vs off (benchmarks/serve_load.py --parts load)."""
     d = _serve()["load"]
     out = ["| clients | batching: audio s / s | p50 / p95 latency | no batching: audio s / s | p50 / p95 latency "
-           "| answered, same as offline |", "|---|---|---|---|---|---|"]
+           "| answered, same as offline | load average after (on / off) |", "|---|---|---|---|---|---|---|"]
     for n in sorted({v["clients"] for k, v in d.items() if isinstance(v, dict) and "clients" in v}):
         on, off = d[f"batching/{n}_clients"], d[f"no_batching/{n}_clients"]
         cells = [f"{x['throughput_audio_s_per_s']:.2f} | {x['latency_p50_s']:.1f} / {x['latency_p95_s']:.1f} s"
                  for x in (on, off)]
         out.append(f"| {n} | {cells[0]} | {cells[1]} "
                    f"| {on['answered'] + off['answered']} of {on['requests'] + off['requests']}, "
-                   f"{on['same_as_offline'] + off['same_as_offline']} |")
+                   f"{on['same_as_offline'] + off['same_as_offline']} | "
+                   f"{on.get('load_average_1min_after', '–')} / {off.get('load_average_1min_after', '–')} |")
     out += ["", f"Largest batch formed: {d.get('batching/largest_batch')}."]
     return "\n".join(out + ["", "Measured with " + _run_line(d) + "."])
 

@@ -36,7 +36,7 @@ def test_lid_train_saves_a_router_the_server_loads_and_uses(four_runs, tmp_path)
     assert len(ids) == 1  # the two new languages were trained on the same new id
     adapters = ",".join(f"{k}={v}" for k, v in runs.items())
     assert main(["lid", "train", "--adapters", adapters, "--other", "fleurs-control:en", "--max-per-class", "4",
-                 "--cache", str(tmp_path / "stats.npz"), "--json", str(tmp_path / "lid.json")]) == 0
+                 "--crops", "2", "--cache", str(tmp_path / "stats.npz"), "--json", str(tmp_path / "lid.json")]) == 0
     lid_dir = root / "runs" / "lid"  # beside the runs, where dama serve looks
     assert sorted(p.name for p in lid_dir.iterdir()) == ["lid.json", "lid.safetensors"]
     assert b"pickle" not in (lid_dir / "lid.safetensors").read_bytes()[:200]
@@ -45,6 +45,7 @@ def test_lid_train_saves_a_router_the_server_loads_and_uses(four_runs, tmp_path)
     assert router.languages == {"sw": "sw", "yo": "yo", "rw": "rw", "pcm": "pcm"}
     report = json.loads((tmp_path / "lid.json").read_text())
     assert report["trained_on"] == {"sw": 4, "yo": 4, "rw": 4, "pcm": 4, "base": 4}
+    assert report["crops"]["per_class"] == {"sw": 2, "yo": 2, "rw": 2, "pcm": 2, "base": 2}
     assert report["threshold"] == 0.0  # trained on manifests: no val split to calibrate on
     # the features were kept under the plain base encoder's key (adapters never touch the encoder)
     from dama.encoder_cache import encoder_fingerprint
@@ -53,7 +54,7 @@ def test_lid_train_saves_a_router_the_server_loads_and_uses(four_runs, tmp_path)
 
     plain = load_whisper(json.loads((runs["sw"] / "config.json").read_text())["model"], device="cpu")
     last = (plain.model.config.encoder_layers,)
-    assert len(StatsCache(tmp_path / "stats.npz", encoder_fingerprint(plain.model), last)) == 20
+    assert len(StatsCache(tmp_path / "stats.npz", encoder_fingerprint(plain.model), last)) == 20 + 5 * 2
 
     opts = ServeOptions(adapters={k: str(v) for k, v in runs.items()}, port=0)
     engine = ServeEngine(opts)
@@ -258,3 +259,50 @@ def test_the_feature_cache_encodes_each_clip_once_and_reads_dama_trains_encoder_
     assert calls == [2]  # the two clips the encoder cache lacks
     np.testing.assert_allclose(got.stats, direct.stats[:, [last]], rtol=2e-2, atol=2e-2)
     np.testing.assert_allclose(got.whisper_probs, direct.whisper_probs, atol=1e-2)
+
+
+def test_short_crops_are_deterministic_within_their_clips_and_encoded_once(tmp_path, tiny_whisper, monkeypatch):
+    """Every class gets crops of 2-8 s of its own clips (so no class is "the short one"); the same crops every
+    run; each encoded as a clip of its own, exactly as the server encodes a short request, and only once."""
+    import soundfile as sf
+
+    from dama.data import load_data
+    from dama.serve import lid_crops
+    from dama.serve.lid import encoder_stats
+    from dama.serve.lid_cache import open_cache
+    from dama.serve.lid_crops import cached_crop_stats, make_crops
+    from tests.helpers import SHARED_DATA, need_real_data
+
+    need_real_data()
+    w = tiny_whisper
+    utts = list(load_data("swahili:test", SHARED_DATA))[:3]
+    crops = make_crops(utts, 5, (2.0, 8.0), seed="sw")
+    assert crops == make_crops(utts, 5, (2.0, 8.0), seed="sw") != make_crops(utts, 5, (2.0, 8.0), seed="yo")
+    assert len(crops) == 5 and {c.utt.id for c in crops} == {u.id for u in utts}  # every clip in turn
+    for c in crops:
+        assert 2.0 <= c.seconds <= 8.0 and 0 <= c.start and c.start + c.seconds <= sf.info(str(c.utt.audio)).duration
+    assert make_crops(utts, 0) == [] and make_crops(utts, 3, (60.0, 90.0)) == []  # no clip long enough
+    calls = []
+    monkeypatch.setattr(lid_crops, "encoder_stats",
+                        lambda w, a, b, layers: calls.append(len(a)) or encoder_stats(w, a, b, layers))
+    last = (w.model.config.encoder_layers,)
+    got = cached_crop_stats(w, crops[:3], open_cache(w, tmp_path / "c.npz", last), log=lambda m: None)
+    cached_crop_stats(w, crops, open_cache(w, tmp_path / "c.npz", last), log=lambda m: None)
+    assert calls == [3, 2]
+    c = crops[0]
+    audio = load_audio(c.utt.audio)[int(round(c.start * 16000)): int(round((c.start + c.seconds) * 16000))]
+    np.testing.assert_allclose(got.stats[0], encoder_stats(w, [audio], layers=last).stats[0], atol=1e-5)
+
+
+def test_validation_report_separates_whole_clips_from_crops():
+    from dama.serve.lid import ClipFeatures
+    from dama.serve.lid_train import validation_report
+
+    x = np.array([[-3.0], [3.0], [-3.0], [-3.0]], np.float32)
+    router = LanguageRouter.fit(np.array([[-3.0], [-2.0], [2.0], [3.0]], np.float32), ["sw", "sw", "yo", "yo"],
+                                {"sw": "sw", "yo": "yo"}, c=1.0)
+    cf = ClipFeatures(x, np.full((4, 1), 1.0, np.float32), ["en"])
+    truth = [("sw", "sw"), ("yo", "yo"), ("sw", "sw"), ("yo", "yo")]
+    got = validation_report(router, cf, truth, 2, {"sw": "sw", "yo": "yo"})
+    assert got == {"sw": {"clips": {"right": 1, "of": 1}, "crops": {"right": 1, "of": 1}},
+                   "yo": {"clips": {"right": 1, "of": 1}, "crops": {"right": 0, "of": 1}}}

@@ -46,7 +46,8 @@ def cmd_lid_train(args) -> dict:
                            data_root=args.data_root, max_per_class=args.max_per_class, c=args.c, device=args.device,
                            layers=_layers(args.layers), min_language_clips=args.min_language_clips, val=args.val,
                            other_val=args.other_val, max_val_per_class=args.max_val_per_class,
-                           threshold=args.threshold, cache=args.cache,
+                           threshold=args.threshold, cache=args.cache, crops=args.crops, val_crops=args.val_crops,
+                           crop_seconds=_seconds_range(args.crop_seconds),
                            encoder_caches=tuple(args.cache_dir.split(",")) if args.cache_dir else None)
     if opts.threshold is not None and not 0 <= opts.threshold <= 1:
         raise DamaError(f"--threshold {opts.threshold}: give a probability between 0 and 1")
@@ -54,6 +55,16 @@ def cmd_lid_train(args) -> dict:
     write_json(args.json, report)
     print(report["out"])
     return report
+
+
+def _seconds_range(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(x) for x in text.split(","))
+    except ValueError:
+        raise DamaError(f"--crop-seconds expects two lengths in seconds, e.g. 2,8; got {text!r}") from None
+    if not 0 < lo <= hi:
+        raise DamaError(f"--crop-seconds {text}: give 0 < shortest <= longest, e.g. 2,8")
+    return lo, hi
 
 
 def _layers(text: str | None) -> tuple[int, ...] | None:
@@ -109,6 +120,13 @@ def register(sub) -> None:
                    help="keep every clip's encoder statistics here, so a re-fit runs no encoder pass")
     t.add_argument("--cache-dir", metavar="DIR[,DIR]", help="dama train's encoder-output caches to read clips from "
                    "(default: the runs' own; last layer only)")
+    t.add_argument("--crops", type=int, default=50,
+                   help="short crops of each class's training clips, so every class spans the same clip lengths "
+                   "(an encoder pass each, cached; 0: whole clips only; default: %(default)s)")
+    t.add_argument("--val-crops", type=int, default=20,
+                   help="short crops of each language's validation clips, for the calibration (default: %(default)s)")
+    t.add_argument("--crop-seconds", default="2,8", metavar="LO,HI",
+                   help="crop lengths, drawn uniformly between these (default: %(default)s)")
     t.add_argument("--c", type=float, default=None,
                    help="inverse L2 strength of the logistic regression (default: chosen by cross-validation)")
     t.add_argument("--layers", metavar="I,J",

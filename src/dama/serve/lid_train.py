@@ -15,6 +15,10 @@ splits), never on the training clips the classifier has fit perfectly. ``cache``
 clip's encoder statistics (:mod:`dama.serve.lid_cache`), so a re-fit costs no encoder pass. With the
 default layer (the last), clips whose encoder outputs a run's encoder cache holds (every adapter's training
 clips, cached by ``dama train``) cost one decoder step instead of an encoder pass.
+
+Every class also gets ``crops`` short crops of its training clips (and each language's validation clips
+``val_crops``, for the calibration): the corpora's clip lengths differ, and a router fit on whole clips
+learns length as language (:mod:`dama.serve.lid_crops`). Crops cost an encoder pass each, once (cached).
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ import numpy as np
 from dama.errors import DamaError
 from dama.languages import WHISPER_LANGUAGES
 from dama.runs import RunFolder
-from dama.serve.lid import BASE, LanguageRouter, base_class, default_layers
+from dama.serve.lid import BASE, ClipFeatures, LanguageRouter, base_class, default_layers
+from dama.serve.lid_crops import DEFAULT_SECONDS, cached_crop_stats, make_crops
 
 
 @dataclass
@@ -47,6 +52,9 @@ class LidTrainOptions:
     threshold: float | None = None  # fixed threshold instead of calibrating one
     cache: str | Path | None = None  # router feature cache (.npz)
     encoder_caches: tuple[str | Path, ...] | None = None  # dama train's encoder caches; None: the runs' own
+    crops: int = 50  # short crops of each class's training clips (an encoder pass each; 0: whole clips only)
+    val_crops: int = 20  # short crops of each language's validation clips, for calibrating the threshold
+    crop_seconds: tuple[float, float] = DEFAULT_SECONDS  # crop lengths, drawn uniformly between these
     device: str | None = None
 
 
@@ -90,6 +98,20 @@ def other_classes(utts: list, served: set[str], max_per_class: int, min_language
         each = max(1, -(-max_per_class // len(pooled)))
         out[BASE] = [u for group in pooled.values() for u in _spread(group, each)]
     return out
+
+
+def validation_report(router: LanguageRouter, cf: ClipFeatures, truth: list, n_whole: int,
+                      loaded: dict[str, str]) -> dict:
+    """Per language, the share of validation clips served right at the router's threshold: whole clips (the
+    first ``n_whole`` rows) and short crops (the rest) apart, since routers differ most on short clips."""
+    ok = [(d.adapter, d.language) == tuple(r) for d, r in zip(router.decide(cf, loaded), truth)]
+    out: dict[str, dict] = {}
+    for i, (good, r) in enumerate(zip(ok, truth)):
+        kind = "clips" if i < n_whole else "crops"
+        row = out.setdefault(r[1], {}).setdefault(kind, [0, 0])
+        row[0] += good
+        row[1] += 1
+    return {lang: {k: {"right": v[0], "of": v[1]} for k, v in kinds.items()} for lang, kinds in out.items()}
 
 
 def train_router(opts: LidTrainOptions, log=print) -> tuple[LanguageRouter, Path, dict]:
@@ -144,17 +166,32 @@ def train_router(opts: LidTrainOptions, log=print) -> tuple[LanguageRouter, Path
     cache = open_cache(multi.whisper, opts.cache, layers)
     enc_caches = [Path(p) for p in (opts.encoder_caches if opts.encoder_caches is not None else
                                     dict.fromkeys(run_caches)) if Path(p).is_dir()]
+    crops = {cls: make_crops(utts, opts.crops, opts.crop_seconds, seed=cls) for cls, utts in sources.items()}
+    val_crops = []
+    for truth in dict.fromkeys(r for _, r in val):  # each language's validation clips, cropped alike
+        group = [u for u, r in val if r == truth]
+        val_crops += [(c, truth) for c in make_crops(group, opts.val_crops, opts.crop_seconds, seed=f"val-{truth[1]}")]
     feats, labels = [], []
     with multi.using(None):
         for cls, utts in sources.items():
-            log(f"lid: {cls}: {len(utts)} clips")
+            log(f"lid: {cls}: {len(utts)} clips, {len(crops[cls])} short crops")
             es = cached_stats(multi.whisper, utts, cache, encoder_caches=enc_caches, log=log)
             feats.append(es.features(layers).features)
             labels += [cls] * len(utts)
+            if crops[cls]:
+                feats.append(cached_crop_stats(multi.whisper, crops[cls], cache, log=log).features(layers).features)
+                labels += [cls] * len(crops[cls])
         val_cf = (cached_stats(multi.whisper, [u for u, _ in val], cache, encoder_caches=enc_caches, log=log)
                   .features(layers) if val else None)
+        if val_crops:
+            cf = cached_crop_stats(multi.whisper, [c for c, _ in val_crops], cache, log=log).features(layers)
+            val_cf = ClipFeatures(np.concatenate([val_cf.features, cf.features]),
+                                  np.concatenate([val_cf.whisper_probs, cf.whisper_probs]), cf.codes)
+    val_truth = [r for _, r in val] + [r for _, r in val_crops]
     x = np.concatenate(feats)
-    info = {"trained_on": {k: len(v) for k, v in sources.items()}, "other": opts.other, "model": multi.whisper.name}
+    info = {"trained_on": {k: len(v) for k, v in sources.items()}, "other": opts.other, "model": multi.whisper.name,
+            "crops": {"per_class": {k: len(v) for k, v in crops.items()}, "validation": len(val_crops),
+                      "seconds": list(opts.crop_seconds)}}
     router = LanguageRouter.fit(x, labels, languages, c=opts.c,
                                 fingerprint=model_fingerprint(multi.whisper.model.get_encoder()), info=info,
                                 layers=layers)
@@ -164,11 +201,13 @@ def train_router(opts: LidTrainOptions, log=print) -> tuple[LanguageRouter, Path
     if opts.threshold is not None:
         router.threshold = float(opts.threshold)
     elif val_cf is not None:
-        t = router.calibrate(val_cf, [r for _, r in val], loaded)
-        log(f"lid: threshold {t} calibrated on {len(val)} validation clips "
+        t = router.calibrate(val_cf, val_truth, loaded)
+        log(f"lid: threshold {t} calibrated on {len(val)} validation clips + {len(val_crops)} crops "
             f"(served right: {router.info['calibration']['accuracy_at_threshold']:.3f})")
     else:
         log("lid: no validation clips: threshold 0 (the router always decides)")
+    if val_cf is not None:
+        router.info["validation"] = validation_report(router, val_cf, val_truth, len(val), loaded)
     router.save(out)
     log(f"lid: router with classes {router.classes} (train accuracy {train_acc:.3f}) saved in {out}")
     return router, out, {"out": str(out), "classes": router.classes, "train_accuracy": train_acc,
