@@ -157,7 +157,8 @@ def route_of(adapter: str | None, language: str) -> str:
 
 def routing_and_wer(dama_runs: dict[str, str], other: str, n_test: int, per_class: int, n_control: int, work: Path,
                     log, progress=lambda out: None, cache: str | None = None, full_wer: str = "all",
-                    encoder_caches: tuple[str, ...] = (), crops: int = 50, val_crops: int = 20) -> dict:
+                    encoder_caches: tuple[str, ...] = (), crops: int = 50, val_crops: int = 20,
+                    test_crops: int = 0) -> dict:
     """Fit the router (calibrating its threshold on the val splits), then per test set: how each clip is
     routed (by the router, and by Whisper's own detection alone), accuracy, confusion counts, and WER with the
     language routed vs given (``progress(out)`` after each set, so a run stopped by a time limit keeps what it
@@ -172,6 +173,7 @@ def routing_and_wer(dama_runs: dict[str, str], other: str, n_test: int, per_clas
     from dama.serve.engine import ServeEngine
     from dama.serve.lid import whisper_decision
     from dama.serve.lid_cache import cached_stats, open_cache
+    from dama.serve.lid_crops import cached_crop_stats, make_crops
     from dama.serve.lid_train import LidTrainOptions, train_router
     from dama.serve.options import ServeOptions
 
@@ -223,6 +225,15 @@ def routing_and_wer(dama_runs: dict[str, str], other: str, n_test: int, per_clas
             sum((d.adapter, d.language) == tr for d, tr in zip(router.decide(cf, loaded, threshold=0.0), truth))
             / len(truth), 4)
         out["deferred_to_whisper"][name] = sum(d.by == "whisper" for d in routed)
+        if test_crops:  # short requests: crops of these test clips (2-8 s, as dama lid train cuts), routing only
+            cut = make_crops(utts, test_crops, seed=f"test-{name}")
+            with engine.multi.using(None):
+                ccf = cached_crop_stats(engine.whisper, cut, stats_cache, log=log).features(layers)
+            got = router.decide(ccf, loaded)
+            right = sum((d.adapter, d.language) == (by_lang.get(c.utt.language), c.utt.language)
+                        for d, c in zip(got, cut))
+            out.setdefault("crop_accuracy", {})[name] = round(right / len(cut), 4)
+            out.setdefault("crops", {})[name] = len(cut)
         wrong = [i for i, good in enumerate(ok) if not good]
         refs = [u.text for u in utts]
         words = sum(len(r.split()) for r in refs)
@@ -378,6 +389,8 @@ def main() -> None:
     ap.add_argument("--per-class", type=int, default=200, help="router training clips per class")
     ap.add_argument("--crops", type=int, default=50, help="router: short crops per class (dama lid train --crops)")
     ap.add_argument("--val-crops", type=int, default=20, help="router: short crops per language of the val clips")
+    ap.add_argument("--test-crops", type=int, default=20,
+                    help="routing only: short crops (2-8 s) of each set's test clips, scored like the clips")
     ap.add_argument("--cache", help="router feature file (.npz): clips encoded once, re-fits and re-scores are free")
     ap.add_argument("--encoder-cache", default="",
                     help="dama train encoder caches to read clips from (comma-separated; the runs' own always are)")
@@ -431,7 +444,7 @@ def main() -> None:
                                                 args.control_clips, Path(work), log, progress, args.cache,
                                                 args.full_wer,
                                                 tuple(c for c in args.encoder_cache.split(",") if c),
-                                                args.crops, args.val_crops)
+                                                args.crops, args.val_crops, args.test_crops)
         plot = out_path.with_name(out_path.stem + "_routing_confusion.png")
         plot_confusion(result["routing"]["confusion"], plot)
         result["routing"]["confusion_plot"] = plot.name

@@ -588,9 +588,11 @@ def serve_routing() -> str:
     """Language routing accuracy and WER routed vs given (benchmarks/serve_load.py --parts routing)."""
     r = _serve()["routing"]
     absolute = any("given" in w for w in r["wer"].values())  # else only misrouted clips were decoded
+    crop = r.get("crop_accuracy") or {}
     out = ["| test clips | clips | served right | router without threshold | Whisper's detection alone "
            "| deferred to Whisper | " + ("WER, language given | WER, routed | " if absolute else "")
-           + "WER routed minus given |", "|---|---|---|---|---|---|" + ("---|---|" if absolute else "") + "---|"]
+           + "WER routed minus given |" + (" short crops (2-8 s): served right |" if crop else ""),
+           "|---|---|---|---|---|---|" + ("---|---|" if absolute else "") + "---|" + ("---|" if crop else "")]
     for name, acc in r["accuracy"].items():
         w = r["wer"].get(name) or {}
         given = (f"{w['given']:.3f} | {w['routed']:.3f} | " if "given" in w else "– | – | ") if absolute else ""
@@ -601,7 +603,8 @@ def serve_routing() -> str:
         out.append(f"| {ROUTING_LABELS.get(name, name)} | {r['clips'][name]} | {acc:.3f} | "
                    f"{'–' if alone is None else f'{alone:.3f}'} | {'–' if whisper is None else f'{whisper:.3f}'} | "
                    f"{'–' if deferred is None else deferred} | "
-                   f"{given}{diff} |")
+                   f"{given}{diff} |"
+                   + ((f" {crop[name]:.3f} of {r['crops'][name]} |" if name in crop else " – |") if crop else ""))
     info = r["router"]
     cal = info.get("calibration") or {}
     plot = r.get("confusion_plot")
