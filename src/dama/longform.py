@@ -46,6 +46,7 @@ from dama.models.load import Whisper
 from dama.models.transcribe import find_tail_loop
 
 STRATEGIES = ("vad", "sequential")
+TIMINGS = ("tokens", "vad", "words", "words-vad")
 TIME_PRECISION = 0.02  # seconds per timestamp token
 N_TIMESTAMPS = 1501  # <|0.00|> ... <|30.00|>
 
@@ -78,12 +79,23 @@ class LongformOptions:
     fallback_pick: str = "last"
     # the lean decoding loop (dama.models.timestamped); False: transformers' generate, the reference
     lean: bool = True
+    # segment times (module doc): tokens = Whisper's timestamp tokens; vad = those edges snapped to a fine
+    # second VAD pass; words = word timings (cross-attention alignment heads + DTW), segment edges at the
+    # words, split at word gaps >= split_pause_s; words-vad = words, split at fine-VAD pauses >= split_pause_s,
+    # edges snapped to the fine VAD
+    timing: str = "words-vad"
+    fine_min_silence_ms: int = 300  # the fine VAD pass: Silero at vad_threshold, no speech padding
+    fine_speech_pad_ms: int = 0
+    split_pause_s: float = 1.0
+    snap_max_s: float = 1.0  # a segment edge is moved outwards to the speech edge by at most this much
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
             raise DamaError(f"unknown long-form strategy {self.strategy!r}; choose from {', '.join(STRATEGIES)}")
         if self.fallback_pick not in ("last", "best"):
             raise DamaError(f"fallback_pick must be 'last' or 'best', got {self.fallback_pick!r}")
+        if self.timing not in TIMINGS:
+            raise DamaError(f"unknown timing {self.timing!r}; choose from {', '.join(TIMINGS)}")
         if not 0 < self.max_window_s <= CHUNK_SECONDS:
             raise DamaError(f"max_window_s must be in (0, {CHUNK_SECONDS:.0f}], got {self.max_window_s}")
         self.temperatures = tuple(self.temperatures) or (0.0,)
@@ -94,9 +106,14 @@ class Segment:
     start: float  # seconds from the start of the recording
     end: float
     text: str
+    words: list | None = None  # WordTiming (dama.alignment) when word timings were asked for
+    tokens: list[int] = field(default_factory=list, repr=False, compare=False)  # text tokens (dama's path)
 
     def to_json(self) -> dict:
-        return {"start": round(self.start, 3), "end": round(self.end, 3), "text": self.text}
+        out = {"start": round(self.start, 3), "end": round(self.end, 3), "text": self.text}
+        if self.words is not None:
+            out["words"] = [x.to_json() for x in self.words]
+        return out
 
 
 @dataclass
@@ -150,14 +167,14 @@ def segments_from_tokens(tokens: list[int], timestamp_begin: int, offset: float,
             time = min((t - timestamp_begin) * TIME_PRECISION, duration)  # a window's times end with the window
             if text:  # closes a segment; the next one starts here unless a timestamp follows
                 s = start if start is not None else 0.0
-                out.append(Segment(offset + s, offset + max(time, s), decode(text)))
+                out.append(Segment(offset + s, offset + max(time, s), decode(text), tokens=text))
                 text = []
             start = time
         elif t < timestamp_begin:
             text.append(t)
     if text:
         s = start if start is not None else 0.0
-        out.append(Segment(offset + s, offset + max(duration, s), decode(text)))
+        out.append(Segment(offset + s, offset + max(duration, s), decode(text), tokens=text))
     return [s for s in out if s.text.strip()]
 
 
@@ -317,6 +334,7 @@ def _transcribe_vad(w: Whisper, audio: np.ndarray, opts: LongformOptions) -> lis
         return w.tokenizer.decode([t for t in toks if t < eot], skip_special_tokens=True).strip()
 
     segments: list[Segment] = []
+    last_speech = 0.0  # end of the last segment with words (openai-whisper's guard on a first word's length)
     for b in range(0, len(windows), opts.batch_size):
         batch = windows[b: b + opts.batch_size]
         enc = _encode_windows(w, audio, batch)
@@ -343,9 +361,23 @@ def _transcribe_vad(w: Whisper, audio: np.ndarray, opts: LongformOptions) -> lis
             pending = retry
             if not pending:
                 break
+        window_segs = []
         for x in batch:
-            segments += segments_from_tokens(x.tokens, ts_begin, x.start / SAMPLE_RATE, (x.end - x.start) / SAMPLE_RATE,
-                                             lambda t: w.tokenizer.decode(t, skip_special_tokens=True).strip())
+            segs = segments_from_tokens(x.tokens, ts_begin, x.start / SAMPLE_RATE, (x.end - x.start) / SAMPLE_RATE,
+                                        lambda t: w.tokenizer.decode(t, skip_special_tokens=True).strip())
+            for seg in segs:
+                seg.tokens = [t for t in seg.tokens if t < eot]
+            window_segs.append(segs)
+        if opts.timing in ("words", "words-vad"):  # one teacher-forced decoder pass for the batch
+            from dama.alignment import align_words, attach_words
+
+            texts = [[t for seg in segs for t in seg.tokens] for segs in window_segs]
+            frames = [(x.end - x.start) // (SAMPLE_RATE // 50) for x in batch]
+            aligned = align_words(w, enc, texts, frames, opts.language, opts.task)
+            for x, segs, words in zip(batch, window_segs, aligned):
+                last_speech = attach_words(segs, words, x.start / SAMPLE_RATE, last_speech)
+        for segs in window_segs:
+            segments += segs
     return segments
 
 
@@ -390,7 +422,7 @@ def transcribe_long(model, audio: np.ndarray, options: LongformOptions | None = 
 
     ``model``: a :class:`~dama.models.load.Whisper` (dama's transformers path, adapters merged or not) or a
     ``faster_whisper.WhisperModel`` (the deployed path, :func:`transcribe_long_ct2`). Pure silence or
-    noise gives ``[]``.
+    noise gives ``[]``. Segment times follow ``options.timing`` (:func:`refine_times`).
     """
     opts = options or LongformOptions()
     audio = np.ascontiguousarray(audio, dtype=np.float32)
@@ -399,26 +431,139 @@ def transcribe_long(model, audio: np.ndarray, options: LongformOptions | None = 
     if not len(audio):
         return []
     if not isinstance(model, Whisper):
-        return transcribe_long_ct2(model, audio, opts)
-    if opts.strategy == "sequential":
-        return _transcribe_sequential(w=model, audio=audio, opts=opts)
-    return _transcribe_vad(model, audio, opts)
+        segs = transcribe_long_ct2(model, audio, opts)
+    elif opts.strategy == "sequential":  # no word timings on this path: its segments keep their token times
+        segs = _transcribe_sequential(w=model, audio=audio, opts=opts)
+    else:
+        segs = _transcribe_vad(model, audio, opts)
+    return refine_times(segs, audio, opts)
+
+
+def fine_speech_regions(audio: np.ndarray, opts: LongformOptions) -> list[tuple[float, float]]:
+    """Speech regions (seconds) of the fine VAD pass: Silero at ``vad_threshold``, silences from
+    ``fine_min_silence_ms`` split regions, no padding: where speech starts and stops, not windows to decode."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    vo = VadOptions(threshold=opts.vad_threshold, min_silence_duration_ms=opts.fine_min_silence_ms,
+                    speech_pad_ms=opts.fine_speech_pad_ms)
+    return [(r["start"] / SAMPLE_RATE, r["end"] / SAMPLE_RATE) for r in get_speech_timestamps(audio, vo)]
+
+
+def refine_times(segments: list[Segment], audio: np.ndarray, opts: LongformOptions) -> list[Segment]:
+    """Segment times as ``opts.timing`` asks (segments with words come from the word-timing paths):
+
+    * ``tokens``: as decoded;
+    * ``words``: split where the gap between consecutive words is at least ``split_pause_s``;
+    * ``vad``: each edge snapped to the fine VAD (:func:`snap_to_speech`);
+    * ``words-vad``: split at word gaps or fine-VAD silences of at least ``split_pause_s``
+      (:func:`split_at_pauses`), then snapped.
+    """
+    if not segments or opts.timing == "tokens":
+        return segments
+    regions = fine_speech_regions(audio, opts) if opts.timing in ("vad", "words-vad") else []
+    if opts.timing in ("words", "words-vad"):
+        gaps = [(a[1], b[0]) for a, b in zip(regions, regions[1:]) if b[0] - a[1] >= opts.split_pause_s]
+        segments = split_at_pauses(segments, gaps, opts.split_pause_s)
+    if regions:
+        segments = snap_to_speech(segments, regions, opts.snap_max_s)
+    return segments
+
+
+def split_at_pauses(segments: list[Segment], gaps: list[tuple[float, float]], min_pause: float) -> list[Segment]:
+    """Split segments with words between two consecutive words that are ``min_pause`` apart, or that have one
+    of ``gaps`` (silences, sorted, in seconds) between them: the gap's middle lies between the two words'
+    middles (word timings often reach into a pause); those two words are then pulled out of the gap. A
+    subtitle then never spans a long silence."""
+    import bisect
+
+    centres = [(g0 + g1) / 2 for g0, g1 in gaps]
+    out: list[Segment] = []
+    for seg in segments:
+        words = seg.words or []
+        if len(words) < 2:
+            out.append(seg)
+            continue
+        groups = [[words[0]]]
+        for a, b in zip(words, words[1:]):
+            cut = b.start - a.end >= min_pause
+            k = bisect.bisect_left(centres, (a.start + a.end) / 2)
+            if k < len(gaps) and centres[k] < (b.start + b.end) / 2:
+                cut = True
+                g0, g1 = gaps[k]
+                a.end, b.start = max(a.start, min(a.end, g0)), min(b.end, max(b.start, g1))
+            if cut:
+                groups.append([b])
+            else:
+                groups[-1].append(b)
+        if len(groups) == 1:
+            out.append(seg)
+            continue
+        for k, g in enumerate(groups):
+            start = seg.start if k == 0 else g[0].start
+            end = seg.end if k == len(groups) - 1 else g[-1].end
+            out.append(Segment(min(start, g[0].start), max(end, g[-1].end), "".join(x.word for x in g).strip(),
+                               words=g, tokens=[t for x in g for t in x.tokens]))
+    return [x for x in out if x.text]
+
+
+def snap_to_speech(segments: list[Segment], regions: list[tuple[float, float]], max_out: float) -> list[Segment]:
+    """Move each segment's edges to the speech edges of the fine VAD ``regions`` (sorted, seconds): the start
+    to the start of the first region overlapping the segment, the end to the end of the last one. An edge
+    moves inwards freely (the segment began or ended in silence), outwards by at most ``max_out`` seconds and
+    never across a neighbouring segment; a segment no region overlaps keeps its times. The first and last
+    words follow the edges; no word lies outside its segment."""
+    import bisect
+
+    starts = [r[0] for r in regions]
+    ends = [r[1] for r in regions]
+    for i, seg in enumerate(segments):
+        lo = bisect.bisect_right(ends, seg.start)  # first region ending after the segment starts
+        hi = bisect.bisect_left(starts, seg.end)  # regions starting before the segment ends: [lo, hi)
+        if lo >= hi:
+            continue
+        prev_end = segments[i - 1].end if i else 0.0
+        next_start = segments[i + 1].start if i + 1 < len(segments) else float("inf")
+        s0, e1 = regions[lo][0], regions[hi - 1][1]
+        start = s0 if s0 >= seg.start or (seg.start - s0 <= max_out and s0 >= prev_end) else seg.start
+        end = e1 if e1 <= seg.end or (e1 - seg.end <= max_out and e1 <= next_start) else seg.end
+        if end <= start:
+            continue
+        seg.start, seg.end = start, end
+        if seg.words:
+            seg.words[0].start = start
+            seg.words[-1].end = end
+            for x in seg.words:
+                x.start = min(max(x.start, start), end)
+                x.end = min(max(x.end, x.start), end)
+    return segments
 
 
 def transcribe_long_ct2(fw_model, audio: np.ndarray, opts: LongformOptions) -> list[Segment]:
     """faster-whisper's own ``WhisperModel.transcribe(..., vad_filter=True)`` with timestamps: the deployed
     path of a ``dama export --format ct2`` folder (load it with :func:`dama.deploy.export.load_faster_whisper`,
-    which teaches faster-whisper a new language token)."""
+    which teaches faster-whisper a new language token). Word timings (``opts.timing`` words or words-vad) are
+    faster-whisper's own ``word_timestamps=True`` (the same alignment heads and DTW, in CTranslate2);
+    :func:`transcribe_long` then refines the times as on dama's path."""
     from faster_whisper.vad import VadOptions
 
+    from dama.alignment import WordTiming
+
+    words = opts.timing in ("words", "words-vad")
     vo = VadOptions(threshold=opts.vad_threshold, min_silence_duration_ms=opts.min_silence_ms,
                     speech_pad_ms=opts.speech_pad_ms)
     segs, _info = fw_model.transcribe(
         audio, language=opts.language, task=opts.task, beam_size=opts.num_beams, vad_filter=True,
         vad_parameters=asdict(vo), without_timestamps=False, condition_on_previous_text=False,
         temperature=list(opts.temperatures), compression_ratio_threshold=opts.compression_ratio_threshold,
-        log_prob_threshold=opts.logprob_threshold, no_speech_threshold=opts.no_speech_threshold)
-    return [Segment(float(s.start), float(s.end), s.text.strip()) for s in segs if s.text.strip()]
+        log_prob_threshold=opts.logprob_threshold, no_speech_threshold=opts.no_speech_threshold,
+        word_timestamps=words)
+    out = []
+    for s in segs:
+        if not s.text.strip():
+            continue
+        ws = [WordTiming(x.word, [], float(x.start), float(x.end), float(x.probability)) for x in s.words or []]
+        out.append(Segment(float(s.start), float(s.end), s.text.strip(), words=ws if words else None))
+    return out
 
 
 def text_of(segments: list[Segment]) -> str:

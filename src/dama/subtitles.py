@@ -22,9 +22,18 @@ def _clean(text: str) -> str:
     return " ".join(text.replace("-->", "->").split())
 
 
+def _json_segment(s) -> dict:
+    out = {"start": round(s.start, 3), "end": round(s.end, 3), "text": _clean(s.text)}
+    if getattr(s, "words", None) is not None:  # word timings: start, end, word, probability
+        out["words"] = [{"start": round(x.start, 3), "end": round(x.end, 3), "word": x.word,
+                         "probability": round(x.probability, 4)} for x in s.words]
+    return out
+
+
 def format_segments(segments: Sequence, fmt: str, language: str | None = None, audio: str | None = None) -> str:
     """``segments`` (objects with ``start``, ``end``, ``text``) as ``fmt`` (one of :data:`FORMATS`).
 
+    JSON lists each segment's words (start, end, word, probability) when it has word timings.
     No segments (silence) is an empty transcript: an empty .txt, an .srt with no cues, a .vtt with only
     its header, JSON with ``"segments": []``.
     """
@@ -38,7 +47,6 @@ def format_segments(segments: Sequence, fmt: str, language: str | None = None, a
         return to_srt(cues) if fmt == "srt" else to_vtt(cues)
     if fmt == "json":
         obj = {"audio": audio, "language": language, "text": " ".join(_clean(s.text) for s in segs),
-               "segments": [{"start": round(s.start, 3), "end": round(s.end, 3), "text": _clean(s.text)}
-                            for s in segs]}
+               "segments": [_json_segment(s) for s in segs]}
         return json.dumps(obj, ensure_ascii=False, indent=1) + "\n"
     raise ValueError(f"unknown transcript format {fmt!r}; choose from {', '.join(FORMATS)}")

@@ -61,6 +61,11 @@ def add_longform_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--long-strategy", choices=("vad", "sequential"), default="vad",
                    help="long-form decoding: vad = Silero VAD windows decoded in batches (default), sequential = "
                         "transformers' 30 s windows moved by the last timestamp")
+    p.add_argument("--timing", choices=("tokens", "vad", "words", "words-vad"), default="words-vad",
+                   help="segment times of long-form transcripts: words-vad = word timings (cross-attention + DTW), "
+                        "segments split at pauses of 1 s or more and their edges snapped to a fine VAD pass "
+                        "(default); words = word timings only; vad = Whisper's timestamp tokens snapped to the "
+                        "fine VAD; tokens = Whisper's timestamp tokens as decoded (docs/longform.md)")
 
 
 def decode_opts(args):

@@ -58,17 +58,21 @@ def _transcribe_any_length(w, audios, args) -> list[str]:
     out = [""] * len(audios)
     for i, text in zip(short, transcribe(w, [audios[i] for i in short], args.language, decode_opts(args))):
         out[i] = text
+    from dataclasses import replace
+
+    opts = replace(longform_opts(args), timing="tokens")  # text only: times are not printed
     for i in sorted(set(range(len(audios))) - set(short)):
-        out[i] = text_of(transcribe_long(w, audios[i], longform_opts(args)))
+        out[i] = text_of(transcribe_long(w, audios[i], opts))
     return out
 
 
 def longform_opts(args):
-    """The long-form options the decoding flags (and --long-strategy) ask for."""
+    """The long-form options the decoding flags (and --long-strategy, --timing) ask for."""
     from dama.longform import LongformOptions
 
     return LongformOptions(language=args.language, strategy=args.long_strategy, batch_size=args.batch_size,
-                           num_beams=args.beams, loop_repeats=args.loop_repeats)
+                           num_beams=args.beams, loop_repeats=args.loop_repeats,
+                           timing=getattr(args, "timing", "words-vad"))
 
 
 def _transcribe_long_files(args) -> dict:

@@ -4,6 +4,12 @@ times of ``CORPUS:SPLIT-long`` recordings, loops.
 Boundary error: for every true clip start (end), the distance to the nearest hypothesis segment start
 (end). Whisper may split a clip into several segments, which this does not penalise; a true boundary
 with no hypothesis boundary near it (a missed pause, a drifting clock) is what makes it large.
+
+Two sets of true boundaries: the *clip edges* (where each source clip starts and ends in the recording)
+and the *speech edges* (where speech starts and ends inside each clip, :func:`speech_edges`). The corpora's
+clips carry their own silence before and after the speech (room tone, the reader waiting for the prompt
+to end), which no timestamp model should call speech; the clip-edge error therefore mostly measures that
+silence, the speech-edge error the timestamps.
 """
 
 from __future__ import annotations
@@ -37,6 +43,53 @@ def boundary_errors_ms(truth: Sequence, hyp: Sequence) -> list[float]:
     return out
 
 
+SPEECH_FRAME_S = 0.02  # energy frames of the speech-edge rule
+SPEECH_MIN_RUN = 5  # frames (100 ms) above the threshold in a row: speech, not a click
+DIGITAL_SILENCE_DB = -90.0
+
+
+def speech_edges(clip: np.ndarray, sr: int = SAMPLE_RATE) -> tuple[float, float]:
+    """Where speech starts and ends inside one clip (seconds from its start), by an energy rule on the clip
+    alone: frame energies (20 ms frames, dB); the clip's noise floor is the 10th and its speech level the
+    95th percentile of the frames above digital silence (-90 dB); a frame is loud when it lies above the
+    midpoint of the two (in dB); speech starts at the first run of at least 5 loud frames (100 ms) and ends
+    at the end of the last such run. A clip with no such run is speech from start to end."""
+    hop = int(SPEECH_FRAME_S * sr)
+    n = len(clip) // hop
+    if n < SPEECH_MIN_RUN:
+        return 0.0, len(clip) / sr
+    db = 10 * np.log10(np.mean(np.square(clip[: n * hop].astype(np.float64).reshape(n, hop)), axis=1) + 1e-12)
+    live = db[db > DIGITAL_SILENCE_DB]
+    if not len(live):
+        return 0.0, len(clip) / sr
+    floor, level = np.percentile(live, 10), np.percentile(live, 95)
+    loud = db > (floor + level) / 2
+    runs, start = [], None
+    for i, x in enumerate([*loud, False]):
+        if x and start is None:
+            start = i
+        elif not x and start is not None:
+            if i - start >= SPEECH_MIN_RUN:
+                runs.append((start, i))
+            start = None
+    if not runs:
+        return 0.0, len(clip) / sr
+    return runs[0][0] * SPEECH_FRAME_S, runs[-1][1] * SPEECH_FRAME_S
+
+
+def speech_truth(audio: np.ndarray, truth: Sequence, sr: int = SAMPLE_RATE) -> list:
+    """``truth`` (clip segments of a long recording) moved to the speech edges inside each clip
+    (:func:`speech_edges` on the recording's own samples of the clip)."""
+    from dataclasses import replace
+
+    out = []
+    for t in truth:
+        a, b = int(round(t.start * sr)), int(round(t.end * sr))
+        on, off = speech_edges(audio[a:b], sr)
+        out.append(replace(t, start=t.start + on, end=t.start + off))
+    return out
+
+
 def has_loop(text: str, n: int = 4, times: int = 4) -> bool:
     """Whether some word ``n``-gram occurs at least ``times`` times in ``text`` (normalised)."""
     words = normalize_text(text).split()
@@ -44,12 +97,15 @@ def has_loop(text: str, n: int = 4, times: int = 4) -> bool:
     return bool(grams) and max(grams.values()) >= times
 
 
-def summarize_boundaries(errors: list[float]) -> dict:
+def summarize_boundaries(errors: list[float], prefix: str = "boundary") -> dict:
+    """Median and 90th percentile (ms) of ``errors``, keys ``{prefix}_median_ms`` ... (``boundary``: against
+    the clip edges; ``speech_boundary``: against the speech edges)."""
+    n_key = "n_boundaries" if prefix == "boundary" else f"n_{prefix}"
     if not errors:
-        return {"boundary_median_ms": None, "boundary_p90_ms": None, "n_boundaries": 0}
+        return {f"{prefix}_median_ms": None, f"{prefix}_p90_ms": None, n_key: 0}
     a = np.array(errors)
-    return {"boundary_median_ms": round(float(np.median(a)), 1),
-            "boundary_p90_ms": round(float(np.percentile(a, 90)), 1), "n_boundaries": len(errors)}
+    return {f"{prefix}_median_ms": round(float(np.median(a)), 1),
+            f"{prefix}_p90_ms": round(float(np.percentile(a, 90)), 1), n_key: len(errors)}
 
 
 def evaluate_long(model, m: Manifest, options=None, language: str | None = None,
@@ -71,7 +127,7 @@ def evaluate_long(model, m: Manifest, options=None, language: str | None = None,
     if isinstance(model, Whisper):
         check_languages(model, m, langs)
     opts = options or LongformOptions()
-    hyps, all_segments, errors, loops = [], [], [], 0
+    hyps, all_segments, errors, speech_errors, loops = [], [], [], [], 0
     audio_s = compute_s = 0.0
     for u, lang in zip(m, langs):
         audio = load_audio(u.audio, u.where)
@@ -79,13 +135,15 @@ def evaluate_long(model, m: Manifest, options=None, language: str | None = None,
         t = time.perf_counter()
         segs: list[Segment] = transcribe_long(model, audio, replace(opts, language=lang))
         compute_s += time.perf_counter() - t
+        if segments_path(Path(u.audio)).is_file():
+            truth = read_segments(u.audio)
+            errors += boundary_errors_ms(truth, segs)
+            speech_errors += boundary_errors_ms(speech_truth(audio, truth), segs)
         del audio
         text = text_of(segs)
         hyps.append(text)
         loops += has_loop(text)
         all_segments.append([s.to_json() for s in segs])
-        if segments_path(Path(u.audio)).is_file():
-            errors += boundary_errors_ms(read_segments(u.audio), segs)
         if log:
             log(f"{u.id}: {len(segs)} segments, {compute_s:.0f} s so far")
     res = score_hyps(m, langs, hyps)
@@ -93,6 +151,7 @@ def evaluate_long(model, m: Manifest, options=None, language: str | None = None,
         rows = [{"id": u.id, "audio": str(u.audio), "language": lang, "hyp": h, "segments": s}
                 for u, lang, h, s in zip(m, langs, hyps, all_segments)]
         atomic_write_text(hyps_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    return {**res, **summarize_boundaries(errors), "loops": loops, "hyps_path": str(hyps_path) if hyps_path else None,
+    return {**res, **summarize_boundaries(errors), **summarize_boundaries(speech_errors, "speech_boundary"),
+            "loops": loops, "hyps_path": str(hyps_path) if hyps_path else None,
             "rtf": compute_s / audio_s if audio_s else 0.0, "audio_seconds": audio_s, "compute_seconds": compute_s,
-            "data": m.name, "strategy": opts.strategy}
+            "data": m.name, "strategy": opts.strategy, "timing": opts.timing}
