@@ -25,6 +25,17 @@ whose mean log-probability is below ``logprob_threshold``, is decoded again with
 next temperature); and Whisper's no-speech rule (window dropped when p(``<|nospeech|>``) exceeds
 ``no_speech_threshold`` and the log-probability is low).
 
+Segment times (``timing``, default ``words-vad``): Whisper's timestamp tokens place segments only
+coarsely (they tend to start a segment at the window's start or in the silence before the speech). With
+``words``, every window's text is aligned to its audio by the cross-attention of the model's alignment
+heads and dynamic time warping (:mod:`dama.alignment`, what openai-whisper's and faster-whisper's
+``word_timestamps`` do): each segment gets its words (start, end, word, probability) and its edges at its
+first and last word. ``words-vad`` then splits segments at pauses of at least ``split_pause_s`` (1 s) found
+by a second, fine Silero VAD pass (300 ms minimum silence, no padding) or between words, and snaps every
+segment edge to the speech edges of that pass (:func:`refine_times`). ``vad`` snaps the token times
+without words; ``tokens`` keeps them as decoded. faster-whisper gets the same: its own
+``word_timestamps=True``, then the same refinement.
+
 Memory: the decoded waveform plus one batch of windows' features; nothing grows with the length.
 
 The deployed runtime is :func:`transcribe_long_ct2` (faster-whisper on a ``dama export --format
