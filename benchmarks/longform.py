@@ -31,6 +31,7 @@ An adapter applies to the language it was trained on only (its config's data spe
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -161,6 +162,8 @@ def main() -> None:
     ap.add_argument("--adapters", default="", help="NAME=RUN_DIR,... (each applies to its training language)")
     ap.add_argument("--backends", default="dama,faster-whisper")
     ap.add_argument("--strategies", default="vad,sequential", help="dama's long-form strategies to run")
+    ap.add_argument("--timings", default="tokens,words-vad", help="segment-time variants to score (LongformOptions."
+                    "timing: tokens, vad, words, words-vad); dama's come from one decoding with word timings")
     ap.add_argument("--sequential-models", default="", help="run the sequential strategy only for these model "
                     "names (comma-separated; default: every model)")
     ap.add_argument("--test-clips", type=int, default=0, help="also score each adapter per clip on the first N "
@@ -187,9 +190,9 @@ def main() -> None:
     from dama.data.spec import load_data
     from dama.deploy.export import load_faster_whisper
     from dama.evaluate.cached import evaluate_cached
-    from dama.evaluate.longform import boundary_errors_ms, has_loop, summarize_boundaries
+    from dama.evaluate.longform import boundary_errors_ms, has_loop, speech_truth, summarize_boundaries
     from dama.evaluate.run import score_hyps
-    from dama.longform import LongformOptions, text_of, transcribe_long
+    from dama.longform import LongformOptions, Segment, decode_segments, refine_times, text_of, transcribe_long
     from dama.models.load import load_whisper
     from dama.outputs import atomic_write_text
     from dama.runs import load_run
@@ -203,6 +206,7 @@ def main() -> None:
     backends = args.backends.split(",")
     strategies = args.strategies.split(",")
     seq_models = set(filter(None, args.sequential_models.split(",")))
+    timings = args.timings.split(",")
     silence = np.zeros(60 * SR, np.float32)
     noise = np.random.default_rng(0).normal(0, 0.05, 60 * SR).astype(np.float32)
     work = Path(tempfile.mkdtemp(prefix="longform-bench-"))
@@ -235,10 +239,15 @@ def main() -> None:
         clips_m = load_data(f"{lang_name}:test")
         by_id = {u.id: u for u in clips_m}
         recs = [(u, *_cut(u, args.max_seconds)) for u in m]
+        recs = [(u, audio, truth, speech_truth(audio, truth)) for u, audio, truth in recs]
         code = m[0].language
-        audio_s = sum(len(a) for _, a, _ in recs) / SR
-        clip_list = Manifest([by_id[s.source] for _, _, truth in recs for s in truth], name=f"{lang_name}:clips")
-        subsets[lang_name] = {"recordings": [u.id for u, _, _ in recs], "clips": len(clip_list),
+        audio_s = sum(len(a) for _, a, _, _ in recs) / SR
+        clip_list = Manifest([by_id[s.source] for _, _, truth, _ in recs for s in truth], name=f"{lang_name}:clips")
+        lead = [sp.start - t.start for _, _, truth, speech in recs for t, sp in zip(truth, speech)]
+        trail = [t.end - sp.end for _, _, truth, speech in recs for t, sp in zip(truth, speech)]
+        subsets[lang_name] = {"recordings": [u.id for u, _, _, _ in recs], "clips": len(clip_list),
+                              "silence_in_clips_s": {"lead_median": round(float(np.median(lead)), 2),
+                                                     "trail_median": round(float(np.median(trail)), 2)},
                               "audio_seconds": round(audio_s, 1),
                               "recordings_in_set": len(load_data(f"{lang_name}:test-long"))}
         for name, run in models:
@@ -292,30 +301,57 @@ def main() -> None:
                 else:
                     ct2 = _ct2_dir(tag if run else "zero-shot", run, work)
                     engine = load_faster_whisper(ct2, device="cpu", compute_type="float32", cpu_threads=args.threads)
-                opts = LongformOptions(language=code, strategy=strategy)
-                hyps_long, errors, loops, secs = [], [], 0, 0.0
-                load0 = os.getloadavg()[0]
-                for u, audio, truth in recs:
-                    memo.key, memo.charged = ((encoder_fp, u.id) if backend == "dama" else None), 0.0
-                    t = time.perf_counter()
-                    segs = transcribe_long(engine, audio, opts)
-                    secs += time.perf_counter() - t + memo.charged
-                    memo.key = None
-                    text = text_of(segs)
-                    hyps_long.append(text)
-                    loops += has_loop(text)
-                    errors += boundary_errors_ms(truth, segs)
-                refs = Manifest([replace(u, text=" ".join(s.text for s in truth)) for u, _, truth in recs])
-                scored = score_hyps(refs, [code] * len(refs), hyps_long)
-                no_speech = {k: len(text_of(transcribe_long(engine, a, opts)).split())
-                             for k, a in (("silence_60s_words", silence), ("noise_60s_words", noise))}
-                row = {**row_base, "backend": backend, "strategy": strategy, "long_wer": round(scored["wer"], 4),
-                       "long_minus_per_clip": round(scored["wer"] - per_clip["wer"], 4),
-                       **summarize_boundaries(errors), "loops": loops, "rtf": round(secs / audio_s, 3), **no_speech,
-                       "load_avg": [round(load0, 2), round(os.getloadavg()[0], 2)]}
-                rows.append(row)
-                save()
-                print(json.dumps(row), flush=True)
+                # one decoding with word timings gives every timing variant (refine_times on copies); the
+                # token-time variants of faster-whisper need their own decoding (its word timings move its
+                # segment edges), as does the sequential strategy (no word timings)
+                word_run = strategy == "vad" and any(t.startswith("words") for t in timings)
+                runs = [("words", [t for t in timings if t.startswith("words")] +
+                         ([t for t in timings if not t.startswith("words")] if backend == "dama" else []))]
+                if not word_run:
+                    runs = [("tokens", [t for t in timings if not t.startswith("words")] or ["tokens"])]
+                elif backend != "dama" and any(not t.startswith("words") for t in timings):
+                    runs.append(("tokens", [t for t in timings if not t.startswith("words")]))
+                for decode_timing, variants in runs:
+                    opts = LongformOptions(language=code, strategy=strategy, timing=decode_timing)
+                    got = {t: {"hyps": [], "errors": [], "speech": [], "secs": 0.0, "segments": 0} for t in variants}
+                    loops, secs = 0, 0.0
+                    load0 = os.getloadavg()[0]
+                    for u, audio, truth, speech in recs:
+                        memo.key, memo.charged = ((encoder_fp, u.id) if backend == "dama" else None), 0.0
+                        t = time.perf_counter()
+                        raw = decode_segments(engine, audio, opts)
+                        secs += time.perf_counter() - t + memo.charged
+                        memo.key = None
+                        for variant in variants:
+                            segs = copy.deepcopy(raw)
+                            if variant in ("tokens", "vad") and decode_timing == "words":  # the decoder's own times
+                                segs = [Segment(*(x.decoded or (x.start, x.end)), x.text) for x in segs]
+                            t = time.perf_counter()
+                            segs = refine_times(segs, audio, replace(opts, timing=variant))
+                            got[variant]["secs"] += time.perf_counter() - t
+                            got[variant]["hyps"].append(text_of(segs))
+                            got[variant]["errors"] += boundary_errors_ms(truth, segs)
+                            got[variant]["speech"] += boundary_errors_ms(speech, segs)
+                            got[variant]["segments"] += len(segs)
+                        loops += has_loop(text_of(raw))
+                    refs = Manifest([replace(u, text=" ".join(s.text for s in truth)) for u, _, truth, _ in recs])
+                    ns_opts = replace(opts, timing="words-vad" if decode_timing == "words" else variants[0])
+                    no_speech = {k: len(text_of(transcribe_long(engine, a, ns_opts)).split())
+                                 for k, a in (("silence_60s_words", silence), ("noise_60s_words", noise))}
+                    for variant in variants:
+                        g = got[variant]
+                        scored = score_hyps(refs, [code] * len(refs), g["hyps"])
+                        row = {**row_base, "backend": backend, "strategy": strategy, "timing": variant,
+                               "long_wer": round(scored["wer"], 4),
+                               "long_minus_per_clip": round(scored["wer"] - per_clip["wer"], 4),
+                               **summarize_boundaries(g["errors"]),
+                               **summarize_boundaries(g["speech"], "speech_boundary"), "segments": g["segments"],
+                               "loops": loops, "rtf": round((secs + g["secs"]) / audio_s, 3), **no_speech,
+                               "decoded_with": decode_timing,
+                               "load_avg": [round(load0, 2), round(os.getloadavg()[0], 2)]}
+                        rows.append(row)
+                        save()
+                        print(json.dumps(row), flush=True)
                 del engine
             del w
     save()

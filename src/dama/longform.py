@@ -119,6 +119,8 @@ class Segment:
     text: str
     words: list | None = None  # WordTiming (dama.alignment) when word timings were asked for
     tokens: list[int] = field(default_factory=list, repr=False, compare=False)  # text tokens (dama's path)
+    decoded: tuple[float, float] | None = field(default=None, repr=False, compare=False)  # the timestamp
+    # tokens' (start, end), kept when word timings move the edges (dama's path), to compare the two
 
     def to_json(self) -> dict:
         out = {"start": round(self.start, 3), "end": round(self.end, 3), "text": self.text}
@@ -378,6 +380,7 @@ def _transcribe_vad(w: Whisper, audio: np.ndarray, opts: LongformOptions) -> lis
                                         lambda t: w.tokenizer.decode(t, skip_special_tokens=True).strip())
             for seg in segs:
                 seg.tokens = [t for t in seg.tokens if t < eot]
+                seg.decoded = (seg.start, seg.end)
             window_segs.append(segs)
         if opts.timing in ("words", "words-vad"):  # one teacher-forced decoder pass for the batch
             from dama.alignment import align_words, attach_words
@@ -437,17 +440,22 @@ def transcribe_long(model, audio: np.ndarray, options: LongformOptions | None = 
     """
     opts = options or LongformOptions()
     audio = np.ascontiguousarray(audio, dtype=np.float32)
+    return refine_times(decode_segments(model, audio, opts), audio, opts)
+
+
+def decode_segments(model, audio: np.ndarray, opts: LongformOptions) -> list[Segment]:
+    """The decoding half of :func:`transcribe_long`: segments with the decoder's times, and words when
+    ``opts.timing`` asks for them (edges at the words), before :func:`refine_times` splits and snaps them."""
+    audio = np.ascontiguousarray(audio, dtype=np.float32)
     if audio.ndim != 1:
         raise DamaError(f"transcribe_long takes mono audio (1-D), got shape {audio.shape}")
     if not len(audio):
         return []
     if not isinstance(model, Whisper):
-        segs = transcribe_long_ct2(model, audio, opts)
-    elif opts.strategy == "sequential":  # no word timings on this path: its segments keep their token times
-        segs = _transcribe_sequential(w=model, audio=audio, opts=opts)
-    else:
-        segs = _transcribe_vad(model, audio, opts)
-    return refine_times(segs, audio, opts)
+        return transcribe_long_ct2(model, audio, opts)
+    if opts.strategy == "sequential":  # no word timings on this path: its segments keep their token times
+        return _transcribe_sequential(w=model, audio=audio, opts=opts)
+    return _transcribe_vad(model, audio, opts)
 
 
 def fine_speech_regions(audio: np.ndarray, opts: LongformOptions) -> list[tuple[float, float]]:
