@@ -452,8 +452,13 @@ def _ms(x: float | None) -> str:
 def _subset_line(d: dict) -> str:
     cut = d.get("settings", {}).get("max_seconds")
     cut = f", cut after the clips ending within {cut:.0f} s" if cut else ""
-    parts = [f"{lang.split('#')[0]}: {len(v['recordings'])} of {v['recordings_in_set']} recordings{cut} "
-             f"({v['clips']} clips, {_minutes(v['audio_seconds'])})" for lang, v in d.get("subsets", {}).items()]
+    parts = []
+    for lang, v in d.get("subsets", {}).items():
+        quiet = v.get("silence_in_clips_s")
+        quiet = (f"; speech starts {quiet['lead_median']:.2f} s after the clip start and ends "
+                 f"{quiet['trail_median']:.2f} s before its end, medians") if quiet else ""
+        parts.append(f"{lang.split('#')[0]}: {len(v['recordings'])} of {v['recordings_in_set']} recordings{cut} "
+                     f"({v['clips']} clips, {_minutes(v['audio_seconds'])}{quiet})")
     return "; ".join(parts)
 
 
@@ -461,20 +466,32 @@ def _minutes(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
+DEFAULT_TIMING = "words-vad"
+
+
+def _timing(r: dict) -> str:
+    """A row's segment times; rows measured before word timings existed had the decoder's tokens."""
+    return r.get("timing", "tokens")
+
+
 def longform(path: Path = LONGFORM) -> str:
-    """Every row of benchmarks/longform.py: backend x strategy x model x language, and the accuracy cost of
-    timestamp training on the whole test split."""
+    """Every row of benchmarks/longform.py: backend x strategy x timing x model x language, boundaries against
+    the clip edges and the speech edges, and the accuracy cost of timestamp training on the whole test split."""
     d = json.loads(path.read_text())
     cmds = [d["command"]] if isinstance(d["command"], str) else d["command"]
     out = [" then ".join(f"`{c}`" for c in cmds) + f" ({_subset_line(d)}):", "",
-           "| language | model | audio | backend, strategy | per-clip WER | long-form WER | minus per-clip | "
-           "boundary median / p90 (ms) | loops | RTF | words on 60 s silence / noise |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| language | model | audio | backend, strategy, timing | per-clip WER | long-form WER | minus per-clip | "
+           "boundary median / p90 (ms): clip edges | speech edges | segments | loops | RTF | "
+           "words on 60 s silence / noise |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in d["rows"]:
+        speech = (f"{_ms(r['speech_boundary_median_ms'])} / {_ms(r['speech_boundary_p90_ms'])}"
+                  if r.get("speech_boundary_median_ms") is not None else NONE)
         out.append(f"| {r['language']} | {r['model']} | {_minutes(r.get('audio_seconds', 0))} | "
-                   f"{r['backend']}, {r.get('strategy', 'vad')} | "
+                   f"{r['backend']}, {r.get('strategy', 'vad')}, {_timing(r)} | "
                    f"{r['per_clip_wer']:.3f} | {r['long_wer']:.3f} | {r['long_minus_per_clip']:+.3f} | "
-                   f"{_ms(r['boundary_median_ms'])} / {_ms(r['boundary_p90_ms'])} | {r['loops']} | {r['rtf']:.2f} | "
+                   f"{_ms(r['boundary_median_ms'])} / {_ms(r['boundary_p90_ms'])} | {speech} | "
+                   f"{r.get('segments', NONE)} | {r['loops']} | {r['rtf']:.2f} | "
                    f"{r['silence_60s_words']} / {r['noise_60s_words']} |")
     if d.get("test_wer"):
         out += ["", "Per-clip WER of the same adapters on the test split (the accuracy cost of training "
@@ -492,17 +509,22 @@ def longform(path: Path = LONGFORM) -> str:
 
 
 def longform_summary(path: Path = LONGFORM) -> str:
-    """The README's view of benchmarks/longform.py: per language and model, dama's long-form path (VAD)
-    against per-clip decoding, and the deployed path (faster-whisper) beside it."""
+    """The README's view of benchmarks/longform.py: per language and model, dama's long-form path (VAD, the
+    default segment times) against per-clip decoding, and the deployed path (faster-whisper) beside it;
+    boundaries against the speech edges and the clip edges."""
     d = json.loads(path.read_text())
     rows: dict[tuple[str, str, float], dict[str, dict]] = {}
+    newest = {DEFAULT_TIMING} if any(_timing(r) == DEFAULT_TIMING for r in d["rows"]) else {"tokens"}
     for r in d["rows"]:
-        rows.setdefault((r["language"], r["model"], r.get("audio_seconds", 0)), {})[
-            f"{r['backend']}/{r.get('strategy', 'vad')}"] = r
+        if _timing(r) in newest:
+            rows.setdefault((r["language"], r["model"], r.get("audio_seconds", 0)), {})[
+                f"{r['backend']}/{r.get('strategy', 'vad')}"] = r
     several = len({k[2] for k in rows}) > 1
-    out = [f"Long-form ({_subset_line(d)}; dama / faster-whisper on the CT2 export):", "",
+    timing = next(iter(newest))
+    out = [f"Long-form ({_subset_line(d)}; dama / faster-whisper on the CT2 export; segment times: {timing}):", "",
            "| language | model" + (" | audio" if several else "") + " | per-clip WER | long-form WER | "
-           "boundary median (ms) | RTF |", "|---|---|" + ("---|" if several else "") + "---|---|---|---|"]
+           "boundary median (ms): speech edges | clip edges | loops | RTF |",
+           "|---|---|" + ("---|" if several else "") + "---|---|---|---|---|---|"]
     for (lang, model, secs), by in rows.items():
         a, b = by.get("dama/vad"), by.get("faster-whisper/vad")
         if b is None and any(k[:2] == (lang, model) and "faster-whisper/vad" in v for k, v in rows.items()):
@@ -510,11 +532,12 @@ def longform_summary(path: Path = LONGFORM) -> str:
         ref = a or b
 
         def pair(key: str, fmt, a=a, b=b) -> str:
-            return " / ".join(fmt(x[key]) if x and x[key] is not None else NONE for x in (a, b))
+            return " / ".join(fmt(x[key]) if x and x.get(key) is not None else NONE for x in (a, b))
 
         audio = f" | {_minutes(secs)}" if several else ""
         out.append(f"| {lang} | {model}{audio} | {ref['per_clip_wer']:.3f} | {pair('long_wer', '{:.3f}'.format)} | "
-                   f"{pair('boundary_median_ms', _ms)} | {pair('rtf', '{:.2f}'.format)} |")
+                   f"{pair('speech_boundary_median_ms', _ms)} | {pair('boundary_median_ms', _ms)} | "
+                   f"{pair('loops', str)} | {pair('rtf', '{:.2f}'.format)} |")
     return "\n".join(out)
 
 

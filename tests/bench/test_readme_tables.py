@@ -146,18 +146,31 @@ def test_longform_tables_come_from_the_results_file(tmp_path, monkeypatch, capsy
                                 "rows": rows}))
     full = s.longform(path)
     assert "1 of 22 recordings (11 clips, 3.3 min)" in full and "then `python benchmarks/longform.py --b`" in full
-    assert ("| swahili | ts-0.5 | 3.3 min | dama, sequential | 0.512 | 0.610 | +0.098 | 700 / 900 | 0 | 2.50 | "
-            "0 / 0 |") in full
+    assert ("| swahili | ts-0.5 | 3.3 min | dama, sequential, tokens | 0.512 | 0.610 | +0.098 | 700 / 900 | – | – | "
+            "0 | 2.50 | 0 / 0 |") in full
     assert "| swahili:test | ts-0.5 | 0.5 | 0.550 | 0.150 | 231 | +0.012 [-0.004, +0.030] vs no-ts (p = 0.15) |" in full
     assert "| swahili:test | no-ts | 0.0 | 0.540 | 0.140 | 231 | – |" in full
     summary = s.longform_summary(path)
-    assert "| swahili | ts-0.5 | 0.512 | 0.523 / 0.534 | 250 / 310 | 1.23 / 0.31 |" in summary
+    assert "| swahili | ts-0.5 | 0.512 | 0.523 / 0.534 | – / – | 250 / 310 | 0 / 0 | 1.23 / 0.31 |" in summary
     monkeypatch.setitem(s.BLOCKS, "longform-summary", lambda: s.longform_summary(path))
     page = tmp_path / "README.md"
     page.write_text(f"<!-- summarize.py:longform-summary -->\n{summary.replace('0.523', '0.501')}\n"
                     "<!-- /summarize.py:longform-summary -->\n")
     assert s.main(["--check", str(page)]) == 1
     assert "out of date: longform-summary" in capsys.readouterr().err
+    # rows with segment-time variants: the README shows the default (words-vad) with its speech-edge error
+    timed = [{**r, "timing": t, "speech_boundary_median_ms": 71.6 + k, "speech_boundary_p90_ms": 400.0,
+              "segments": 12} for k, t in enumerate(("tokens", "words-vad")) for r in rows if r["strategy"] == "vad"]
+    d = json.loads(path.read_text())
+    path.write_text(json.dumps({**d, "rows": timed, "subsets": {"swahili": {
+        **d["subsets"]["swahili"], "silence_in_clips_s": {"lead_median": 0.36, "trail_median": 2.01}}}}))
+    full = s.longform(path)
+    assert "| swahili | ts-0.5 | 3.3 min | faster-whisper, vad, words-vad | 0.512 | 0.534 | +0.022 | 310 / 900 | " \
+        "73 / 400 | 12 | 0 | 0.31 | 0 / 0 |" in full
+    assert "speech starts 0.36 s after the clip start and ends 2.01 s before its end" in full
+    summary = s.longform_summary(path)
+    assert "segment times: words-vad" in summary
+    assert "| swahili | ts-0.5 | 0.512 | 0.523 / 0.534 | 73 / 73 | 250 / 310 | 0 / 0 | 1.23 / 0.31 |" in summary
 
 
 def test_longform_speed_table(tmp_path):
